@@ -1,0 +1,1 @@
+"""Device protocol adapters: a driver knows registers and bytes, never stages."""

@@ -1,0 +1,133 @@
+"""Announcement players: how a clip reaches the loudspeakers of a zone.
+
+Two backends, chosen by `kind` in `make_player`:
+- `aplay`: ALSA's aplay as a subprocess with an argument list (never a shell string);
+- `sink`: the bundled audio sink simulator over TCP, for the demo and tests. Line protocol:
+  the player sends `PLAY <zone> <clip_id> <path>\\n`, the sink answers `DONE\\n` when the
+  clip has finished or `ERR <reason>\\n`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Annotated, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from drivers.errors import AudioFault
+
+
+class AplayConfig(BaseModel):
+    """Play clips on an ALSA device of the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["aplay"]
+    device: str = "default"
+    command: str = "aplay"
+
+
+class SinkConfig(BaseModel):
+    """Play clips on the audio sink simulator."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["sink"]
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    timeout_s: float = Field(default=120.0, gt=0)
+
+
+PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
+
+
+class Player(Protocol):
+    """Plays one clip at a time.
+
+    Contract: `play` returns when the clip has finished and raises AudioFault when it could
+    not be played. Callers do not overlap calls on one player. Cancelling `play` stops the
+    clip. `close` releases the device; no call follows it.
+    """
+
+    async def play(self, zone: str, clip_id: str, path: Path) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AplayPlayer:
+    """`aplay -q -D <device> <file>` as a subprocess."""
+
+    def __init__(self, config: AplayConfig) -> None:
+        self.config = config
+
+    async def play(self, zone: str, clip_id: str, path: Path) -> None:
+        if not path.is_file():
+            raise AudioFault(f"clip {clip_id}: no file {path}")
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.config.command, "-q", "-D", self.config.device, str(path),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise AudioFault(f"clip {clip_id}: cannot run {self.config.command}: {exc}") from exc
+        try:
+            _, err = await proc.communicate()
+        except asyncio.CancelledError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise
+        if proc.returncode != 0:
+            raise AudioFault(f"clip {clip_id}: {self.config.command} exited "
+                             f"{proc.returncode}: {err.decode(errors='replace').strip()}")
+
+    async def close(self) -> None:
+        return None
+
+
+class SinkPlayer:
+    """Speaks the audio sink's line protocol; one connection, reopened when lost."""
+
+    def __init__(self, config: SinkConfig) -> None:
+        self.config = config
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def play(self, zone: str, clip_id: str, path: Path) -> None:
+        try:
+            if self._writer is None or self._writer.is_closing():
+                self._reader, self._writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.config.host, self.config.port), timeout=5.0)
+            assert self._reader is not None
+            self._writer.write(f"PLAY {zone} {clip_id} {path}\n".encode())
+            await self._writer.drain()
+            line = await asyncio.wait_for(self._reader.readline(), self.config.timeout_s)
+        except asyncio.CancelledError:
+            await self.close()  # the sink would otherwise finish the clip: drop the line
+            raise
+        except (OSError, TimeoutError) as exc:
+            await self.close()
+            raise AudioFault(f"clip {clip_id}: sink {self.config.host}:{self.config.port}: "
+                             f"{exc!r}") from exc
+        answer = line.decode(errors="replace").strip()
+        if answer != "DONE":
+            if not answer:
+                await self.close()
+            raise AudioFault(f"clip {clip_id}: sink answered {answer or 'nothing'!r}")
+
+    async def close(self) -> None:
+        writer, self._writer, self._reader = self._writer, None, None
+        if writer is not None:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+
+
+def make_player(config: AplayConfig | SinkConfig) -> Player:
+    """Build the player a config names: the one table of player backends (STYLE 4)."""
+    if isinstance(config, AplayConfig):
+        return AplayPlayer(config)
+    return SinkPlayer(config)

@@ -1,0 +1,362 @@
+"""The daemon: owns the buses, the engine, the zones and the outputs, and runs the cycle.
+
+Start: open the buses, drive every relay OFF with read-back (the first actuator action is
+always OFF), then start the zone sequencers, the uplinks, the status server and the poll
+loop in one TaskGroup. Each cycle, at a wall-clock boundary: read every gauge (buses in
+parallel), judge quality, derive, evaluate stages, hand broadcasts to their zones at once,
+then record (InfluxDB, MQTT, /status). Stop, in order: the poll loop, the zones (each drives
+its relays OFF), the uplinks (flushed briefly), the status server; then every relay OFF.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from drivers.errors import DriverError
+from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.players import make_player
+from drivers.relays import CoilRelay
+from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
+from gauged.clock import Clock, next_boundary
+from gauged.config import Config
+from gauged.engine import CycleResult, Engine, Sample, StationState
+from gauged.influx import InfluxSink, Record
+from gauged.mqtt import MqttPublisher
+from gauged.quality import Quality, assess
+from gauged.rain import CounterTracker
+from gauged.status import StatusServer
+
+log = logging.getLogger(__name__)
+
+
+def clock_from(config: Config) -> Clock:
+    c = config.clock
+    return Clock(c.speed, c.start, c.anchor_unix)
+
+
+class Daemon:
+    """One gateway's worth of gauges, stations and zones."""
+
+    def __init__(self, config: Config, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or clock_from(config)
+        self.gateway = config.gateway.id
+        self.hubs = {name: ModbusTcpHub(name, bus) for name, bus in config.buses.items()}
+        self.gauges = {
+            sid: ModbusGauge(self.hubs[g.bus], g.unit, g.spec)
+            for sid, st in config.stations.items() for g in [config.gauges[st.gauge]]
+        }
+        self.counters = {
+            sid: CounterTracker(g.spec.bits, g.spec.scale)
+            for sid, st in config.stations.items() for g in [config.gauges[st.gauge]]
+            if g.quantity == "rain_counter"
+        }
+        self.engine = Engine(config)
+        players = {pid: make_player(p) for pid, p in config.players.items()}
+        self.zones = {
+            zid: ZoneBroadcaster(
+                zid,
+                siren=self._relay(f"{zid}.siren", z.siren_relay),
+                amplifier=self._relay(f"{zid}.amplifier", z.amplifier_relay),
+                player=players[z.player], clip_path=config.clip_path, clock=self.clock,
+                siren_max_s=config.defaults.siren_max_s, on_done=self._broadcast_done)
+            for zid, z in config.zones.items()
+        }
+        self.players = players
+        self.influx = InfluxSink(config.influx) if config.influx.enabled else None
+        self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
+        self.status: StatusServer | None = None
+        self.states: dict[str, StationState] = {}
+        self.raw: dict[str, int | float | None] = {}
+        self.unavailable: set[str] = set()
+        self.cycles = 0
+        self.last_cycle: datetime | None = None
+        self.last_cycle_mono: float | None = None
+        self.relay_faults: list[str] = []
+        self._stop = asyncio.Event()
+        self.ready = asyncio.Event()
+
+    def _relay(self, name: str, cfg: Any) -> CoilRelay | None:
+        return None if cfg is None else CoilRelay(name, self.hubs[cfg.bus], cfg)
+
+    @property
+    def relays(self) -> list[CoilRelay]:
+        return [r for z in self.zones.values() for r in z.relays]
+
+    def stop(self) -> None:
+        """Ask the daemon to stop (signal handlers call this)."""
+        self._stop.set()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, once: bool = False) -> None:
+        """Run until `stop()` (or after one cycle with `once`)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for hub in self.hubs.values():
+                await stack.enter_async_context(hub)
+            stack.push_async_callback(self._close_players)
+            stack.push_async_callback(self.all_relays_off)
+            await self.all_relays_off()
+            self.status = StatusServer(self.config.status.host, self.config.status.port,
+                                       self.snapshot, self.health)
+            await stack.enter_async_context(self.status)
+            async with asyncio.TaskGroup() as tg:
+                zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
+                              for zid, z in self.zones.items()]
+                uplinks = []
+                if self.influx is not None:
+                    uplinks.append(tg.create_task(self.influx.run(), name="gauged[influx].write"))
+                if self.mqtt is not None:
+                    uplinks.append(tg.create_task(self.mqtt.run(), name="gauged[mqtt].publish"))
+                poll = tg.create_task(self._poll(once), name="gauged.poll")
+                self.ready.set()
+                await self._stop.wait()
+                log.info("stopping")
+                await _cancel(poll)
+                for task in zone_tasks:
+                    await _cancel(task)
+                await self._flush_uplinks()
+                for task in uplinks:
+                    await _cancel(task)
+
+    async def _poll(self, once: bool) -> None:
+        try:
+            if once:
+                await self.cycle(self.clock.now())
+                for zone in self.zones.values():
+                    await zone.idle()
+                return
+            await self.poll_loop()
+        finally:
+            if once:
+                self.stop()
+
+    async def poll_loop(self) -> None:
+        """One cycle per interval, at wall-clock boundaries (:00, :03 … for 180 s)."""
+        interval = self.config.gateway.poll_interval_s
+        last = 0.0
+        while True:
+            due = next_boundary(self.clock.timestamp(), interval)
+            if due <= last:
+                due = last + interval
+            await self.clock.sleep_until(due)
+            late = self.clock.timestamp() - due
+            if last and due - last > interval:
+                log.warning("cycle skipped: %d missed after a late cycle",
+                            round((due - last) / interval) - 1)
+            if late > interval / 2:
+                log.warning("cycle late by %.1f s", late)
+            await self.cycle(datetime.fromtimestamp(due, UTC))
+            last = due
+
+    async def _flush_uplinks(self) -> None:
+        if self.influx is not None and not await self.influx.flush(2.0):
+            log.warning("stopping with %d points not written to influx",
+                        self.influx.health.queued)
+        if self.mqtt is not None:
+            await self.mqtt.close()
+
+    async def _close_players(self) -> None:
+        for player in self.players.values():
+            await player.close()
+
+    async def all_relays_off(self) -> None:
+        """Drive every relay OFF and verify; failures are faults, never exceptions."""
+        for relay in self.relays:
+            try:
+                await asyncio.shield(relay.set(False))
+            except DriverError as exc:
+                self.relay_faults.append(f"{relay.name}: {exc}")
+                log.error("relay_fault relay=%s want=off: %s", relay.name, exc)
+
+    # ---- the cycle -------------------------------------------------------------------
+
+    async def cycle(self, when: datetime) -> CycleResult:
+        """Read, judge, derive, decide, broadcast, record: one poll cycle at time `when`."""
+        reads = await asyncio.gather(*(self._read(sid) for sid in self.gauges))
+        samples = dict(zip(self.gauges, reads, strict=True))
+        result = self.engine.evaluate(when, samples)
+        for request in result.broadcasts:  # sirens first: nothing below may delay them
+            self.zones[request.zone].submit(request)
+        self.cycles += 1
+        self.last_cycle, self.last_cycle_mono = when, time.monotonic()
+        self._record(when, result)
+        return result
+
+    async def _read(self, sid: str) -> Sample:
+        gauge_cfg = self.config.gauges[self.config.stations[sid].gauge]
+        try:
+            raw = await self.gauges[sid].read_raw()
+        except DriverError as exc:
+            self.raw[sid] = None
+            if sid not in self.unavailable:
+                self.unavailable.add(sid)
+                log.warning("gauge unavailable station=%s gauge=%s: %s", sid,
+                            self.config.stations[sid].gauge, exc)
+            return Sample(None, Quality.MISSING)
+        if sid in self.unavailable:
+            self.unavailable.discard(sid)
+            log.info("gauge available station=%s", sid)
+        self.raw[sid] = raw
+        value = float(raw) * gauge_cfg.spec.scale + gauge_cfg.spec.offset
+        quality = assess(value, gauge_cfg.range)
+        if sid in self.counters:
+            if quality is not Quality.GOOD:
+                return Sample(None, quality)
+            return Sample(self.counters[sid].update(int(raw)), quality)
+        return Sample(value, quality)
+
+    def _record(self, when: datetime, result: CycleResult) -> None:
+        tz = self.config.gateway.timezone
+        for t in result.transitions:
+            log.info("stage station=%s quantity=%s from=%s to=%s value=%g time=%s",
+                     t.station, t.quantity, t.from_name, t.to_name, t.value,
+                     _local(t.time, tz))
+        records: list[Record] = []
+        for s in result.states:
+            self.states[s.station] = s
+            tags = {"gateway": self.gateway, "station": s.station}
+            if s.kind == "level":
+                log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
+                          s.station, s.level_m, s.freeboard_m, s.quality)
+                records.append(Record("level", tags, {
+                    "level_m": s.level_m, "freeboard_m": s.freeboard_m,
+                    "quality": s.quality.code, "stage": s.stage}, when))
+            else:
+                records.append(Record("rain", tags, {
+                    "counter": _int_or_none(self.raw.get(s.station)),
+                    "increment_mm": s.rain_increment_mm, "total_60m_mm": s.rain_total_mm,
+                    "quality": s.quality.code, "stage": s.stage}, when))
+            if self.mqtt is not None:
+                self.mqtt.publish_state(s.station, station_json(s, tz))
+        self._log_cycle(when, result)
+        for t in result.transitions:
+            records.append(Record("stage_change", {
+                "gateway": self.gateway, "station": t.station, "quantity": t.quantity},
+                {"from_stage": t.from_stage, "to_stage": t.to_stage, "value": t.value}, when))
+            if self.mqtt is not None:
+                self.mqtt.publish_event("transition", {
+                    "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
+                    "from": t.from_name, "to": t.to_name, "value": t.value})
+        if self.influx is not None:
+            self.influx.write(records)
+
+    def _log_cycle(self, when: datetime, result: CycleResult) -> None:
+        levels = " ".join(f"{s.station}={s.freeboard_m:.2f}m" for s in result.states
+                          if s.kind == "level" and s.freeboard_m is not None)
+        rain = max((s.rain_total_mm or 0.0 for s in result.states if s.kind == "rain"),
+                   default=0.0)
+        bad = sum(1 for s in result.states if s.quality is not Quality.GOOD)
+        log.info("cycle time=%s freeboard %s rain_60m_max=%.1fmm not_good=%d",
+                 _local(when, self.config.gateway.timezone), levels, rain, bad)
+
+    def _broadcast_done(self, record: BroadcastRecord) -> None:
+        req = record.request
+        when = datetime.fromtimestamp(record.finished, UTC)
+        if self.influx is not None:
+            self.influx.write([Record("broadcast", {
+                "gateway": self.gateway, "zone": req.zone, "station": req.station,
+                "sequence": req.sequence}, {
+                "stage": req.stage, "siren_on_s": record.siren_on_s,
+                "clips_played": len(record.clips_played), "faults": len(record.faults)},
+                datetime.fromtimestamp(record.started, UTC))])
+        if self.mqtt is not None:
+            self.mqtt.publish_event("broadcast", broadcast_json(record) | {
+                "finished": when.isoformat()})
+
+    # ---- status ----------------------------------------------------------------------
+
+    def health(self) -> list[str]:
+        """Failing checks; empty when healthy."""
+        failing = []
+        interval_real = self.clock.real_seconds(self.config.gateway.poll_interval_s)
+        if self.last_cycle_mono is None:
+            if not self.ready.is_set():
+                failing.append("starting")
+        elif time.monotonic() - self.last_cycle_mono > 2 * interval_real + 5:
+            failing.append("poll loop: no cycle for two intervals")
+        return failing
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything /status shows."""
+        tz = self.config.gateway.timezone
+        stations = {}
+        for sid, st in self.config.stations.items():
+            s = self.states.get(sid)
+            entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones}
+            entry |= station_json(s, tz) if s else {"stage": 0, "stage_name": "normal",
+                                                     "quality": Quality.MISSING.value}
+            entry["available"] = sid not in self.unavailable
+            stations[sid] = entry
+        zones = {
+            zid: {"busy": z.current is not None,
+                  "current": broadcast_json(z.current) if z.current else None,
+                  "last": broadcast_json(z.last) if z.last else None}
+            for zid, z in self.zones.items()
+        }
+        uplinks: dict[str, Any] = {}
+        if self.influx is not None:
+            uplinks["influx"] = asdict(self.influx.health)
+        if self.mqtt is not None:
+            uplinks["mqtt"] = {"connected": self.mqtt.connected}
+        return {
+            "gateway": self.gateway,
+            "time": self.clock.now().isoformat(),
+            "clock_speed": self.clock.speed,
+            "cycles": self.cycles,
+            "last_cycle": self.last_cycle.isoformat() if self.last_cycle else None,
+            "health": self.health() or ["ok"],
+            "stations": stations,
+            "zones": zones,
+            "buses": {n: {"connected": h.connected} for n, h in self.hubs.items()},
+            "uplinks": uplinks,
+            "relay_faults": self.relay_faults[-20:],
+        }
+
+
+def station_json(s: StationState, tz: str) -> dict[str, Any]:
+    """The JSON form of a station state (MQTT and /status)."""
+    out: dict[str, Any] = {"time": s.time.isoformat(), "local_time": _local(s.time, tz),
+                           "stage": s.stage, "stage_name": s.stage_name,
+                           "quality": s.quality.value}
+    if s.kind == "level":
+        out |= {"level_m": s.level_m, "freeboard_m": s.freeboard_m}
+    else:
+        out |= {"rain_increment_mm": s.rain_increment_mm, "rain_60m_mm": s.rain_total_mm}
+    return out
+
+
+def broadcast_json(record: BroadcastRecord) -> dict[str, Any]:
+    req = record.request
+    return {"zone": req.zone, "station": req.station, "stage": req.stage,
+            "stage_name": req.stage_name, "sequence": req.sequence,
+            "started": datetime.fromtimestamp(record.started, UTC).isoformat(),
+            "siren_on_s": round(record.siren_on_s, 3), "clips_played": record.clips_played,
+            "faults": record.faults}
+
+
+def _local(when: datetime, tz: str) -> str:
+    from zoneinfo import ZoneInfo
+
+    return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S%z")
+
+
+def _int_or_none(v: int | float | None) -> int | None:
+    return None if v is None else int(v)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    """Cancel a task of ours and wait for its cleanup; our own cancellation still wins."""
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

@@ -1,0 +1,191 @@
+"""The `gauged` command (DESIGN §5). Exit codes: 0 ok, 2 bad configuration or arguments,
+1 runtime failure."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from gauged import __version__
+from gauged.config import DEFAULT_CONFIG, Config, load_config, missing_clip_files, summary
+from gauged.errors import ConfigError, ScenarioError
+
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("gauged")
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # pymodbus logs every connection failure at ERROR; the hub reports transitions itself.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def _load(path: Path) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.path)
+    if config is None:
+        return EXIT_CONFIG
+    for line in summary(config):
+        print(line)
+    for line in missing_clip_files(config):
+        print(f"warning: {line} (the siren still sounds; the clip is reported as audio_fault)")
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from gauged.app import Daemon
+
+    async def main() -> None:
+        daemon = Daemon(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, daemon.stop)
+        await daemon.run(once=args.once)
+
+    try:
+        asyncio.run(main())
+    except Exception:
+        log.exception("gauged stopped on an unexpected error")
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from gauged.replay import DEFAULT_START, describe, read_scenario, replay
+
+    start = args.start or DEFAULT_START
+    try:
+        rows = read_scenario(args.scenario, config, start)
+    except ScenarioError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    for event in replay(rows, config):
+        print(json.dumps(event, ensure_ascii=False) if args.json else describe(event))
+    return EXIT_OK
+
+
+def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
+    from simulators.cli import main as simulate
+
+    return simulate(["--config", str(args.config), *rest])
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from gauged.demo import run_demo
+
+    try:
+        return asyncio.run(run_demo(config, args.scenario, args.speed, args.until_end))
+    except Exception:
+        log.exception("demo stopped on an unexpected error")
+        return EXIT_RUNTIME
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url.rstrip("/") + "/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            status = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"gauged status: cannot read {url}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    if args.json:
+        print(json.dumps(status, ensure_ascii=False, indent=1))
+        return EXIT_OK
+    from gauged.statusview import render
+
+    print(render(status))
+    return EXIT_OK
+
+
+def _iso(text: str) -> datetime:
+    when = datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a UTC offset")
+    return when
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gauged", description=(
+        "Flood-warning daemon: reads river and rain gauges, evaluates stages, sounds sirens."))
+    p.add_argument("--version", action="version", version=f"gauged {__version__}")
+    p.add_argument("--log-level", default="INFO",
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    run.add_argument("--once", action="store_true", help="one full cycle, then exit")
+
+    check = sub.add_parser("check-config", help="validate a configuration")
+    check.add_argument("path", type=Path, nargs="?", default=DEFAULT_CONFIG)
+
+    rep = sub.add_parser("replay", help="run a scenario through the engine offline")
+    rep.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    rep.add_argument("scenario", type=Path)
+    rep.add_argument("--json", action="store_true", help="one JSON object per line")
+    rep.add_argument("--start", type=_iso, default=None,
+                     help="time of a scenario's second 0 (ISO-8601 with offset)")
+
+    sim = sub.add_parser("simulate", help="run the gauge, relay and audio simulators",
+                         add_help=False)
+    sim.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+
+    demo = sub.add_parser("demo", help="simulators and daemon on the reference system")
+    demo.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    demo.add_argument("--scenario", type=Path,
+                      default=Path("simulators/scenarios/design_storm_50mm.csv"))
+    demo.add_argument("--speed", type=float, default=90.0,
+                      help="clock speed (90: a 3-minute cycle every 2 s)")
+    demo.add_argument("--until-end", action="store_true",
+                      help="stop by itself once the scenario has played")
+
+    status = sub.add_parser("status", help="print the daemon's status")
+    status.add_argument("--url", default="http://127.0.0.1:8080")
+    status.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rest = parser().parse_known_args(argv)
+    if args.command != "simulate" and rest:
+        parser().error(f"unrecognized arguments: {' '.join(rest)}")
+    setup_logging(args.log_level)
+    commands = {
+        "check-config": cmd_check_config, "run": cmd_run, "replay": cmd_replay,
+        "demo": cmd_demo, "status": cmd_status,
+    }
+    if args.command == "simulate":
+        return cmd_simulate(args, rest)
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""Configuration: a TOML file plus `GAUGED_…` environment overrides, validated at start.
+
+`load_config(path)` returns a `Config` or raises ConfigError with one line per problem, each
+naming the file, the section entry (station, gauge, zone …) and the field. Static rules live
+on the models; rules that span sections (a station's gauge exists, thresholds are ordered,
+units are unique on a bus …) live in `cross_check`. `config/minato-furukawa.toml` is the
+reference documentation of every field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from drivers.modbus import ModbusTcpBusConfig
+from drivers.players import AplayConfig, SinkConfig
+from drivers.registers import RegisterSpec
+from drivers.relays import RelayConfig
+from gauged.errors import ConfigError
+
+DEFAULT_CONFIG = Path("config/minato-furukawa.toml")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GatewayConfig(_Model):
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    timezone: str = "UTC"
+    poll_interval_s: float = Field(default=180.0, gt=0)
+
+
+class StatusConfig(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class InfluxConfig(_Model):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "gauged"
+    bucket: str = "gauged"
+    token: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_buffer_points: int = Field(default=100_000, gt=0)
+
+
+class MqttConfig(_Model):
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=1883, ge=1, le=65535)
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    topic_prefix: str = "gauged"
+
+
+class Defaults(_Model):
+    level_margin_m: float = Field(default=0.10, ge=0)
+    rain_margin_mm: float = Field(default=5.0, ge=0)
+    clear_samples: int = Field(default=2, ge=1)
+    confirm_samples: int = Field(default=1, ge=1)
+    rain_window_min: float = Field(default=60.0, gt=0)
+    siren_max_s: float = Field(default=60.0, gt=0)
+
+
+class GaugeConfig(_Model):
+    bus: str
+    unit: int = Field(ge=0, le=247)
+    quantity: Literal["level_m", "rain_counter"]
+    # `register` in the file; renamed here because BaseModel already has a `register`.
+    spec: RegisterSpec = Field(alias="register")
+    range: tuple[float, float] | None = None
+
+
+class StageConfig(_Model):
+    name: str = Field(min_length=1)
+    threshold: float
+    sequence: str | None = None
+
+
+class StationConfig(_Model):
+    name: str = ""
+    kind: Literal["level", "rain"]
+    gauge: str
+    crest_m: float | None = None
+    zones: list[str] = Field(default_factory=list)
+    stages: list[StageConfig] = Field(min_length=1)
+    margin: float | None = Field(default=None, ge=0)
+    clear_samples: int | None = Field(default=None, ge=1)
+    confirm_samples: int | None = Field(default=None, ge=1)
+
+
+class ZoneConfig(_Model):
+    name: str = ""
+    siren_relay: RelayConfig | None = None
+    amplifier_relay: RelayConfig | None = None
+    player: str
+
+
+class SequenceConfig(_Model):
+    siren_s: float = Field(default=0.0, ge=0)
+    clips: list[str] = Field(default_factory=list)
+
+
+class ClipConfig(_Model):
+    file: Path
+    language: str = "ja"
+    text: str = ""
+
+
+class ClockConfig(_Model):
+    """An accelerated clock for demos and tests: sim = start + (wall − anchor) × speed."""
+
+    speed: float = Field(default=1.0, gt=0)
+    start: datetime | None = None
+    anchor_unix: float | None = None
+
+
+PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
+
+# Which TOML file `Config` reads: set by load_config for the duration of one load.
+_toml_path: contextvars.ContextVar[Path] = contextvars.ContextVar("gauged_toml_path")
+
+
+class Config(BaseSettings):
+    """The whole configuration of one gateway."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GAUGED_", env_nested_delimiter="__", extra="forbid",
+        nested_model_default_partial_update=True,
+    )
+
+    gateway: GatewayConfig
+    status: StatusConfig = StatusConfig()
+    influx: InfluxConfig = InfluxConfig()
+    mqtt: MqttConfig = MqttConfig()
+    defaults: Defaults = Defaults()
+    clock: ClockConfig = ClockConfig()
+    buses: dict[str, ModbusTcpBusConfig] = Field(default_factory=dict)
+    gauges: dict[str, GaugeConfig] = Field(default_factory=dict)
+    stations: dict[str, StationConfig] = Field(min_length=1)
+    zones: dict[str, ZoneConfig] = Field(default_factory=dict)
+    players: dict[str, PlayerConfig] = Field(default_factory=dict)
+    sequences: dict[str, SequenceConfig] = Field(default_factory=dict)
+    clips: dict[str, ClipConfig] = Field(default_factory=dict)
+
+    # Where the file was read from; clip paths are relative to its folder.
+    source: Path = Path("<none>")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file; the file overrides the defaults.
+        return (init_settings, env_settings,
+                TomlConfigSettingsSource(settings_cls, toml_file=_toml_path.get()))
+
+    def clip_path(self, clip_id: str) -> Path:
+        """The file of a clip, resolved against the config file's folder."""
+        file = self.clips[clip_id].file
+        return file if file.is_absolute() else self.source.parent / file
+
+    def station_margin(self, station: StationConfig) -> float:
+        if station.margin is not None:
+            return station.margin
+        return self.defaults.level_margin_m if station.kind == "level" else \
+            self.defaults.rain_margin_mm
+
+
+_SINGULAR = {
+    "buses": "bus", "gauges": "gauge", "stations": "station", "zones": "zone",
+    "players": "player", "sequences": "sequence", "clips": "clip",
+}
+
+
+def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
+    """Split a pydantic error location into (entry, field): ('station shin_hiroo', 'crest_m')."""
+    parts = [str(p) for p in loc]
+    if len(parts) >= 2 and parts[0] in _SINGULAR:
+        entry = f"{_SINGULAR[parts[0]]} {parts[1]}"
+        rest = loc[2:]
+    else:
+        entry = parts[0] if parts else "(top)"
+        rest = loc[1:]
+    field = ""
+    for p in rest:
+        if isinstance(p, int):
+            field += f"[{p}]"
+        elif p in ("AplayConfig", "SinkConfig", "aplay", "sink"):
+            continue  # discriminated-union branch names add nothing for a reader
+        else:
+            field += f".{p}" if field else str(p)
+    return entry, field or "(entry)"
+
+
+def load_config(path: Path | str, *, check_files: bool = False) -> Config:
+    """Read, validate and cross-check the configuration at `path`.
+
+    Raises ConfigError with one line per problem: `file: entry: field: message`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"{path}: (file): cannot read: no such file"])
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: (file): TOML syntax: {exc}"]) from None
+    token = _toml_path.set(path)
+    try:
+        config = Config(source=path)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            entry, field = _where(err["loc"])
+            lines.append(f"{path}: {entry}: {field}: {err['msg']}")
+        raise ConfigError(lines) from None
+    finally:
+        _toml_path.reset(token)
+    problems = [f"{path}: {p}" for p in cross_check(config)]
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def cross_check(config: Config) -> list[str]:
+    """Rules that span sections; each problem as `entry: field: message`."""
+    problems: list[str] = []
+    add = problems.append
+    interval = config.gateway.poll_interval_s
+
+    for name, bus in config.buses.items():
+        if bus.timeout_s >= interval:
+            add(f"bus {name}: timeout_s: {bus.timeout_s} s is not shorter than the poll "
+                f"interval ({interval} s)")
+
+    units: dict[tuple[str, int], str] = {}
+    for name, gauge in config.gauges.items():
+        if gauge.bus not in config.buses:
+            add(f"gauge {name}: bus: unknown bus {gauge.bus!r}")
+        key = (gauge.bus, gauge.unit)
+        if key in units:
+            add(f"gauge {name}: unit: unit id {gauge.unit} on bus {gauge.bus} is already "
+                f"used by gauge {units[key]}")
+        else:
+            units[key] = name
+        if gauge.range is not None and not gauge.range[0] < gauge.range[1]:
+            add(f"gauge {name}: range: minimum {gauge.range[0]} is not below maximum "
+                f"{gauge.range[1]}")
+        if gauge.quantity == "rain_counter" and gauge.spec.data_type not in (
+                "uint16", "uint32"):
+            add(f"gauge {name}: register.data_type: a rain counter must be uint16 or uint32, "
+                f"not {gauge.spec.data_type}")
+
+    used_gauges: dict[str, str] = {}
+    for name, st in config.stations.items():
+        gauge = config.gauges.get(st.gauge)
+        if gauge is None:
+            add(f"station {name}: gauge: unknown gauge {st.gauge!r}")
+        else:
+            want = "level_m" if st.kind == "level" else "rain_counter"
+            if gauge.quantity != want:
+                add(f"station {name}: gauge: a {st.kind} station needs a {want} gauge; "
+                    f"{st.gauge} measures {gauge.quantity}")
+            if st.gauge in used_gauges:
+                add(f"station {name}: gauge: gauge {st.gauge} already feeds station "
+                    f"{used_gauges[st.gauge]}")
+            used_gauges.setdefault(st.gauge, name)
+        if st.kind == "level" and st.crest_m is None:
+            add(f"station {name}: crest_m: a level station needs the crest height "
+                f"(freeboard = crest_m − level)")
+        if st.kind == "rain" and st.crest_m is not None:
+            add(f"station {name}: crest_m: only level stations have a crest")
+        if not st.zones and any(s.sequence for s in st.stages):
+            add(f"station {name}: zones: stages broadcast but no zone is named")
+        for zone in st.zones:
+            if zone not in config.zones:
+                add(f"station {name}: zones: unknown zone {zone!r}")
+        seen_names: set[str] = set()
+        for i, stage in enumerate(st.stages):
+            where = f"station {name}: stages[{i}]"
+            if not math.isfinite(stage.threshold):
+                add(f"{where}.threshold: must be a finite number")
+            if stage.name in seen_names or stage.name == "normal":
+                add(f"{where}.name: stage name {stage.name!r} is used twice")
+            seen_names.add(stage.name)
+            if i > 0:
+                prev = st.stages[i - 1].threshold
+                if st.kind == "level" and not stage.threshold < prev:
+                    add(f"{where}.threshold: {stage.threshold} m must be below the previous "
+                        f"stage's {prev} m (freeboard shrinks as the river rises)")
+                if st.kind == "rain" and not stage.threshold > prev:
+                    add(f"{where}.threshold: {stage.threshold} mm must be above the previous "
+                        f"stage's {prev} mm")
+            if stage.sequence is not None:
+                seq = config.sequences.get(stage.sequence)
+                if seq is None:
+                    add(f"{where}.sequence: unknown sequence {stage.sequence!r}")
+                elif seq.siren_s > 0:
+                    for zone in st.zones:
+                        z = config.zones.get(zone)
+                        if z is not None and z.siren_relay is None:
+                            add(f"{where}.sequence: {stage.sequence} sounds a siren but zone "
+                                f"{zone} has no siren_relay")
+
+    relays: dict[tuple[str, int, int], str] = {}
+    for name, zone in config.zones.items():
+        if zone.player not in config.players:
+            add(f"zone {name}: player: unknown player {zone.player!r}")
+        for field in ("siren_relay", "amplifier_relay"):
+            relay: RelayConfig | None = getattr(zone, field)
+            if relay is None:
+                continue
+            if relay.bus not in config.buses:
+                add(f"zone {name}: {field}.bus: unknown bus {relay.bus!r}")
+            rkey = (relay.bus, relay.unit, relay.coil)
+            if rkey in relays:
+                add(f"zone {name}: {field}.coil: coil {relay.coil} of unit {relay.unit} on "
+                    f"bus {relay.bus} is already {relays[rkey]}")
+            else:
+                relays[rkey] = f"{name}.{field}"
+            if (relay.bus, relay.unit) in units:
+                add(f"zone {name}: {field}.unit: unit {relay.unit} on bus {relay.bus} is "
+                    f"gauge {units[(relay.bus, relay.unit)]}")
+
+    for name, seq in config.sequences.items():
+        if seq.siren_s > config.defaults.siren_max_s:
+            add(f"sequence {name}: siren_s: {seq.siren_s} s exceeds the maximum siren on-time "
+                f"defaults.siren_max_s = {config.defaults.siren_max_s} s")
+        if not seq.clips and seq.siren_s == 0:
+            add(f"sequence {name}: clips: a sequence needs a siren or at least one clip")
+        for i, clip in enumerate(seq.clips):
+            if clip not in config.clips:
+                add(f"sequence {name}: clips[{i}]: unknown clip {clip!r}")
+    return problems
+
+
+def missing_clip_files(config: Config) -> list[str]:
+    """Clips whose file is missing: a warning, not an error (the siren still sounds)."""
+    return [f"{config.source}: clip {cid}: file: {config.clip_path(cid)} not found"
+            for cid in config.clips if not config.clip_path(cid).is_file()]
+
+
+def summary(config: Config) -> list[str]:
+    """A one-screen description of a valid configuration."""
+    kinds: dict[str, int] = {}
+    for st in config.stations.values():
+        kinds[st.kind] = kinds.get(st.kind, 0) + 1
+    lines = [
+        f"{config.source}: OK",
+        f"gateway {config.gateway.id}: one cycle every {config.gateway.poll_interval_s:g} s, "
+        f"time zone {config.gateway.timezone}",
+        f"{len(config.buses)} buses, {len(config.gauges)} gauges, "
+        f"{kinds.get('level', 0)} level and {kinds.get('rain', 0)} rain stations, "
+        f"{len(config.zones)} zones, {len(config.sequences)} sequences, "
+        f"{len(config.clips)} clips",
+    ]
+    for sid, st in config.stations.items():
+        unit = "m freeboard" if st.kind == "level" else "mm/60 min"
+        stages = ", ".join(
+            f"{s.name} {'≤' if st.kind == 'level' else '≥'}{s.threshold:g}"
+            + (f" → {s.sequence}" if s.sequence else "") for s in st.stages)
+        lines.append(f"  {sid:<20} {st.kind:<5} [{unit}] {stages}; zones {', '.join(st.zones)}")
+    sinks = [n for n, on in (("influx", config.influx.enabled), ("mqtt", config.mqtt.enabled))
+             if on]
+    lines.append(f"status http://{config.status.host}:{config.status.port}/; "
+                 f"uplinks: {', '.join(sinks) or 'none'}")
+    return lines
+
+
+def as_public_dict(config: Config) -> dict[str, Any]:
+    """The configuration without secrets (SecretStr stays masked)."""
+    return config.model_dump(mode="json", exclude={"source"})

@@ -1,0 +1,19 @@
+"""The exception hierarchy of gauged (STYLE 11): callers catch by meaning, not by library."""
+
+from __future__ import annotations
+
+
+class GaugedError(Exception):
+    """Root of every error gauged raises on purpose."""
+
+
+class ConfigError(GaugedError):
+    """The configuration is invalid; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ScenarioError(GaugedError):
+    """A scenario CSV cannot be read (names file and line)."""

@@ -1,0 +1,59 @@
+"""The status server: `/healthz` and `/status` (JSON) on 127.0.0.1 by default.
+
+Read-only; it never touches a relay. `/healthz` answers 200 while cycles run on time, or
+503 naming the failing check.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+
+class StatusServer:
+    """Serves what `snapshot()` and `health()` return."""
+
+    def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
+                 health: Callable[[], list[str]]) -> None:
+        self.host = host
+        self.port = port
+        self._snapshot = snapshot
+        self._health = health
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> StatusServer:
+        if self._runner is not None:
+            raise RuntimeError("status server already started")
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/status", self._status)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server  # noqa: SLF001 - the bound port when port 0 was asked for
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        log.info("status server listening url=http://%s:%d/status", self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        failing = self._health()
+        if failing:
+            return web.json_response({"status": "failing", "failing": failing}, status=503)
+        return web.json_response({"status": "ok"})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._snapshot(),
+                                 dumps=lambda o: json.dumps(o, ensure_ascii=False, indent=1))
