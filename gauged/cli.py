@@ -92,7 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_simulate(args: argparse.Namespace, rest: list[str]) -> int:
     from simulators.cli import main as simulate
 
-    return simulate(["--config", str(args.config), *rest])
+    return int(simulate(["--config", str(args.config), *rest]))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

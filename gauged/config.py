@@ -252,22 +252,22 @@ def cross_check(config: Config) -> list[str]:
                 f"interval ({interval} s)")
 
     units: dict[tuple[str, int], str] = {}
-    for name, gauge in config.gauges.items():
-        if gauge.bus not in config.buses:
-            add(f"gauge {name}: bus: unknown bus {gauge.bus!r}")
-        key = (gauge.bus, gauge.unit)
+    for name, g in config.gauges.items():
+        if g.bus not in config.buses:
+            add(f"gauge {name}: bus: unknown bus {g.bus!r}")
+        key = (g.bus, g.unit)
         if key in units:
-            add(f"gauge {name}: unit: unit id {gauge.unit} on bus {gauge.bus} is already "
+            add(f"gauge {name}: unit: unit id {g.unit} on bus {g.bus} is already "
                 f"used by gauge {units[key]}")
         else:
             units[key] = name
-        if gauge.range is not None and not gauge.range[0] < gauge.range[1]:
-            add(f"gauge {name}: range: minimum {gauge.range[0]} is not below maximum "
-                f"{gauge.range[1]}")
-        if gauge.quantity == "rain_counter" and gauge.spec.data_type not in (
+        if g.range is not None and not g.range[0] < g.range[1]:
+            add(f"gauge {name}: range: minimum {g.range[0]} is not below maximum "
+                f"{g.range[1]}")
+        if g.quantity == "rain_counter" and g.spec.data_type not in (
                 "uint16", "uint32"):
             add(f"gauge {name}: register.data_type: a rain counter must be uint16 or uint32, "
-                f"not {gauge.spec.data_type}")
+                f"not {g.spec.data_type}")
 
     used_gauges: dict[str, str] = {}
     for name, st in config.stations.items():
@@ -321,11 +321,11 @@ def cross_check(config: Config) -> list[str]:
                                 f"{zone} has no siren_relay")
 
     relays: dict[tuple[str, int, int], str] = {}
-    for name, zone in config.zones.items():
-        if zone.player not in config.players:
-            add(f"zone {name}: player: unknown player {zone.player!r}")
+    for name, zc in config.zones.items():
+        if zc.player not in config.players:
+            add(f"zone {name}: player: unknown player {zc.player!r}")
         for field in ("siren_relay", "amplifier_relay"):
-            relay: RelayConfig | None = getattr(zone, field)
+            relay: RelayConfig | None = getattr(zc, field)
             if relay is None:
                 continue
             if relay.bus not in config.buses:

@@ -104,7 +104,9 @@ class InfluxSink:
         """Send queued points until cancelled."""
         # Imported here: influxdb_client is heavy (≈ 50 MiB) and optional.
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+        from influxdb_client.domain.write_precision import WritePrecision
 
+        ms: Any = WritePrecision.MS  # a str constant that the stubs type as the class
         backoff = 0.0
         async with InfluxDBClientAsync(
             url=self.config.url, token=self.config.token.get_secret_value() or "-",
@@ -120,10 +122,10 @@ class InfluxSink:
                 batch = [self._queue[i] for i in range(min(BATCH_SIZE, len(self._queue)))]
                 try:
                     await api.write(bucket=self.config.bucket, record=batch,
-                                    write_precision="ms")
+                                    write_precision=ms)
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any failure keeps the batch
+                except Exception as exc:
                     self._failed(exc)
                     backoff = min(60.0, max(0.5, backoff * 2))
                     await asyncio.sleep(backoff * random.uniform(0.5, 1.0))

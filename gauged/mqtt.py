@@ -14,6 +14,7 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -102,9 +103,7 @@ class MqttPublisher:
         """Say `offline` before a clean disconnect (the will covers only unclean ones)."""
         client, self._client = self._client, None
         if client is not None and self.connected:
-            try:
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                 await asyncio.wait_for(client.publish(
                     f"{self.base}/availability", "offline", qos=1, retain=True), 2.0)
-            except (aiomqtt.MqttError, TimeoutError):
-                pass
         self.connected = False

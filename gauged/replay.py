@@ -66,7 +66,7 @@ def _row(path: Path, n: int, fields: list[str], config: Config, start: datetime,
             raise ScenarioError(f"{where}: time {t_text!r} is neither seconds nor "
                                 f"ISO-8601") from None
         if when.tzinfo is None:
-            raise ScenarioError(f"{where}: time {t_text!r} has no UTC offset")
+            raise ScenarioError(f"{where}: time {t_text!r} has no UTC offset") from None
     st = config.stations.get(station)
     if st is None:
         raise ScenarioError(f"{where}: unknown station {station!r}")
@@ -77,6 +77,7 @@ def _row(path: Path, n: int, fields: list[str], config: Config, start: datetime,
         value = float(v_text) if v_text else None
     except ValueError:
         raise ScenarioError(f"{where}: value {v_text!r} is not a number") from None
+    when = when.astimezone(UTC)  # storage and output are UTC (DESIGN §6)
     if previous is not None and when < previous.time:
         raise ScenarioError(f"{where}: time goes backwards")
     return Row(when, station, quantity, value)

@@ -37,9 +37,10 @@ class StatusServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        server = site._server  # noqa: SLF001 - the bound port when port 0 was asked for
-        if server is not None and server.sockets:
-            self.port = server.sockets[0].getsockname()[1]
+        # the bound port, when port 0 was asked for
+        sockets = getattr(site._server, "sockets", None)
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
         log.info("status server listening url=http://%s:%d/status", self.host, self.port)
         return self
 

@@ -41,14 +41,16 @@ def test_reference_config_encodes_the_furukawa_system() -> None:
     texts = {c.text for c in config.clips.values()}
     assert "古川があふれる危険があります。避難の準備をしてください。" in texts
     assert "激しい雨が降っています。建物や地下室の浸水に厳重に注意してください" in texts
-    assert config.defaults.level_margin_m == 0.10 and config.defaults.rain_margin_mm == 5.0
+    assert config.defaults.level_margin_m == 0.10
+    assert config.defaults.rain_margin_mm == 5.0
     assert config.defaults.clear_samples == 2
 
 
 def test_check_config_accepts_the_reference(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check-config", str(REFERENCE)]) == 0
     out = capsys.readouterr().out
-    assert "OK" in out and "2 level and 9 rain stations" in out
+    assert "OK" in out
+    assert "2 level and 9 rain stations" in out
 
 
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])

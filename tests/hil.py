@@ -1,0 +1,161 @@
+"""Hardware-in-the-loop helpers: the daemon and the simulators as real processes.
+
+A `Rig` writes a copy of the reference configuration with free loopback ports and a shared
+accelerated clock, starts `gauged simulate` and `gauged run` as child processes, and reads
+back what the simulators recorded (coil writes, clips played) and what the daemon serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from services import free_port, wait_until
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT / "config" / "minato-furukawa.toml"
+SCENARIOS = ROOT / "simulators" / "scenarios"
+INTERVAL = 180.0
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def next_boundary(ts: float, interval: float = INTERVAL) -> float:
+    return float(-(-ts // interval) * interval)
+
+
+@dataclass
+class Rig:
+    """One test's daemon + simulators, sharing one accelerated clock."""
+
+    workdir: Path
+    speed: float
+    influx_url: str | None = None
+    mqtt_port: int | None = None
+    lead_s: float = 3.0  # real seconds between now and the scenario's start
+    ports: dict[str, int] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.records = self.workdir / "records"
+        self.records.mkdir(parents=True, exist_ok=True)
+        self.anchor = time.time() + self.lead_s
+        self.start_ts = next_boundary(time.time())
+        self.start = datetime.fromtimestamp(self.start_ts, UTC)
+        self.config = self.workdir / "gauged.toml"
+        self.config.write_text(self._config_text(), encoding="utf-8")
+
+    def _config_text(self) -> str:
+        text = REFERENCE.read_text(encoding="utf-8")
+        for old in (15020, 15021, 15030, 15040):
+            new = free_port()
+            self.ports[str(old)] = new
+            text = text.replace(f"port = {old}\n", f"port = {new}\n")
+        self.ports["status"] = free_port()
+        text = text.replace("port = 8080\n", f"port = {self.ports['status']}\n")
+        text = text.replace('file = "clips/', f'file = "{ROOT}/config/clips/')
+        text = re.sub(r"(?m)^\[influx\]\nenabled = true\nurl = \"[^\"]*\"",
+                      f'[influx]\nenabled = {"true" if self.influx_url else "false"}\n'
+                      f'url = "{self.influx_url or "http://127.0.0.1:9"}"', text)
+        text = re.sub(r"(?m)^\[mqtt\]\nenabled = true\nhost = \"127.0.0.1\"\nport = 1883",
+                      f'[mqtt]\nenabled = {"true" if self.mqtt_port else "false"}\n'
+                      f'host = "127.0.0.1"\nport = {self.mqtt_port or 1}', text)
+        text = text.replace(
+            "[clock]\nspeed = 1.0\n",
+            f'[clock]\nspeed = {self.speed}\nstart = "{self.start.isoformat()}"\n'
+            f"anchor_unix = {self.anchor!r}\n")
+        assert f"speed = {self.speed}" in text
+        return text
+
+    # ---- processes -----------------------------------------------------------------
+
+    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
+        log = (self.workdir / f"{name}.log").open("w", encoding="utf-8")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gauged", *argv], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=log, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+        self.procs[name] = proc
+        return proc
+
+    def start_simulators(self, scenario: Path) -> None:
+        proc = self._spawn("simulators", [
+            "simulate", "--config", str(self.config), "--scenario", str(scenario),
+            "--speed", str(self.speed), "--start", self.start.isoformat(),
+            "--anchor", repr(self.anchor), "--record", str(self.records)])
+        assert proc.stdout is not None
+        line = proc.stdout.readline()  # blocks until ready or exit
+        assert line.strip() == "simulators ready", self.log("simulators")
+
+    def start_daemon(self, *args: str) -> subprocess.Popen[str]:
+        return self._spawn("daemon", ["run", "--config", str(self.config), *args])
+
+    def stop(self, name: str, timeout: float = 20.0) -> int:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.workdir / f"{name}.log").read_text(encoding="utf-8", errors="replace")
+
+    # ---- what happened -------------------------------------------------------------
+
+    def relay_log(self) -> list[dict[str, Any]]:
+        return _jsonl(self.records / "relays.jsonl")
+
+    def audio_log(self) -> list[dict[str, Any]]:
+        return _jsonl(self.records / "audio.jsonl")
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            with _HTTP.open(f"http://127.0.0.1:{self.ports['status']}/status",
+                            timeout=2) as r:
+                status: dict[str, Any] = json.load(r)
+                return status
+        except OSError:
+            return None
+
+    def wait_for_status(self, predicate: Callable[[dict[str, Any]], bool], timeout: float,
+                        what: str) -> dict[str, Any]:
+        seen: dict[str, Any] = {}
+
+        def check() -> bool:
+            daemon = self.procs.get("daemon")
+            if daemon is not None and daemon.poll() is not None:
+                raise AssertionError(f"daemon exited {daemon.returncode}:\n"
+                                     f"{self.log('daemon')[-3000:]}")
+            status = self.status()
+            if status is None:
+                return False
+            seen.update(status)
+            return predicate(status)
+
+        wait_until(check, timeout, what, interval=0.05)
+        return seen
+
+    def cycle_time(self, index: int) -> datetime:
+        """The time of cycle `index` of the scenario (cycle 0 is the scenario's start)."""
+        return datetime.fromtimestamp(self.start_ts + INTERVAL * index, UTC)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
