@@ -58,17 +58,18 @@ class Daemon:
             if g.quantity == "rain_counter"
         }
         self.engine = Engine(config)
-        players = {pid: make_player(p) for pid, p in config.players.items()}
+        # One player per zone: a player plays one clip at a time, zones play at once.
+        self.players = {zid: make_player(config.players[z.player])
+                        for zid, z in config.zones.items()}
         self.zones = {
             zid: ZoneBroadcaster(
                 zid,
                 siren=self._relay(f"{zid}.siren", z.siren_relay),
                 amplifier=self._relay(f"{zid}.amplifier", z.amplifier_relay),
-                player=players[z.player], clip_path=config.clip_path, clock=self.clock,
+                player=self.players[zid], clip_path=config.clip_path, clock=self.clock,
                 siren_max_s=config.defaults.siren_max_s, on_done=self._broadcast_done)
             for zid, z in config.zones.items()
         }
-        self.players = players
         self.influx = InfluxSink(config.influx) if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
         self.status: StatusServer | None = None

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from drivers.errors import AudioFault, DriverError
+from drivers.errors import DriverError
 from drivers.players import Player
 from drivers.relays import CoilRelay
 from gauged.clock import Clock
@@ -84,6 +84,10 @@ class ZoneBroadcaster:
             _, _, record = await self._queue.get()
             try:
                 await self.play(record)
+            except Exception:
+                # A zone must outlive any single broadcast: log it and serve the next one.
+                log.exception("broadcast failed zone=%s station=%s", self.zone,
+                              record.request.station)
             finally:
                 self._queue.task_done()
 
@@ -110,7 +114,7 @@ class ZoneBroadcaster:
                 try:
                     await self.player.play(self.zone, clip, self.clip_path(clip))
                     record.clips_played.append(clip)
-                except AudioFault as exc:
+                except Exception as exc:  # any player failure is an audio fault, never fatal
                     record.faults.append(f"audio_fault: {exc}")
                     log.error("audio_fault zone=%s clip=%s: %s", self.zone, clip, exc)
         finally:

@@ -46,8 +46,13 @@ class Clock:
         await asyncio.sleep(max(0.0, sim_seconds) / self.speed)
 
     async def sleep_until(self, sim_ts: float) -> None:
-        """Sleep until the simulated UNIX time `sim_ts`."""
-        await self.sleep(sim_ts - self.timestamp())
+        """Sleep until the simulated UNIX time `sim_ts`, never returning before it.
+
+        The event loop may wake a timer up to its clock resolution early; a cycle due at
+        :03 must not read its gauges at 02:59.9.
+        """
+        while (remaining := sim_ts - self.timestamp()) > 0:
+            await self.sleep(remaining)
 
 
 def next_boundary(ts: float, interval_s: float) -> float:

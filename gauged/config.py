@@ -176,7 +176,7 @@ class Config(BaseSettings):
     def clip_path(self, clip_id: str) -> Path:
         """The file of a clip, resolved against the config file's folder."""
         file = self.clips[clip_id].file
-        return file if file.is_absolute() else self.source.parent / file
+        return file if file.is_absolute() else self.source.resolve().parent / file
 
     def station_margin(self, station: StationConfig) -> float:
         if station.margin is not None:

@@ -52,12 +52,12 @@ def scenario_length_s(path: Path) -> float:
 
 
 async def read_retained(port: int, prefix: str, want: set[str],
-                        timeout: float) -> dict[str, str]:
+                        deadline_s: float) -> dict[str, str]:
     """Subscribe as a separate client and collect the retained messages under `prefix`."""
     got: dict[str, str] = {}
     async with aiomqtt.Client("127.0.0.1", port, identifier="test-reader") as client:
         await client.subscribe(f"{prefix}/#", qos=1)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(deadline_s):
             async for message in client.messages:
                 if message.retain:
                     got[str(message.topic)] = bytes(message.payload).decode()  # type: ignore[arg-type]
@@ -103,8 +103,8 @@ def storm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StormRun]:
 
 
 def replay_stages(run: StormRun) -> list[tuple[str, str, str, str]]:
-    return [(e["time"], e["station"], e["from"], e["to"]) for e in run.replay
-            if e["event"] == "stage"]
+    return sorted((e["time"], e["station"], e["from"], e["to"]) for e in run.replay
+                  if e["event"] == "stage")
 
 
 def live_stages(run: StormRun) -> list[tuple[str, str, str, str]]:
@@ -137,7 +137,8 @@ def test_daemon_ran_the_whole_storm_and_stopped_cleanly(storm: StormRun) -> None
     assert storm.final_status["cycles"] >= storm.cycles
     log = storm.rig.log("daemon")
     assert "Traceback" not in log
-    assert "relay_fault" not in log and "audio_fault" not in log
+    assert "relay_fault" not in log
+    assert "audio_fault" not in log
 
 
 def test_river_stations_climb_every_stage_and_come_back(storm: StormRun) -> None:
@@ -175,13 +176,15 @@ def test_relay_timeline_sirens_only_at_overflow_amplifier_around_every_broadcast
         stage4 = datetime.fromisoformat(overflow[station]["time"]).timestamp()
         assert stage4 <= on_sim < stage4 + INTERVAL  # in the cycle that reached stage 4
         on_real = offs[0]["t_real"] - ons[0]["t_real"]
-        assert 10.0 <= on_real * SPEED, on_real * SPEED  # the configured 10 s …
+        assert on_real * SPEED >= 10.0, on_real * SPEED  # the configured 10 s …
         assert on_real < 10.0 / SPEED + 0.5  # … and not a whole extra cycle
         # the siren sounds inside an amplifier ON period of its zone
         amp = by_coil[AMP_COILS[zone]]
-        amp_on = max(r["t_real"] for r in amp if r["value"] and r["t_real"] <= ons[0]["t_real"])
-        amp_off = min(r["t_real"] for r in amp if not r["value"] and r["t_real"] >= offs[0]["t_real"])
-        assert amp_on <= ons[0]["t_real"] and offs[0]["t_real"] <= amp_off
+        on_t, off_t = ons[0]["t_real"], offs[0]["t_real"]
+        amp_on = max(r["t_real"] for r in amp if r["value"] and r["t_real"] <= on_t)
+        amp_off = min(r["t_real"] for r in amp if not r["value"] and r["t_real"] >= off_t)
+        assert amp_on <= ons[0]["t_real"]
+        assert offs[0]["t_real"] <= amp_off
     for zone, coil in AMP_COILS.items():
         ons = [r for r in by_coil[coil] if r["value"] and not r["previous"]]
         assert len(ons) == sum(1 for b in broadcasts if b["zone"] == zone), zone
@@ -208,15 +211,19 @@ def test_clips_played_in_order_per_zone(storm: StormRun) -> None:
 def test_every_cycle_is_stored_with_its_timestamp(storm: StormRun) -> None:
     rig = storm.rig
     expected = [int((rig.start_ts + INTERVAL * i) * 1000) for i in range(storm.cycles)]
+
+    def from_start(timestamps: list[int]) -> list[int]:
+        # the daemon may start cycling a little before the scenario's second 0
+        return [t for t in timestamps if t >= expected[0]][:len(expected)]
+
     for name in ("level_freeboard_m", "level_level_m"):
         for station in ("shin_hiroo", "shirokane"):
             series = storm.tsdb.export(f'{name}{{station="{station}"}}')
             assert len(series) == 1
-            got = series[0]["timestamps"]
-            assert got[:len(expected)] == expected, (name, station)
+            assert from_start(series[0]["timestamps"]) == expected, (name, station)
     for station in ("rain_ward_office", "rain_placeholder_8"):
         series = storm.tsdb.export(f'rain_total_60m_mm{{station="{station}"}}')
-        assert series[0]["timestamps"][:len(expected)] == expected
+        assert from_start(series[0]["timestamps"]) == expected
     # the stored freeboard is crest − level, cycle by cycle
     level = storm.tsdb.export('level_level_m{station="shin_hiroo"}')[0]["values"]
     freeboard = storm.tsdb.export('level_freeboard_m{station="shin_hiroo"}')[0]["values"]

@@ -1,0 +1,55 @@
+# gauged: build, test and lint. `make help` lists the targets.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-from-pyproject
+PYTEST_ARGS ?=
+DEMO_ARGS ?=
+
+# Debian package:binary pairs the tests start (on their own loopback ports, never 1883).
+SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat
+
+.PHONY: help venv deps test demo lint clean apt-install
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+	@echo "  (make test PYTEST_ARGS='-k mb_1' passes arguments to pytest)"
+
+venv: $(STAMP) ## create .venv and install the project with its dev extras
+
+# Rebuilt only when pyproject.toml changes. Debian's python3 needs python3-venv for ensurepip.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import ensurepip' 2>/dev/null || $(MAKE) --no-print-directory apt-install PKGS=python3-venv
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, python3-venv
+	@missing=$$(for s in $(SERVICES); do [ -x "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done; \
+	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || printf 'python3-venv'); \
+	[ -z "$$missing" ] || $(MAKE) --no-print-directory apt-install PKGS="$$missing"
+
+# As root: apt-get update once, then install. Otherwise: say what to run, and fail.
+apt-install:
+	@if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "Missing Debian packages. Run: sudo apt-get install -y --no-install-recommends $(strip $(PKGS))" >&2; \
+	  exit 1; \
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get update -q
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(PKGS)
+
+test: deps venv ## run the test suite (real mosquitto and VictoriaMetrics)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+demo: venv ## run simulators and daemon on the reference system
+	$(VENV)/bin/gauged demo $(DEMO_ARGS)
+
+lint: venv ## ruff and mypy (both run; fails if either fails)
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
+clean: ## remove the venv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build
+	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +

@@ -1,0 +1,88 @@
+"""Shared fixtures: real mosquitto and VictoriaMetrics instances on free loopback ports.
+
+Every instance lives in its own temporary directory, belongs to one test and is killed at that
+test's teardown, pass or fail. Helpers (free_port, wait_until, the service classes and the
+factory types) live in tests/services.py; pytest puts tests/ on sys.path (there is no
+tests/__init__.py), so test modules `import services`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import pytest
+from services import (
+    Mosquitto,
+    MosquittoFactory,
+    VictoriaFactory,
+    VictoriaMetrics,
+    start_on_free_port,
+)
+
+
+@pytest.fixture
+def mosquitto_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MosquittoFactory]:
+    """Start brokers on demand: `mosquitto_factory(users={"gauged": "pw"}, acl="...")`.
+
+    With `users`, anonymous clients are refused and the password file is written with
+    `mosquitto_passwd -b`; `acl` is the text of an acl_file (`user gauged` then
+    `topic readwrite gauged/#`); `extra_config` is appended to mosquitto.conf. Every broker
+    started through it is killed at teardown.
+    """
+    started: list[Mosquitto] = []
+
+    def start(
+        *,
+        users: Mapping[str, str] | None = None,
+        acl: str | None = None,
+        extra_config: str = "",
+    ) -> Mosquitto:
+        def build(port: int) -> Mosquitto:
+            workdir = tmp_path_factory.mktemp("mosquitto")
+            broker = Mosquitto(port, workdir, users=users, acl=acl, extra_config=extra_config)
+            started.append(broker)
+            return broker
+
+        return start_on_free_port(build)
+
+    try:
+        yield start
+    finally:
+        for broker in started:
+            broker.close()
+
+
+@pytest.fixture
+def mosquitto(mosquitto_factory: MosquittoFactory) -> Mosquitto:
+    """An anonymous broker: `.host`, `.port`, `.stop(kill=False)`, `.start()`, `.restart()`."""
+    return mosquitto_factory()
+
+
+@pytest.fixture
+def victoria_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaFactory]:
+    """Start VictoriaMetrics instances on demand; `dedup=False` keeps duplicate samples."""
+    started: list[VictoriaMetrics] = []
+
+    def start(*, dedup: bool = True) -> VictoriaMetrics:
+        def build(port: int) -> VictoriaMetrics:
+            tsdb = VictoriaMetrics(port, tmp_path_factory.mktemp("victoria"), dedup=dedup)
+            started.append(tsdb)
+            return tsdb
+
+        return start_on_free_port(build)
+
+    try:
+        yield start
+    finally:
+        for tsdb in started:
+            tsdb.close()
+
+
+@pytest.fixture
+def victoria(victoria_factory: VictoriaFactory) -> VictoriaMetrics:
+    """A fresh, empty VictoriaMetrics, one per test (it starts in about 0.1 s).
+
+    `.url` (for InfluxDBClient), `.write_url`, `.export(match)`, `.wait_for(match, predicate,
+    timeout)`, `await .wait_for_async(...)`, `.flush()`, `.stop(kill=False)`, `.start()`.
+    """
+    return victoria_factory()
