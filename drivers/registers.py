@@ -8,6 +8,7 @@ value = raw × scale + offset.
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Literal
 
@@ -73,6 +74,8 @@ def decode_raw(registers: list[int], spec: RegisterSpec) -> int | float:
         for w in words
     )
     raw: int | float = struct.unpack(fmt, data)[0]
+    if isinstance(raw, float) and math.isfinite(raw):
+        raw = float(f"{raw:.7g}")  # float32 holds ~7 digits: 1.291, not 1.2910000085830688
     return raw
 
 
