@@ -1,4 +1,12 @@
-"""Errors raised by drivers. Transport failure is not device failure (STYLE 6)."""
+"""Errors raised by drivers. Transport failure is not device failure (STYLE 6).
+
+    DriverError
+    ├── TransportError    the bus or the connection failed; the device may be fine
+    │   └── DeviceTimeout the device did not answer within its budget (also gateway 0B)
+    ├── DeviceError       the device answered with a Modbus exception (`code`)
+    ├── RelayFault        a relay did not take the state written to it
+    └── AudioFault        a clip could not be played
+"""
 
 from __future__ import annotations
 
@@ -8,11 +16,25 @@ class DriverError(Exception):
 
 
 class TransportError(DriverError):
-    """The bus or connection failed: timeout, refused, closed. The device may be fine."""
+    """The bus or connection failed: no connection, closed, garbled replies, gateway 0A.
+
+    The device may be fine; the reading is missing, not wrong.
+    """
+
+
+class DeviceTimeout(TransportError):
+    """No answer from the device within its budget (timeout and retries), or gateway 0B.
+
+    Distinct from other transport errors so that a caller can probe a silent device less often.
+    """
 
 
 class DeviceError(DriverError):
-    """The device answered with a Modbus exception; `code` is the exception code."""
+    """The device answered with a Modbus exception; `code` is the exception code.
+
+    02 (illegal data address) means the configuration does not match the device; 04 (device
+    failure) is a station fault. 06 (busy) has already been retried by the hub.
+    """
 
     def __init__(self, message: str, code: int) -> None:
         super().__init__(message)

@@ -1,27 +1,61 @@
-"""Modbus TCP: one hub per gateway, and the gauges that sit behind it.
+"""Modbus gauges, and the Modbus TCP hub (one per gateway or TCP device).
 
 A hub owns the connection to one TCP endpoint and serialises the requests of every unit id
 behind it (STYLE 7): stations never touch the client. Transport failures (timeout, refused,
-closed) raise TransportError; a Modbus exception answer raises DeviceError with its code.
+closed, gateway 0A/0B) raise TransportError (DeviceTimeout when the device stayed silent); a
+Modbus exception answer raises DeviceError with its code. Only "busy" (06) is retried, twice
+after a short pause; a silent device is retried `retries` times (default 0 on TCP).
+
+The TCP hub uses pymodbus's client (pinned: see pyproject.toml) and does not trust it blindly:
+
+- an answer must carry the transaction id, unit id and function code of its request
+  (pymodbus 3.16.1 accepts an answer with transaction id 0, or with another function code,
+  for any request); one that does not is refused and the connection is dropped;
+- a timed-out or cancelled request drops the connection: its late answer could otherwise be
+  half-read into the next exchange; the next request reconnects at once;
+- cancellation propagates as CancelledError (pymodbus has been known to turn it into
+  ModbusIOException, and Python 3.11's wait_for can swallow it: both are checked);
+- a lost connection is reopened on demand with exponential backoff and jitter, capped at
+  `reconnect_max_s`, one attempt at a time (MB-4); between attempts calls fail fast.
+
+The RTU hub (drivers.rtu) offers the same operations; ModbusGauge works with either.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import random
-import time
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
-from drivers.errors import DeviceError, TransportError
-from drivers.registers import RegisterSpec, decode_raw
+from drivers.backoff import Backoff
+from drivers.base import Hub, RawReading
+from drivers.errors import DeviceError, DeviceTimeout, TransportError
+from drivers.pdu import (
+    BUSY,
+    BUSY_PAUSE_S,
+    BUSY_RETRIES,
+    READ_FUNCTION,
+    WRITE_COIL,
+    exception_error,
+)
+from drivers.registers import (
+    BIT_KINDS,
+    RegisterSpec,
+    StatusSpec,
+    decode_raw,
+    decode_status,
+    merged_read,
+)
 
 log = logging.getLogger(__name__)
+
+ILLEGAL_ADDRESS = 0x02
 
 
 class ModbusTcpBusConfig(BaseModel):
@@ -32,17 +66,37 @@ class ModbusTcpBusConfig(BaseModel):
     kind: Literal["modbus_tcp"] = "modbus_tcp"
     host: str
     port: int = Field(default=502, ge=1, le=65535)
-    timeout_s: float = Field(default=1.0, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0, description="per request and per connect")
+    retries: int = Field(default=0, ge=0, le=5, description="repeats after a timeout")
+    inter_request_s: float = Field(default=0.0, ge=0, le=5.0,
+                                   description="pause between an answer and the next request")
     reconnect_max_s: float = Field(default=60.0, gt=0)
+
+
+class ModbusHub(Hub, Protocol):
+    """The operations every Modbus hub (TCP, RTU) offers; see drivers.base.Hub."""
+
+    async def read_registers(self, unit: int, kind: str, address: int,
+                             count: int) -> list[int]: ...
+
+    async def read_bits(self, unit: int, kind: str, address: int, count: int) -> list[int]: ...
+
+    async def read_coils(self, unit: int, address: int, count: int = 1) -> list[bool]: ...
+
+    async def write_coil(self, unit: int, address: int, value: bool) -> None: ...
 
 
 class ModbusTcpHub:
     """The single owner of one Modbus TCP connection.
 
-    Contract: calls may overlap; they are queued on a lock and run one at a time. A call
-    made while disconnected tries to connect first, at most once per backoff interval
+    Contract (drivers.base.Hub): calls may overlap; they are queued on a lock and run one at
+    a time. A call made while disconnected connects first, at most once per backoff interval
     (exponential with jitter, capped at `reconnect_max_s`); in between it fails fast with
-    TransportError. After `__aexit__` every call raises TransportError.
+    TransportError. The connection is made by the first request, not by `__aenter__`, so a
+    gateway that is down at start does not delay the daemon. After `__aexit__` every call
+    raises TransportError.
+
+    `connect_attempts` counts the connections tried (for /status and tests).
     """
 
     def __init__(self, name: str, config: ModbusTcpBusConfig) -> None:
@@ -50,13 +104,20 @@ class ModbusTcpHub:
         self.config = config
         self._client: AsyncModbusTcpClient | None = None
         self._lock = asyncio.Lock()
+        self._backoff = Backoff(config.reconnect_max_s)
         self._entered = False
         self._closed = False
-        self._backoff_s = 0.0
-        self._next_attempt = 0.0  # monotonic time before which no reconnect is tried
-        self.connected = False
+        self._down = False
+        self._proven = False  # the current connection has carried an answer
+        self._last_done = 0.0  # loop time of the end of the last exchange
+        self.connect_attempts = 0
 
-    async def __aenter__(self) -> ModbusTcpHub:
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is open."""
+        return self._client is not None and bool(self._client.connected)
+
+    async def __aenter__(self) -> Self:
         if self._entered:
             raise RuntimeError(f"hub {self.name} is already open")
         self._entered = True
@@ -71,24 +132,31 @@ class ModbusTcpHub:
 
     def _drop(self) -> None:
         if self._client is not None:
-            self._client.close()
+            with contextlib.suppress(Exception):  # closing a broken pymodbus client may raise
+                self._client.close()
         self._client = None
-        self.connected = False
+
+    def _went_down(self, why: str) -> None:
+        if not self._down:
+            self._down = True
+            log.warning("bus=%s host=%s port=%d unreachable: %s", self.name,
+                        self.config.host, self.config.port, why)
 
     async def _ensure_connected(self) -> AsyncModbusTcpClient:
-        if self._closed:
+        if self._closed or not self._entered:
             raise TransportError(f"bus {self.name} is closed")
-        if self._client is not None and self._client.connected:
-            return self._client
-        now = time.monotonic()
-        if now < self._next_attempt:
-            raise TransportError(f"bus {self.name}: disconnected, next attempt in "
-                                 f"{self._next_attempt - now:.1f} s")
-        self._drop()
+        if self._client is not None:
+            if self._client.connected:
+                return self._client
+            self._lost("connection closed by the other side")
+        wait = self._backoff.remaining()
+        if wait > 0:
+            raise TransportError(f"bus {self.name}: disconnected, next attempt in {wait:.1f} s")
         client = AsyncModbusTcpClient(
             self.config.host, port=self.config.port, timeout=self.config.timeout_s,
             retries=0, reconnect_delay=0, reconnect_delay_max=0,
         )
+        self.connect_attempts += 1
         try:
             ok = await client.connect()
         except asyncio.CancelledError:
@@ -99,83 +167,197 @@ class ModbusTcpHub:
             log.debug("bus=%s connect error: %s", self.name, exc)
         if not ok:
             client.close()
-            self._backoff_s = min(self.config.reconnect_max_s,
-                                  max(0.5, self._backoff_s * 2))
-            self._next_attempt = time.monotonic() + self._backoff_s * random.uniform(0.5, 1.0)
-            if self.connected or self._backoff_s <= 0.5:
-                log.warning("bus=%s host=%s port=%d unreachable", self.name,
-                            self.config.host, self.config.port)
-            self.connected = False
-            raise TransportError(f"bus {self.name}: cannot connect to "
-                                 f"{self.config.host}:{self.config.port}")
-        if self._backoff_s > 0:
-            log.info("bus=%s connected again", self.name)
-        self._backoff_s = 0.0
+            delay = self._backoff.failed()
+            self._went_down("connection refused or timed out")
+            raise TransportError(f"bus {self.name}: cannot connect to {self.config.host}:"
+                                 f"{self.config.port} (next attempt in {delay:.1f} s)")
+        # The backoff is reset by the first answer, not by the TCP handshake: a gateway whose
+        # port accepts and then hangs up must not be hammered with connects.
+        self._proven = False
         self._client = client
-        self.connected = True
         return client
 
-    async def _call(self, what: str, unit: int, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _answered(self) -> None:
+        if not self._proven:
+            self._proven = True
+            self._backoff.succeeded()
+            if self._down:
+                self._down = False
+                log.info("bus=%s connected again", self.name)
+
+    def _lost(self, why: str) -> None:
+        """The peer closed the connection; before any answer it counts as a failed attempt."""
+        self._drop()
+        if not self._proven:
+            self._backoff.failed()
+            self._went_down(why)
+
+    async def _call(self, what: str, unit: int, function: int, method: str,
+                    *args: Any, **kwargs: Any) -> Any:
+        """One request with the bus's retry rules; returns pymodbus's (checked) response."""
+        if not 0 <= unit <= 255:
+            raise ValueError(f"unit id must be 0…255, not {unit}")
+        where = f"bus {self.name} unit {unit} {what}"
         async with self._lock:
-            client = await self._ensure_connected()
-            try:
-                response = await asyncio.wait_for(
-                    getattr(client, method)(*args, device_id=unit, **kwargs),
-                    timeout=self.config.timeout_s * 1.5,
-                )
-            except asyncio.CancelledError:
-                raise
-            except (ModbusException, OSError, TimeoutError) as exc:
-                # pymodbus turns a cancellation into ModbusIOException (DESIGN §4):
-                # give the cancellation back to its owner.
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
-                    raise asyncio.CancelledError from exc
-                if not client.connected:
-                    self._drop()
-                raise TransportError(f"bus {self.name} unit {unit} {what}: {exc}") from exc
-            if response.isError():
-                code = int(getattr(response, "exception_code", 0))
-                raise DeviceError(f"bus {self.name} unit {unit} {what}: "
-                                  f"exception {code:02X}", code)
-            return response
+            timeouts_left = self.config.retries
+            busy_left = BUSY_RETRIES
+            while True:
+                client = await self._ensure_connected()
+                gap = self._last_done + self.config.inter_request_s \
+                    - asyncio.get_running_loop().time()
+                if gap > 0:
+                    await asyncio.sleep(gap)
+                try:
+                    return await self._once(client, where, unit, function, method,
+                                            *args, **kwargs)
+                except DeviceTimeout:
+                    if timeouts_left > 0:
+                        timeouts_left -= 1
+                        continue
+                    raise
+                except DeviceError as exc:
+                    if exc.code == BUSY and busy_left > 0:
+                        busy_left -= 1
+                        await asyncio.sleep(BUSY_PAUSE_S)
+                        continue
+                    raise
+
+    async def _once(self, client: AsyncModbusTcpClient, where: str, unit: int,
+                    function: int, method: str, *args: Any, **kwargs: Any) -> Any:
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        loop = asyncio.get_running_loop()
+        try:
+            # pymodbus times out first (timeout_s); this guard only bounds a stuck client.
+            async with asyncio.timeout(self.config.timeout_s + 1.0):
+                response = await getattr(client, method)(*args, device_id=unit, **kwargs)
+        except asyncio.CancelledError:
+            self._drop()  # the answer may still come: it must not meet the next request
+            raise
+        except (ModbusException, OSError, TimeoutError) as exc:
+            alive = bool(client.connected)
+            if alive:
+                self._drop()  # in doubt: a late answer must not meet the next request
+            else:
+                self._lost(f"connection lost: {exc}")
+            if task is not None and task.cancelling() > cancels:
+                raise asyncio.CancelledError from exc  # pymodbus turned the cancel into this
+            if not alive:
+                raise TransportError(f"{where}: connection lost: {exc}") from exc
+            if isinstance(exc, TimeoutError) or "No response" in str(exc):
+                raise DeviceTimeout(f"{where}: no answer within "
+                                    f"{self.config.timeout_s:g} s") from exc
+            raise TransportError(f"{where}: {exc}") from exc
+        finally:
+            self._last_done = loop.time()
+        if task is not None and task.cancelling() > cancels:
+            self._drop()  # a cancel swallowed on the way (Python 3.11 wait_for)
+            raise asyncio.CancelledError
+        sent = client.ctx.request_transaction_id
+        got_function = int(response.function_code) & 0x7F
+        if response.transaction_id != sent or (unit and response.dev_id != unit) \
+                or got_function != function:
+            self._drop()
+            raise TransportError(
+                f"{where}: answer for another request (transaction {response.transaction_id} "
+                f"for {sent}, unit {response.dev_id}, function {got_function:02X}); "
+                f"connection dropped")
+        self._answered()
+        if response.isError():
+            raise exception_error(int(getattr(response, "exception_code", 0)), where)
+        return response
 
     async def read_registers(self, unit: int, kind: str, address: int, count: int) -> list[int]:
         """Read `count` holding or input registers starting at `address`."""
+        if kind not in ("holding", "input"):
+            raise ValueError(f"not a register kind: {kind}")
         method = "read_input_registers" if kind == "input" else "read_holding_registers"
-        response = await self._call(f"read {kind} {address}+{count}", unit, method,
-                                    address, count=count)
-        registers: list[int] = list(response.registers)
+        response = await self._call(f"read {kind} {address}+{count}", unit,
+                                    READ_FUNCTION[kind], method, address, count=count)
+        registers: list[int] = [int(r) for r in response.registers]
         if len(registers) != count:
+            self._drop()
             raise TransportError(f"bus {self.name} unit {unit}: {len(registers)} registers "
                                  f"for {count} requested")
         return registers
 
+    async def read_bits(self, unit: int, kind: str, address: int, count: int) -> list[int]:
+        """Read `count` coils or discrete inputs starting at `address` (0 or 1 each)."""
+        if kind not in ("coil", "discrete"):
+            raise ValueError(f"not a bit kind: {kind}")
+        method = "read_coils" if kind == "coil" else "read_discrete_inputs"
+        response = await self._call(f"read {kind} {address}+{count}", unit,
+                                    READ_FUNCTION[kind], method, address, count=count)
+        bits = [1 if b else 0 for b in response.bits]
+        if len(bits) < count:
+            self._drop()
+            raise TransportError(f"bus {self.name} unit {unit}: {len(bits)} bits "
+                                 f"for {count} requested")
+        return bits[:count]
+
     async def read_coils(self, unit: int, address: int, count: int = 1) -> list[bool]:
         """Read `count` coils starting at `address`."""
-        response = await self._call(f"read coils {address}+{count}", unit, "read_coils",
-                                    address, count=count)
-        return [bool(b) for b in response.bits[:count]]
+        return [bool(b) for b in await self.read_bits(unit, "coil", address, count)]
 
     async def write_coil(self, unit: int, address: int, value: bool) -> None:
         """Write one coil."""
-        await self._call(f"write coil {address}={int(value)}", unit, "write_coil",
-                         address, value)
+        await self._call(f"write coil {address}={int(value)}", unit, WRITE_COIL,
+                         "write_coil", address, value)
 
 
 class ModbusGauge:
-    """A gauge behind a hub: reads its register map and returns the raw number.
+    """A gauge behind a Modbus hub (TCP or RTU): its value and, optionally, a status word.
 
-    The caller applies scale and offset (a counter needs the raw integer to unwrap).
+    When value and status are registers of one kind close together (gap ≤ 8, span ≤ 125)
+    they are read in one request; if the device refuses that request with exception 02
+    (some maps have holes), merging is switched off for this device for good and the two are
+    read separately. The caller applies scale, offset and the status fault mask.
     """
 
-    def __init__(self, hub: ModbusTcpHub, unit: int, spec: RegisterSpec) -> None:
+    def __init__(self, hub: ModbusHub, unit: int, spec: RegisterSpec,
+                 status: StatusSpec | None = None) -> None:
         self.hub = hub
         self.unit = unit
         self.spec = spec
+        self.status = status
+        self.merge = status is not None and merged_read(spec, status) is not None
+
+    async def read(self) -> RawReading:
+        """Read and decode the raw value (and status word) of the gauge."""
+        status = self.status
+        if status is None:
+            return RawReading(await self._read_value())
+        plan = merged_read(self.spec, status) if self.merge else None
+        if plan is not None:
+            start, count = plan
+            try:
+                words = await self.hub.read_registers(self.unit, self.spec.kind, start, count)
+            except DeviceError as exc:
+                if exc.code != ILLEGAL_ADDRESS:
+                    raise
+                self.merge = False
+                log.warning("bus=%s unit=%d: one read of %s %d+%d refused (exception 02); "
+                            "reading value and status separately from now on",
+                            self.hub.name, self.unit, self.spec.kind, start, count)
+            else:
+                v = self.spec.address - start
+                s = status.address - start
+                return RawReading(decode_raw(words[v:v + self.spec.count], self.spec),
+                                  decode_status(words[s:s + status.count], status))
+        value = await self._read_value()
+        words = await self.hub.read_registers(self.unit, status.kind, status.address,
+                                              status.count)
+        return RawReading(value, decode_status(words, status))
 
     async def read_raw(self) -> int | float:
-        """Read and decode the raw value (before scale and offset)."""
-        registers = await self.hub.read_registers(self.unit, self.spec.kind,
-                                                  self.spec.address, self.spec.count)
-        return decode_raw(registers, self.spec)
+        """The raw value only (kept for callers that predate `read`)."""
+        return (await self.read()).value
+
+    async def _read_value(self) -> int | float:
+        spec = self.spec
+        if spec.kind in BIT_KINDS:
+            words = await self.hub.read_bits(self.unit, spec.kind, spec.address, spec.count)
+        else:
+            words = await self.hub.read_registers(self.unit, spec.kind, spec.address,
+                                                  spec.count)
+        return decode_raw(words, spec)

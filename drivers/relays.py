@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.errors import RelayFault
-from drivers.modbus import ModbusTcpHub
+from drivers.modbus import ModbusHub
 
 
 class RelayConfig(BaseModel):
@@ -26,7 +26,7 @@ class CoilRelay:
     overlap (the hub serialises them).
     """
 
-    def __init__(self, name: str, hub: ModbusTcpHub, config: RelayConfig) -> None:
+    def __init__(self, name: str, hub: ModbusHub, config: RelayConfig) -> None:
         self.name = name
         self.hub = hub
         self.config = config

@@ -14,22 +14,24 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
 from drivers.errors import DriverError
-from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.line import SerialLineHub
 from drivers.players import make_player
-from drivers.relays import CoilRelay
+from drivers.registry import make_hub
+from drivers.relays import CoilRelay, RelayConfig
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
 from gauged.clock import Clock, next_boundary
 from gauged.config import Config
-from gauged.engine import CycleResult, Engine, Sample, StationState
+from gauged.engine import CycleResult, Engine, StationState
 from gauged.influx import InfluxSink, Record
 from gauged.mqtt import MqttPublisher
-from gauged.quality import Quality, assess
-from gauged.rain import CounterTracker
+from gauged.poll import Poller
+from gauged.quality import Quality
 from gauged.status import StatusServer
 
 log = logging.getLogger(__name__)
@@ -47,16 +49,8 @@ class Daemon:
         self.config = config
         self.clock = clock or clock_from(config)
         self.gateway = config.gateway.id
-        self.hubs = {name: ModbusTcpHub(name, bus) for name, bus in config.buses.items()}
-        self.gauges = {
-            sid: ModbusGauge(self.hubs[g.bus], g.unit, g.spec)
-            for sid, st in config.stations.items() for g in [config.gauges[st.gauge]]
-        }
-        self.counters = {
-            sid: CounterTracker(g.spec.bits, g.spec.scale)
-            for sid, st in config.stations.items() for g in [config.gauges[st.gauge]]
-            if g.quantity == "rain_counter"
-        }
+        self.hubs = {name: make_hub(name, bus) for name, bus in config.buses.items()}
+        self.poller = Poller(config, self.hubs)
         self.engine = Engine(config)
         # One player per zone: a player plays one clip at a time, zones play at once.
         self.players = {zid: make_player(config.players[z.player])
@@ -74,8 +68,6 @@ class Daemon:
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
         self.status: StatusServer | None = None
         self.states: dict[str, StationState] = {}
-        self.raw: dict[str, int | float | None] = {}
-        self.unavailable: set[str] = set()
         self.cycles = 0
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
@@ -83,8 +75,12 @@ class Daemon:
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
-    def _relay(self, name: str, cfg: Any) -> CoilRelay | None:
-        return None if cfg is None else CoilRelay(name, self.hubs[cfg.bus], cfg)
+    def _relay(self, name: str, cfg: RelayConfig | None) -> CoilRelay | None:
+        if cfg is None:
+            return None
+        hub = self.hubs[cfg.bus]
+        assert not isinstance(hub, SerialLineHub)  # cross_check: relays are on Modbus buses
+        return CoilRelay(name, hub, cfg)
 
     @property
     def relays(self) -> list[CoilRelay]:
@@ -96,17 +92,26 @@ class Daemon:
 
     # ---- lifecycle -------------------------------------------------------------------
 
-    async def run(self, *, once: bool = False) -> None:
-        """Run until `stop()` (or after one cycle with `once`)."""
+    @contextlib.asynccontextmanager
+    async def opened(self) -> AsyncIterator[Daemon]:
+        """Buses open and every relay driven OFF (read back) before and after.
+
+        `run` works inside it; tests use it to drive `cycle` on an injected time.
+        """
         async with contextlib.AsyncExitStack() as stack:
             for hub in self.hubs.values():
                 await stack.enter_async_context(hub)
             stack.push_async_callback(self._close_players)
             stack.push_async_callback(self.all_relays_off)
             await self.all_relays_off()
-            self.status = StatusServer(self.config.status.host, self.config.status.port,
-                                       self.snapshot, self.health)
-            await stack.enter_async_context(self.status)
+            yield self
+
+    async def run(self, *, once: bool = False) -> None:
+        """Run until `stop()` (or after one cycle with `once`)."""
+        async with self.opened(), StatusServer(
+                self.config.status.host, self.config.status.port, self.snapshot,
+                self.health) as status:
+            self.status = status
             async with asyncio.TaskGroup() as tg:
                 zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
                               for zid, z in self.zones.items()]
@@ -180,8 +185,7 @@ class Daemon:
 
     async def cycle(self, when: datetime) -> CycleResult:
         """Read, judge, derive, decide, broadcast, record: one poll cycle at time `when`."""
-        reads = await asyncio.gather(*(self._read(sid) for sid in self.gauges))
-        samples = dict(zip(self.gauges, reads, strict=True))
+        samples = await self.poller.read(when)
         result = self.engine.evaluate(when, samples)
         for request in result.broadcasts:  # sirens first: nothing below may delay them
             self.zones[request.zone].submit(request)
@@ -189,29 +193,6 @@ class Daemon:
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         self._record(when, result)
         return result
-
-    async def _read(self, sid: str) -> Sample:
-        gauge_cfg = self.config.gauges[self.config.stations[sid].gauge]
-        try:
-            raw = await self.gauges[sid].read_raw()
-        except DriverError as exc:
-            self.raw[sid] = None
-            if sid not in self.unavailable:
-                self.unavailable.add(sid)
-                log.warning("gauge unavailable station=%s gauge=%s: %s", sid,
-                            self.config.stations[sid].gauge, exc)
-            return Sample(None, Quality.MISSING)
-        if sid in self.unavailable:
-            self.unavailable.discard(sid)
-            log.info("gauge available station=%s", sid)
-        self.raw[sid] = raw
-        value = float(raw) * gauge_cfg.spec.scale + gauge_cfg.spec.offset
-        quality = assess(value, gauge_cfg.range)
-        if sid in self.counters:
-            if quality is not Quality.GOOD:
-                return Sample(None, quality)
-            return Sample(self.counters[sid].update(int(raw)), quality)
-        return Sample(value, quality)
 
     def _record(self, when: datetime, result: CycleResult) -> None:
         tz = self.config.gateway.timezone
@@ -228,12 +209,15 @@ class Daemon:
                           s.station, s.level_m, s.freeboard_m, s.quality)
                 records.append(Record("level", tags, {
                     "level_m": s.level_m, "freeboard_m": s.freeboard_m,
-                    "quality": s.quality.code, "stage": s.stage}, when))
+                    "quality": s.quality.code, "fault": int(bool(s.fault)),
+                    "stage": s.stage}, when))
             else:
                 records.append(Record("rain", tags, {
-                    "counter": _int_or_none(self.raw.get(s.station)),
+                    "counter": _int_or_none(self.poller.health[s.station].raw
+                                            if s.quality is not Quality.MISSING else None),
                     "increment_mm": s.rain_increment_mm, "total_60m_mm": s.rain_total_mm,
-                    "quality": s.quality.code, "stage": s.stage}, when))
+                    "quality": s.quality.code, "fault": int(bool(s.fault)),
+                    "stage": s.stage}, when))
             if self.mqtt is not None:
                 self.mqtt.publish_state(s.station, station_json(s, tz))
         self._log_cycle(when, result)
@@ -293,7 +277,11 @@ class Daemon:
             entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones}
             entry |= station_json(s, tz) if s else {"stage": 0, "stage_name": "normal",
                                                      "quality": Quality.MISSING.value}
-            entry["available"] = sid not in self.unavailable
+            health = self.poller.health[sid]
+            entry["gauge"] = {"error": health.error, "errors": health.errors,
+                              "polled": health.polled, "status_word": health.status,
+                              "last_good": health.last_good.isoformat()
+                              if health.last_good else None}
             stations[sid] = entry
         zones = {
             zid: {"busy": z.current is not None,
@@ -315,7 +303,9 @@ class Daemon:
             "health": self.health() or ["ok"],
             "stations": stations,
             "zones": zones,
-            "buses": {n: {"connected": h.connected} for n, h in self.hubs.items()},
+            "buses": {n: {"kind": self.config.buses[n].kind, "connected": h.connected,
+                          "read_s": round(self.poller.bus_read_s.get(n, 0.0), 4)}
+                      for n, h in self.hubs.items()},
             "uplinks": uplinks,
             "relay_faults": self.relay_faults[-20:],
         }
@@ -325,7 +315,8 @@ def station_json(s: StationState, tz: str) -> dict[str, Any]:
     """The JSON form of a station state (MQTT and /status)."""
     out: dict[str, Any] = {"time": s.time.isoformat(), "local_time": _local(s.time, tz),
                            "stage": s.stage, "stage_name": s.stage_name,
-                           "quality": s.quality.value}
+                           "quality": s.quality.value, "reason": s.reason,
+                           "gauge_fault": s.fault or None}
     if s.kind == "level":
         out |= {"level_m": s.level_m, "freeboard_m": s.freeboard_m}
     else:

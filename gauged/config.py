@@ -24,11 +24,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from drivers.modbus import ModbusTcpBusConfig
+from drivers.line import LineSpec, SerialLineBusConfig
 from drivers.players import AplayConfig, SinkConfig
-from drivers.registers import RegisterSpec
+from drivers.registers import RegisterSpec, StatusSpec
+from drivers.registry import BusConfig
 from drivers.relays import RelayConfig
 from gauged.errors import ConfigError
+from gauged.quality import QualityRules
 
 DEFAULT_CONFIG = Path("config/minato-furukawa.toml")
 
@@ -77,12 +79,41 @@ class Defaults(_Model):
 
 
 class GaugeConfig(_Model):
+    """One gauge: `register` (and optionally `status`) on a Modbus bus, `line` on a serial
+    line; `range` is the physical range of the value; `quality` tunes the checks."""
+
     bus: str
     unit: int = Field(ge=0, le=247)
     quantity: Literal["level_m", "rain_counter"]
     # `register` in the file; renamed here because BaseModel already has a `register`.
-    spec: RegisterSpec = Field(alias="register")
+    spec: RegisterSpec | None = Field(default=None, alias="register")
+    status: StatusSpec | None = None
+    line: LineSpec | None = None
     range: tuple[float, float] | None = None
+    quality: QualityRules = QualityRules()
+
+    @property
+    def scale(self) -> float:
+        spec = self.spec or self.line
+        return spec.scale if spec is not None else 1.0
+
+    @property
+    def offset(self) -> float:
+        spec = self.spec or self.line
+        return spec.offset if spec is not None else 0.0
+
+    @property
+    def status_fault_mask(self) -> int:
+        """Which bits of the device's status word mean the value is not valid."""
+        if self.status is not None:
+            return self.status.fault_mask
+        return self.line.status_fault_mask if self.line is not None else 0
+
+    @property
+    def counter_bits(self) -> int:
+        if self.spec is not None:
+            return self.spec.bits
+        return self.line.bits if self.line is not None else 32
 
 
 class StageConfig(_Model):
@@ -149,7 +180,7 @@ class Config(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     defaults: Defaults = Defaults()
     clock: ClockConfig = ClockConfig()
-    buses: dict[str, ModbusTcpBusConfig] = Field(default_factory=dict)
+    buses: dict[str, BusConfig] = Field(default_factory=dict)
     gauges: dict[str, GaugeConfig] = Field(default_factory=dict)
     stations: dict[str, StationConfig] = Field(min_length=1)
     zones: dict[str, ZoneConfig] = Field(default_factory=dict)
@@ -247,14 +278,31 @@ def cross_check(config: Config) -> list[str]:
     interval = config.gateway.poll_interval_s
 
     for name, bus in config.buses.items():
-        if bus.timeout_s >= interval:
-            add(f"bus {name}: timeout_s: {bus.timeout_s} s is not shorter than the poll "
-                f"interval ({interval} s)")
+        attempts = 1 + getattr(bus, "retries", 0)
+        if bus.timeout_s * attempts >= interval:
+            budget = f"{bus.timeout_s} s" + (f" × {attempts} attempts" if attempts > 1 else "")
+            add(f"bus {name}: timeout_s: {budget} is not shorter than the poll interval "
+                f"({interval} s)")
 
     units: dict[tuple[str, int], str] = {}
     for name, g in config.gauges.items():
-        if g.bus not in config.buses:
+        bus_cfg = config.buses.get(g.bus)
+        if bus_cfg is None:
             add(f"gauge {name}: bus: unknown bus {g.bus!r}")
+        elif isinstance(bus_cfg, SerialLineBusConfig):
+            if g.line is None:
+                add(f"gauge {name}: line: a gauge on serial_line bus {g.bus} needs a `line` "
+                    f"table (command, pattern, checksum)")
+            if g.spec is not None or g.status is not None:
+                add(f"gauge {name}: register: a gauge on serial_line bus {g.bus} has no "
+                    f"Modbus register or status")
+        else:
+            if g.spec is None:
+                add(f"gauge {name}: register: a gauge on {bus_cfg.kind} bus {g.bus} needs a "
+                    f"`register`")
+            if g.line is not None:
+                add(f"gauge {name}: line: `line` is for serial_line buses; {g.bus} is "
+                    f"{bus_cfg.kind}")
         key = (g.bus, g.unit)
         if key in units:
             add(f"gauge {name}: unit: unit id {g.unit} on bus {g.bus} is already "
@@ -264,10 +312,13 @@ def cross_check(config: Config) -> list[str]:
         if g.range is not None and not g.range[0] < g.range[1]:
             add(f"gauge {name}: range: minimum {g.range[0]} is not below maximum "
                 f"{g.range[1]}")
-        if g.quantity == "rain_counter" and g.spec.data_type not in (
+        if g.quantity == "rain_counter" and g.spec is not None and g.spec.data_type not in (
                 "uint16", "uint32"):
             add(f"gauge {name}: register.data_type: a rain counter must be uint16 or uint32, "
                 f"not {g.spec.data_type}")
+        if g.spec is not None and g.spec.data_type == "bool":
+            add(f"gauge {name}: register.kind: a gauge value needs registers, not "
+                f"{g.spec.kind} bits")
 
     used_gauges: dict[str, str] = {}
     for name, st in config.stations.items():
@@ -328,8 +379,12 @@ def cross_check(config: Config) -> list[str]:
             relay: RelayConfig | None = getattr(zc, field)
             if relay is None:
                 continue
-            if relay.bus not in config.buses:
+            relay_bus = config.buses.get(relay.bus)
+            if relay_bus is None:
                 add(f"zone {name}: {field}.bus: unknown bus {relay.bus!r}")
+            elif isinstance(relay_bus, SerialLineBusConfig):
+                add(f"zone {name}: {field}.bus: relays need a Modbus bus; {relay.bus} is a "
+                    f"serial_line")
             rkey = (relay.bus, relay.unit, relay.coil)
             if rkey in relays:
                 add(f"zone {name}: {field}.coil: coil {relay.coil} of unit {relay.unit} on "

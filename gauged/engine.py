@@ -28,6 +28,8 @@ class Sample:
 
     value: float | None
     quality: Quality
+    reason: str = ""  # why the reading is not good
+    fault: str = ""  # the gauge_fault of the station's gauge, "" when none
 
 
 @dataclass
@@ -44,6 +46,8 @@ class StationState:
     freeboard_m: float | None = None
     rain_increment_mm: float | None = None
     rain_total_mm: float | None = None
+    reason: str = ""
+    fault: str = ""
 
     @property
     def quantity(self) -> float | None:
@@ -116,7 +120,8 @@ class Engine:
             st = self.config.stations[sid]
             machine = self.machines[sid]
             state = StationState(station=sid, kind=st.kind, time=time, quality=sample.quality,
-                                 stage=machine.stage, stage_name=machine.name)
+                                 stage=machine.stage, stage_name=machine.name,
+                                 reason=sample.reason, fault=sample.fault)
             good = sample.quality.usable and sample.value is not None
             if st.kind == "level":
                 assert st.crest_m is not None  # cross_check guarantees it

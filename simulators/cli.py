@@ -1,11 +1,13 @@
 """Command line: run the simulators of a gauged configuration until SIGINT or SIGTERM.
 
     python -m simulators [--config PATH] [--scenario CSV] [--speed X] [--start ISO]
-                         [--anchor UNIX] [--record DIR]
+                         [--anchor UNIX] [--record DIR] [--serial BUS=PATH ...]
+                         [--faults FILE] [--control PORT] [--seed N]
 
-Prints exactly one line, ``simulators ready``, on stdout once every server listens (a parent
-process waits for it); logs go to stderr. Exit codes: 0 after a signal, 2 for bad arguments,
-configuration or scenario, 1 when a server cannot start. ``gauged simulate`` calls :func:`main`.
+Prints exactly one line, ``simulators ready``, on stdout once every server listens and every
+served pty is open (a parent process waits for it); logs go to stderr. Exit codes: 0 after a
+signal, 2 for bad arguments, configuration, scenario or faults file, 1 when a server cannot
+start or a pty cannot be opened. ``gauged simulate`` calls :func:`main`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 from simulators.clock import SimClock
 from simulators.config import load_config
 from simulators.errors import ConfigError, ScenarioError, SimulatorError
-from simulators.fleet import Fleet
+from simulators.fleet import DEFAULT_SEED, Fleet
 from simulators.scenarios import bundled
 
 log = logging.getLogger("simulators")
@@ -57,6 +59,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--anchor", type=float, help="Unix time at which the clock reads --start (default: now)"
     )
     parser.add_argument("--record", type=Path, help="folder for relays.jsonl and audio.jsonl")
+    parser.add_argument(
+        "--serial",
+        action="append",
+        default=[],
+        metavar="BUS=PATH",
+        help="serve serial bus BUS (modbus_rtu or serial_line) on the device side PATH of a "
+        "pty pair; repeatable. Serial buses without one are not simulated",
+    )
+    parser.add_argument(
+        "--faults", type=Path, help="TOML file of fault knobs set at start ([[fault]] tables)"
+    )
+    parser.add_argument(
+        "--control",
+        type=int,
+        metavar="PORT",
+        help="serve the JSON-lines control channel on 127.0.0.1:PORT",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=DEFAULT_SEED,
+        help="seed of the fault knobs' random draws (%(default)s)",
+    )
     parser.add_argument(
         "--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR")
     )
@@ -107,7 +132,30 @@ def _make_fleet(args: argparse.Namespace) -> Fleet:
         speed = load_config(args.config).clock_speed or 1.0
     clock = SimClock(speed=speed, start=start, anchor_unix=args.anchor)
     log.info("clock: %r", clock)
-    return Fleet(args.config, scenario, clock, args.record)
+    if args.control is not None and not 1 <= args.control <= 65535:
+        raise ValueError(f"--control {args.control}: not a TCP port")
+    return Fleet(
+        args.config,
+        scenario,
+        clock,
+        args.record,
+        serial_paths=_serial_paths(args.serial),
+        faults=args.faults,
+        seed=args.seed,
+        control_port=args.control,
+    )
+
+
+def _serial_paths(pairs: list[str]) -> dict[str, Path]:
+    paths: dict[str, Path] = {}
+    for pair in pairs:
+        bus, sep, path = pair.partition("=")
+        if not sep or not bus or not path:
+            raise ValueError(f"--serial {pair!r}: expected BUS=PATH")
+        if bus in paths:
+            raise ValueError(f"--serial {bus}: given twice")
+        paths[bus] = Path(path)
+    return paths
 
 
 async def _serve(fleet: Fleet) -> None:

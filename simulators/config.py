@@ -9,26 +9,77 @@ ignored. Problems raise :class:`ConfigError` naming the file and the field.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, cast
 
 from simulators.errors import ConfigError
-from simulators.registers import DATA_TYPES, ORDERS, DataTypeName, Order, RegisterSpec
+from simulators.registers import (
+    BIT_KINDS,
+    DATA_TYPES,
+    ORDERS,
+    REGISTER_KINDS,
+    DataTypeName,
+    Order,
+    RegisterKind,
+    RegisterSpec,
+)
 
 GaugeQuantity = Literal["level_m", "rain_counter"]
+BusKind = Literal["modbus_tcp", "modbus_rtu", "serial_line"]
+BUS_KINDS: tuple[BusKind, ...] = ("modbus_tcp", "modbus_rtu", "serial_line")
+SERIAL_KINDS = frozenset({"modbus_rtu", "serial_line"})
+Parity = Literal["N", "E", "O"]
 
 #: Registers and coils every simulated device offers at least (addresses 0..63).
 MIN_BLOCK = 64
+#: Addresses a text-protocol line gauge can have (two decimal digits).
+LINE_UNITS = (0, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class SerialSpec:
+    """The line settings of a serial bus (the same fields pyserial takes)."""
+
+    port: str = ""  # the daemon's side of the line; the simulator gets its own path
+    baudrate: int = 9600
+    parity: Parity = "N"
+    stopbits: float = 1
+    bytesize: int = 8
+
+    @property
+    def bits_per_char(self) -> float:
+        """Bits one character takes on the wire: start + data + parity + stop."""
+        return 1 + self.bytesize + (0 if self.parity == "N" else 1) + self.stopbits
 
 
 @dataclass(frozen=True, slots=True)
 class BusSpec:
-    """A Modbus TCP endpoint the simulators listen on."""
+    """A bus: a Modbus TCP endpoint the simulators listen on, or a serial line (pty)."""
 
     name: str
-    host: str
-    port: int
+    host: str = ""
+    port: int = 0
+    kind: BusKind = "modbus_tcp"
+    serial: SerialSpec | None = None
+
+    @property
+    def is_serial(self) -> bool:
+        """True for ``modbus_rtu`` and ``serial_line`` buses (served on a pty)."""
+        return self.kind in SERIAL_KINDS
+
+
+@dataclass(frozen=True, slots=True)
+class LineSpec:
+    """How a text-protocol gauge presents its value: ``value = sent × scale + offset``.
+
+    A ``rain_counter`` sends its cumulative tips (``scale`` mm each; ``offset`` unused), which
+    wrap at ``2 ** bits``.
+    """
+
+    scale: float = 1.0
+    offset: float = 0.0
+    bits: int = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +90,10 @@ class GaugeSpec:
     bus: str
     unit: int
     quantity: GaugeQuantity
-    register: RegisterSpec
+    register: RegisterSpec | None  # None for a gauge on a serial_line bus
     station: str | None = None  # the station whose scenario rows drive this gauge
+    line: LineSpec | None = None  # set for (and only for) a gauge on a serial_line bus
+    status: RegisterSpec | None = None  # the device status word, if the map has one
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +153,10 @@ class _Reader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.skipped: list[str] = []
+        # (bus, unit, kind, address) → the gauge using it (kind "line" for line gauges) ...
+        self.used: dict[tuple[str, int, str, int], str] = {}
+        # ... and → (status word, first gauge naming it).
+        self.status_at: dict[tuple[str, int, str, int], tuple[RegisterSpec, str]] = {}
 
     def fail(self, where: str, message: str) -> ConfigError:
         return ConfigError(f"{self.path}: {where}: {message}")
@@ -168,16 +225,34 @@ class _Reader:
         for name, entry in self.table(document, "buses", "buses").items():
             where = f"buses.{name}"
             kind = self.text(entry, "kind", where)
-            if kind != "modbus_tcp":
-                # RTU and serial-line buses need pty pairs, not a TCP listener.
-                self.skipped.append(f"{where}: kind {kind!r} is not simulated over TCP")
-                continue
-            buses[name] = BusSpec(
-                name,
-                self.text(entry, "host", where),
-                self.integer(entry, "port", where, 1, 65535),
-            )
+            if kind == "modbus_tcp":
+                buses[name] = BusSpec(
+                    name,
+                    self.text(entry, "host", where),
+                    self.integer({"port": 502} | entry, "port", where, 1, 65535),
+                )
+            elif kind in SERIAL_KINDS:
+                buses[name] = BusSpec(
+                    name, kind=cast(BusKind, kind), serial=self.read_serial(entry, where)
+                )
+            else:
+                self.skipped.append(f"{where}: kind {kind!r} is not simulated")
         return buses
+
+    def read_serial(self, entry: dict[str, Any], where: str) -> SerialSpec:
+        port = entry.get("port", "")
+        if not isinstance(port, str):
+            raise self.fail(f"{where}.port", f"must be a device path, got {port!r}")
+        stopbits = entry.get("stopbits", 1)
+        if stopbits not in (1, 1.5, 2) or isinstance(stopbits, bool):
+            raise self.fail(f"{where}.stopbits", f"must be 1, 1.5 or 2, got {stopbits!r}")
+        return SerialSpec(
+            port=port,
+            baudrate=self.integer({"baudrate": 9600} | entry, "baudrate", where, 50, 4_000_000),
+            parity=cast(Parity, self.choice(entry, "parity", where, ("N", "E", "O"), "N")),
+            stopbits=float(stopbits),
+            bytesize=self.integer({"bytesize": 8} | entry, "bytesize", where, 5, 8),
+        )
 
     def read_stations(self, document: dict[str, Any]) -> dict[str, str]:
         stations: dict[str, str] = {}
@@ -202,7 +277,6 @@ class _Reader:
             station_of[gauge] = station
 
         gauges: dict[str, GaugeSpec] = {}
-        used: dict[tuple[str, int, str, int], str] = {}  # (bus, unit, kind, register) → gauge
         for name, entry in gauge_tables.items():
             where = f"gauges.{name}"
             bus = self.text(entry, "bus", where)
@@ -211,45 +285,117 @@ class _Reader:
                     self.skipped.append(f"{where}: on bus {bus!r}, which is not simulated")
                     continue
                 raise self.fail(f"{where}.bus", f"no bus named {bus!r}")
-            unit = self.integer(entry, "unit", where, 1, 247)
-            quantity = self.choice(entry, "quantity", where, ("level_m", "rain_counter"), "")
-            register = self.read_register(entry, where)
-            for address in range(register.address, register.address + register.count):
-                key = (bus, unit, register.kind, address)
-                if key in used:
-                    raise self.fail(
-                        f"{where}.register",
-                        f"{register.kind} register {address} of unit {unit} on bus {bus!r} "
-                        f"is also used by gauge {used[key]!r}",
-                    )
-                used[key] = name
-            gauges[name] = GaugeSpec(
-                name=name,
-                bus=bus,
-                unit=unit,
-                quantity=cast(GaugeQuantity, quantity),
-                register=register,
-                station=station_of.get(name),
+            quantity = cast(
+                GaugeQuantity,
+                self.choice(entry, "quantity", where, ("level_m", "rain_counter"), ""),
             )
+            if buses[bus].kind == "serial_line":
+                gauges[name] = self.read_line_gauge(entry, where, name, bus, quantity)
+            else:
+                unit = self.integer(entry, "unit", where, 1, 247)
+                register = self.read_register(entry.get("register"), f"{where}.register")
+                self.claim(bus, unit, register, name, f"{where}.register")
+                status = None
+                if "status" in entry:
+                    status = self.read_register(entry["status"], f"{where}.status", status=True)
+                    self.claim_status(bus, unit, status, name, f"{where}.status")
+                gauges[name] = GaugeSpec(name, bus, unit, quantity, register, status=status)
+            gauges[name] = replace(gauges[name], station=station_of.get(name))
         return gauges
 
-    def read_register(self, entry: dict[str, Any], where: str) -> RegisterSpec:
-        register = entry.get("register")
-        where = f"{where}.register"
+    def read_line_gauge(
+        self, entry: dict[str, Any], where: str, name: str, bus: str, quantity: GaugeQuantity
+    ) -> GaugeSpec:
+        if "register" in entry:
+            raise self.fail(
+                f"{where}.register", f"bus {bus!r} is a serial_line bus: use line = {{...}}"
+            )
+        unit = self.integer(entry, "unit", where, *LINE_UNITS)
+        key = (bus, unit, "line", 0)
+        if key in self.used:
+            raise self.fail(
+                f"{where}.unit",
+                f"address {unit:02d} on bus {bus!r} is also used by gauge {self.used[key]!r}",
+            )
+        self.used[key] = name
+        line = entry.get("line", {})
+        if not isinstance(line, dict):
+            raise self.fail(f"{where}.line", "must be a table")
+        scale = self.number(line, "scale", f"{where}.line", 1.0)
+        if scale == 0.0:
+            raise self.fail(f"{where}.line.scale", "must not be 0")
+        # command, pattern and checksum configure the daemon's side: the simulator speaks one
+        # fixed protocol (see simulators.line) and ignores them.
+        spec = LineSpec(
+            scale,
+            self.number(line, "offset", f"{where}.line", 0.0),
+            self.integer({"bits": 32} | line, "bits", f"{where}.line", 1, 64),
+        )
+        return GaugeSpec(name, bus, unit, quantity, None, line=spec)
+
+    def claim(
+        self, bus: str, unit: int, register: RegisterSpec, owner: str, where: str
+    ) -> None:
+        """Reserve the addresses ``register`` covers for gauge ``owner``."""
+        word = "" if register.kind in BIT_KINDS else "register "
+        for address in range(register.address, register.address + register.count):
+            key = (bus, unit, register.kind, address)
+            what = f"{register.kind} {word}{address} of unit {unit} on bus {bus!r}"
+            if key in self.used:
+                raise self.fail(where, f"{what} is also used by gauge {self.used[key]!r}")
+            if key in self.status_at:
+                raise self.fail(
+                    where, f"{what} is also the status word of gauge {self.status_at[key][1]!r}"
+                )
+            self.used[key] = owner
+
+    def claim_status(
+        self, bus: str, unit: int, status: RegisterSpec, owner: str, where: str
+    ) -> None:
+        """Reserve a status word; gauges of one device may share an identical one."""
+        for address in range(status.address, status.address + status.count):
+            key = (bus, unit, status.kind, address)
+            if key in self.used:
+                raise self.fail(
+                    where,
+                    f"{status.kind} {address} of unit {unit} on bus {bus!r} is also used by "
+                    f"gauge {self.used[key]!r}",
+                )
+            shared = self.status_at.get(key)
+            if shared is not None and shared[0] != status:
+                raise self.fail(
+                    where, f"unit {unit} on bus {bus!r} already has another status word at "
+                    f"{status.kind} {address} (gauge {shared[1]!r})"
+                )
+            self.status_at[key] = (status, owner)
+
+    def read_register(self, register: object, where: str, status: bool = False) -> RegisterSpec:
         if not isinstance(register, dict):
             raise self.fail(where, "must be a table")
         scale = self.number(register, "scale", where, 1.0)
         if scale == 0.0:
             raise self.fail(f"{where}.scale", "must not be 0")
+        if status and "fault_mask" in register:
+            self.integer(register, "fault_mask", where, 0, (1 << 64) - 1)  # the daemon's field
+        # The same defaults as the daemon's models: a holding register of type uint16, or one
+        # bit when the kind is a coil or a discrete input.
+        kind = cast(RegisterKind, self.choice(register, "kind", where, REGISTER_KINDS, "holding"))
+        default_type = "bool" if kind in BIT_KINDS else "uint16"
+        data_type = cast(
+            DataTypeName,
+            self.choice(register, "data_type", where, tuple(DATA_TYPES), default_type),
+        )
+        if (kind in BIT_KINDS) != (data_type == "bool"):
+            raise self.fail(
+                f"{where}.data_type",
+                f"a {kind} holds one bit: data_type must be 'bool'"
+                if kind in BIT_KINDS
+                else f"'bool' needs kind 'coil' or 'discrete', not {kind!r}",
+            )
         return RegisterSpec(
-            kind=cast(
-                Literal["holding", "input"],
-                self.choice(register, "kind", where, ("holding", "input"), ""),
-            ),
+            kind=kind,
             address=self.integer(register, "address", where, 0, 65534),
-            data_type=cast(
-                DataTypeName, self.choice(register, "data_type", where, tuple(DATA_TYPES), "")
-            ),
+            data_type=data_type,
             byte_order=cast(Order, self.choice(register, "byte_order", where, ORDERS, "big")),
             word_order=cast(Order, self.choice(register, "word_order", where, ORDERS, "big")),
             scale=scale,
@@ -274,11 +420,21 @@ class _Reader:
                         self.skipped.append(f"{where}: on bus {bus!r}, which is not simulated")
                         continue
                     raise self.fail(f"{where}.bus", f"no bus named {bus!r}")
+                if buses[bus].kind == "serial_line":
+                    raise self.fail(f"{where}.bus", f"{bus!r} is a serial_line bus: no coils")
                 unit = self.integer(relay, "unit", where, 1, 247)
                 coil = self.integer(relay, "coil", where, 0, 65535)
                 key = (bus, unit, coil)
                 if key in used:
                     raise self.fail(where, f"coil {coil} of unit {unit} is also {used[key]}")
+                if (bus, unit, "coil", coil) in self.used:
+                    owner = self.used[bus, unit, "coil", coil]
+                    raise self.fail(where, f"coil {coil} of unit {unit} is gauge {owner!r}")
+                if (bus, unit, "coil", coil) in self.status_at:
+                    owner = self.status_at[bus, unit, "coil", coil][1]
+                    raise self.fail(
+                        where, f"coil {coil} of unit {unit} is the status of gauge {owner!r}"
+                    )
                 used[key] = where
                 relays.append(RelaySpec(zone, role, bus, unit, coil))
         return relays
@@ -297,7 +453,7 @@ class _Reader:
                 continue
             players[name] = PlayerSpec(
                 name,
-                self.text(entry, "host", where),
+                self.text({"host": "127.0.0.1"} | entry, "host", where),
                 self.integer(entry, "port", where, 1, 65535),
                 tuple(zones_of.get(name, ())),
             )
@@ -305,7 +461,9 @@ class _Reader:
 
     def check_endpoints(self, buses: dict[str, BusSpec], players: dict[str, PlayerSpec]) -> None:
         seen: dict[tuple[str, int], str] = {}
-        endpoints = [(f"buses.{b.name}", b.host, b.port) for b in buses.values()]
+        endpoints = [
+            (f"buses.{b.name}", b.host, b.port) for b in buses.values() if not b.is_serial
+        ]
         endpoints += [(f"players.{p.name}", p.host, p.port) for p in players.values()]
         for where, host, port in endpoints:
             if (host, port) in seen:

@@ -11,3 +11,7 @@ class ConfigError(SimulatorError):
 
 class ScenarioError(SimulatorError):
     """A scenario CSV is malformed; the message names the file and the line."""
+
+
+class FaultError(SimulatorError):
+    """A fault knob cannot be set: unknown device, unknown knob or a value out of range."""

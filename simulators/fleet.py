@@ -1,9 +1,20 @@
-"""The fleet: every simulated device a gauged configuration talks to, on real TCP sockets.
+"""The fleet: every simulated device a gauged configuration talks to.
 
-* gauge servers — one pymodbus ``ModbusTcpServer`` per Modbus TCP bus, one simulated device per
-  unit id; each read is answered with the scenario value at that instant on the simulated clock;
-* relay boards — coils on the same kind of device; every coil write is recorded;
-* audio sinks — see :mod:`simulators.sink`.
+* Modbus TCP gateways — one listener per ``modbus_tcp`` bus, one simulated device per unit id
+  (:mod:`simulators.tcp`);
+* Modbus RTU lines — every device of a ``modbus_rtu`` bus on the device side of a pty pair
+  (:mod:`simulators.rtu`), with line-time emulation;
+* text-protocol line gauges — every gauge of a ``serial_line`` bus on a pty
+  (:mod:`simulators.line`);
+* relay boards — coils on the same kind of Modbus device; every coil write is recorded;
+* audio sinks — see :mod:`simulators.sink`;
+* a control channel (``control_port``) to set fault knobs from another process
+  (:mod:`simulators.control`).
+
+Gauges answer the scenario value at that instant on the simulated clock. Serial buses are
+served only when their device-side path is given (``serial_paths``); the daemon opens the other
+side of the pair. Fault knobs (:mod:`simulators.faults`) are set per device at start
+(``faults`` file) or at run time (:meth:`Fleet.set_fault`, the control channel).
 
 Records are kept in :attr:`Fleet.relay_log` and :attr:`Fleet.audio_log` and, with a record
 folder, appended to ``relays.jsonl`` and ``audio.jsonl`` there.
@@ -13,181 +24,47 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Coroutine, Mapping
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
-from typing import Self
-
-from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from typing import Any, Self
 
 from simulators.clock import SimClock
-from simulators.config import MIN_BLOCK, BusSpec, FleetConfig, GaugeSpec, load_config
-from simulators.errors import ConfigError, SimulatorError
+from simulators.config import BusSpec, FleetConfig, GaugeSpec, load_config
+from simulators.control import ControlServer
+from simulators.devices import ModbusDevice
+from simulators.errors import ConfigError, FaultError
+from simulators.faults import DeviceFaults, Transport, load_faults
 from simulators.journal import Journal, Record
-from simulators.registers import encode_counter, encode_level
+from simulators.line import LineBus, LineDevice
+from simulators.rtu import RtuBus
 from simulators.scenario import Quantity, Scenario, load_scenario
+from simulators.serialbus import SerialBus
 from simulators.sink import AudioSink
+from simulators.tcp import TcpBus
 
 log = logging.getLogger(__name__)
 
-# Modbus function codes, by the block they address.
-_READ_COILS, _WRITE_COIL, _WRITE_COILS = 1, 5, 15
-_READ_HOLDING, _READ_INPUT = 3, 4
-_REGISTER_WRITES = frozenset({6, 16, 22, 23})
+#: Seed of the fault knobs' random generators unless one is given.
+DEFAULT_SEED = 0
+#: The control channel listens here only.
+CONTROL_HOST = "127.0.0.1"
 
+_TRANSPORTS: dict[str, Transport] = {"modbus_tcp": "tcp", "modbus_rtu": "rtu",
+                                     "serial_line": "line"}
 
-def _bits_to_registers(bits: list[bool]) -> list[int]:
-    # Coil n is bit (n % 16) of register n // 16, least significant bit first, which is how
-    # pymodbus 3.16 stores non-shared bit blocks.
-    registers = [0] * ((len(bits) + 15) // 16)
-    for index, bit in enumerate(bits):
-        if bit:
-            registers[index // 16] |= 1 << (index % 16)
-    return registers
-
-
-def _round_up(count: int, step: int) -> int:
-    return -(-count // step) * step
-
-
-class _Unit:
-    """One simulated Modbus device (unit id) on a bus: gauges in registers, relays in coils.
-
-    pymodbus calls :meth:`on_request` before every access; this object is the single source of
-    truth (the values it writes into pymodbus's register lists are what the client receives).
-    """
-
-    def __init__(
-        self,
-        fleet: Fleet,
-        bus: str,
-        unit: int,
-        gauges: list[GaugeSpec],
-        coil_count: int,
-        register_count: int,
-        relay_names: dict[int, str],
-    ) -> None:
-        self.fleet = fleet
-        self.bus = bus
-        self.unit = unit
-        self.gauges = gauges
-        self.coil_states = [False] * coil_count
-        self.register_count = register_count
-        self.relay_names = relay_names
-
-    def sim_device(self) -> SimDevice:
-        """The pymodbus device description (non-shared blocks: coils and registers apart)."""
-        return SimDevice(
-            id=self.unit,
-            simdata=(
-                [SimData(0, count=len(self.coil_states), values=False, datatype=DataType.BITS)],
-                [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                [SimData(0, count=self.register_count, datatype=DataType.REGISTERS)],
-                [SimData(0, count=self.register_count, datatype=DataType.REGISTERS)],
-            ),
-            action=self.on_request,
-        )
-
-    async def on_request(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        current_registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        """pymodbus action hook: refresh registers before a read, record coil writes."""
-        if function_code in (_READ_HOLDING, _READ_INPUT):
-            kind = "holding" if function_code == _READ_HOLDING else "input"
-            for gauge in self.gauges:
-                if gauge.register.kind == kind:
-                    first = gauge.register.address - start_address
-                    values = self.fleet.gauge_registers(gauge)
-                    current_registers[first : first + len(values)] = values
-            return None
-        if function_code in _REGISTER_WRITES:
-            return ExcCodes.ILLEGAL_FUNCTION  # gauges are sensors: nothing to write
-        if function_code in (_WRITE_COIL, _WRITE_COILS) and set_values is not None:
-            # For bit blocks pymodbus passes the bit address and the count of 16-bit registers
-            # spanned, so the coils written are address .. address + len(set_values) - 1.
-            for offset, value in enumerate(set_values):
-                self._write_coil(address + offset, bool(value))
-        if function_code in (_READ_COILS, _WRITE_COIL, _WRITE_COILS):
-            # Make pymodbus's copy agree with ours before it answers (or applies the write).
-            # Our coil blocks start at coil 0, so register 0 of the block holds coils 0..15.
-            registers = _bits_to_registers(self.coil_states)
-            current_registers[: len(registers)] = registers
-        return None
-
-    def _write_coil(self, coil: int, value: bool) -> None:
-        previous = self.coil_states[coil]
-        self.coil_states[coil] = value
-        now = self.fleet.clock.now()
-        self.fleet.record_relay(
-            {
-                "t_sim": now.isoformat(),
-                "t_real": time.monotonic(),
-                "bus": self.bus,
-                "unit": self.unit,
-                "coil": coil,
-                "value": value,
-                "previous": previous,
-            }
-        )
-        label = self.relay_names.get(coil, "not referenced by any zone")
-        if value != previous:
-            log.info(
-                "bus %s unit %d coil %d (%s): %s -> %s at %s",
-                self.bus,
-                self.unit,
-                coil,
-                label,
-                "ON" if previous else "OFF",
-                "ON" if value else "OFF",
-                now.isoformat(timespec="seconds"),
-            )
-        else:
-            log.debug(
-                "bus %s unit %d coil %d (%s): rewritten %s",
-                self.bus,
-                self.unit,
-                coil,
-                label,
-                "ON" if value else "OFF",
-            )
-
-
-class _NoSuchUnit:
-    """Catch-all device (unit id 0 in pymodbus terms) for unit ids that are not configured.
-
-    Without it pymodbus 3.16.1 answers exception 04 (device failure), which a daemon would read
-    as a station fault; a real TCP gateway answers 0B (gateway target failed to respond).
-    """
-
-    async def on_request(
-        self,
-        function_code: int,
-        start_address: int,
-        address: int,
-        count: int,
-        current_registers: list[int],
-        set_values: list[int] | list[bool] | None,
-    ) -> ExcCodes | None:
-        """pymodbus action hook: refuse every request."""
-        return ExcCodes.GATEWAY_NO_RESPONSE
+Device = ModbusDevice | LineDevice
 
 
 class Fleet:
     """All simulators of a gauged configuration; an async context manager.
 
-    ``__aenter__`` binds every server (gauge and relay buses, audio sinks) on the ports of the
-    configuration and raises :class:`SimulatorError` if one cannot listen; ``__aexit__`` closes
-    them. A fleet is single-use: entering it twice is an error. Configuration and scenario are
-    read and validated in the constructor, so a bad file fails before any socket is bound.
+    ``__aenter__`` binds every server (gauge and relay buses, audio sinks, control channel) and
+    opens every served pty, raising :class:`SimulatorError` if one cannot; ``__aexit__`` closes
+    them. A fleet is single-use: entering it twice is an error. Configuration, scenario, serial
+    paths and the faults file are read and validated in the constructor, so a bad file fails
+    before any socket is bound (:class:`ConfigError`).
     """
 
     def __init__(
@@ -196,27 +73,57 @@ class Fleet:
         scenario_path: str | Path | None,
         clock: SimClock,
         record_dir: str | Path | None = None,
+        *,
+        serial_paths: Mapping[str, str | Path] | None = None,
+        faults: str | Path | None = None,
+        seed: int = DEFAULT_SEED,
+        control_port: int | None = None,
     ) -> None:
         self.config: FleetConfig = load_config(config_path)
         self.scenario: Scenario | None = (
             None if scenario_path is None else load_scenario(scenario_path)
         )
         self.clock = clock
+        self.seed = seed
+        self.control_port = control_port
         record = None if record_dir is None else Path(record_dir)
         self._relay_journal = Journal(None if record is None else record / "relays.jsonl")
         self._audio_journal = Journal(None if record is None else record / "audio.jsonl")
-        #: Every coil write: t_sim, t_real, bus, unit, coil, value, previous.
+        #: Every coil write: t_sim, t_real, bus, unit, coil, value, previous, applied.
         self.relay_log: list[Record] = self._relay_journal.entries
         #: Every clip started: t_sim, t_real, zone, clip, duration_s, player, path.
         self.audio_log: list[Record] = self._audio_journal.entries
-        self._units: dict[str, dict[int, _Unit]] = {}
+        self.serial_paths = self._check_serial_paths(serial_paths or {})
+        self._devices: dict[str, dict[int, Device]] = {}
+        self._tcp: dict[str, TcpBus] = {}
+        self._serial: dict[str, SerialBus] = {}
+        self._tasks: list[asyncio.Task[None]] = []
         self._entered = False
         self._stack: AsyncExitStack | None = None
+        self.notes: list[str] = list(self.config.skipped)
         if self.scenario is not None:
             self._check_scenario(self.scenario, str(scenario_path))
-        self._build_units()
-        for note in self.config.skipped:
+        self._build_devices()
+        if faults is not None:
+            self._apply_faults_file(Path(faults))
+        for note in self.notes:
             log.info("not simulated: %s", note)
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _check_serial_paths(self, paths: Mapping[str, str | Path]) -> dict[str, Path]:
+        checked: dict[str, Path] = {}
+        for bus, path in paths.items():
+            spec = self.config.buses.get(bus)
+            if spec is None:
+                raise ConfigError(f"{self.config.path}: --serial {bus}: no bus named {bus!r}")
+            if not spec.is_serial:
+                raise ConfigError(
+                    f"{self.config.path}: --serial {bus}: bus {bus!r} is {spec.kind}, not a "
+                    "serial bus"
+                )
+            checked[bus] = Path(path)
+        return checked
 
     def _check_scenario(self, scenario: Scenario, name: str) -> None:
         # A scenario row for an unknown station is almost always a typo; fail before serving.
@@ -236,7 +143,10 @@ class Fleet:
                         f"{gauge!r} measures {spec.quantity}"
                     )
 
-    def _build_units(self) -> None:
+    def _served(self, bus: BusSpec) -> bool:
+        return not bus.is_serial or bus.name in self.serial_paths
+
+    def _build_devices(self) -> None:
         gauges_at: dict[tuple[str, int], list[GaugeSpec]] = {}
         for gauge in self.config.gauges.values():
             gauges_at.setdefault((gauge.bus, gauge.unit), []).append(gauge)
@@ -244,32 +154,50 @@ class Fleet:
         for relay in self.config.relays:
             names = coils_at.setdefault((relay.bus, relay.unit), {})
             names[relay.coil] = f"{relay.zone}.{relay.role}"
-        for bus, unit in sorted(gauges_at.keys() | coils_at.keys()):
-            gauges = gauges_at.get((bus, unit), [])
-            names = coils_at.get((bus, unit), {})
-            register_count = max(
-                [MIN_BLOCK] + [g.register.address + g.register.count for g in gauges]
-            )
-            coil_count = _round_up(max([MIN_BLOCK] + [coil + 1 for coil in names]), 16)
-            self._units.setdefault(bus, {})[unit] = _Unit(
-                self, bus, unit, gauges, coil_count, register_count, names
+        unserved: set[str] = set()
+        for bus_name in self.serial_paths:
+            self._devices[bus_name] = {}  # served even without devices: a silent line
+        for bus_name, unit in sorted(gauges_at.keys() | coils_at.keys()):
+            bus = self.config.buses[bus_name]
+            if not self._served(bus):
+                unserved.add(bus_name)
+                continue
+            faults = DeviceFaults(bus_name, unit, _TRANSPORTS[bus.kind], self.seed)
+            gauges = gauges_at.get((bus_name, unit), [])
+            device: Device
+            if bus.kind == "serial_line":
+                (gauge,) = gauges  # the config reader allows one gauge per address
+                device = LineDevice(self, bus_name, gauge, faults)
+            else:
+                names = coils_at.get((bus_name, unit), {})
+                device = ModbusDevice(self, bus_name, unit, gauges, names, faults)
+            self._devices.setdefault(bus_name, {})[unit] = device
+        for bus_name in sorted(unserved):
+            self.notes.append(
+                f"buses.{bus_name}: no device-side path given (--serial {bus_name}=PATH)"
             )
 
-    # -- values -------------------------------------------------------------------------------
+    def _apply_faults_file(self, path: Path) -> None:
+        for entry in load_faults(path):
+            try:
+                self.set_fault(entry.bus, entry.unit, **entry.knobs)
+            except FaultError as exc:
+                raise ConfigError(f"{entry.where}: {exc}") from None
 
-    def gauge_registers(self, gauge: GaugeSpec) -> list[int]:
-        """The registers ``gauge`` presents now (scenario value at the clock's elapsed time)."""
+    # -- values --------------------------------------------------------------------------------
+
+    def gauge_value(self, gauge: GaugeSpec) -> float:
+        """Level (m) or cumulative rain (mm) of ``gauge`` now: the scenario at the clock's time.
+
+        0.0 without a scenario or without rows for the gauge's station.
+        """
+        if self.scenario is None or gauge.station is None:
+            return 0.0
         t = self.clock.elapsed()
-        station = gauge.station
         if gauge.quantity == "level_m":
-            level = None
-            if self.scenario is not None and station is not None:
-                level = self.scenario.level_at(station, t)
-            return encode_level(0.0 if level is None else level, gauge.register)
-        total = 0.0
-        if self.scenario is not None and station is not None:
-            total = self.scenario.rain_total_at(station, t)
-        return encode_counter(total, gauge.register)
+            level = self.scenario.level_at(gauge.station, t)
+            return 0.0 if level is None else level
+        return self.scenario.rain_total_at(gauge.station, t)
 
     def record_relay(self, record: Record) -> None:
         """Keep one coil-write record (called by the relay boards)."""
@@ -277,17 +205,123 @@ class Fleet:
 
     def coils(self, bus: str, unit: int) -> list[bool]:
         """Current coil states of ``unit`` on ``bus`` (a copy; coil 0 first)."""
-        try:
-            return list(self._units[bus][unit].coil_states)
-        except KeyError:
-            raise KeyError(f"no simulated unit {unit} on bus {bus!r}") from None
+        device = self._devices.get(bus, {}).get(unit)
+        if not isinstance(device, ModbusDevice):
+            raise KeyError(f"no simulated unit {unit} on bus {bus!r}")
+        return list(device.coil_states)
 
     @property
     def buses(self) -> dict[str, BusSpec]:
-        """The Modbus TCP buses this fleet serves (those carrying gauges or relays)."""
-        return {name: self.config.buses[name] for name in self._units}
+        """The buses this fleet serves (TCP buses with devices, serial buses with a path)."""
+        return {name: self.config.buses[name] for name in self._devices}
 
-    # -- lifecycle ----------------------------------------------------------------------------
+    # -- fault knobs ---------------------------------------------------------------------------
+
+    def _select(self, bus: str | None, unit: int | None) -> list[Device]:
+        if bus is None:
+            if unit is not None:
+                raise FaultError("a unit needs its bus")
+            return [d for devices in self._devices.values() for d in devices.values()]
+        devices = self._devices.get(bus)
+        if devices is None:
+            raise FaultError(
+                f"no simulated bus {bus!r} (simulated: {', '.join(sorted(self._devices))})"
+            )
+        if unit is None:
+            if not devices:
+                raise FaultError(f"bus {bus!r} has no simulated devices")
+            return list(devices.values())
+        if unit not in devices:
+            raise FaultError(
+                f"no simulated device {unit} on bus {bus!r} "
+                f"(units: {', '.join(str(u) for u in sorted(devices))})"
+            )
+        return [devices[unit]]
+
+    def set_fault(self, bus: str, unit: int | None = None, **knobs: object) -> None:
+        """Set fault knobs of device ``unit`` on ``bus`` (every device of the bus without one).
+
+        Knobs given change, others stay; ``None``, ``False`` or 0 removes a knob (``None``
+        only, for a ``*_rate``). Raises
+        :class:`FaultError` (nothing changed) for an unknown device or knob or a bad value.
+        See :mod:`simulators.faults` for the knobs.
+        """
+        devices = self._select(bus, unit)
+        for device in devices:
+            device.faults.update(knobs, device.values_now)
+        self._faults_changed(bus)
+
+    def clear_faults(self, bus: str | None = None, unit: int | None = None) -> None:
+        """Remove every knob of one device, of one bus, or (no arguments) of the fleet.
+
+        Counts are kept (see :meth:`fault_stats`).
+        """
+        for device in self._select(bus, unit):
+            device.faults.clear()
+        self._faults_changed(bus)
+
+    def _faults_changed(self, bus: str | None) -> None:
+        for name, tcp in self._tcp.items():
+            if bus is None or name == bus:
+                tcp.faults_changed()
+
+    def get_faults(self) -> dict[tuple[str, int], dict[str, object]]:
+        """Knobs set now, per (bus, unit); devices without knobs are left out."""
+        return {
+            (bus, unit): dict(device.faults.knobs)
+            for bus, devices in sorted(self._devices.items())
+            for unit, device in sorted(devices.items())
+            if device.faults.knobs
+        }
+
+    def fault_stats(self) -> dict[tuple[str, int], dict[str, int]]:
+        """Faults injected so far per (bus, unit) and knob; devices with none are left out."""
+        return {
+            (bus, unit): dict(sorted(device.faults.counts.items()))
+            for bus, devices in sorted(self._devices.items())
+            for unit, device in sorted(devices.items())
+            if device.faults.counts
+        }
+
+    def faults_injected(
+        self, bus: str | None = None, unit: int | None = None, kind: str | None = None
+    ) -> int:
+        """Total faults injected, optionally of one bus, one device and one knob."""
+        return sum(
+            count
+            for (b, u), counts in self.fault_stats().items()
+            if (bus is None or b == bus) and (unit is None or u == unit)
+            for k, count in counts.items()
+            if kind is None or k == kind
+        )
+
+    def request_counts(self) -> dict[tuple[str, int], int]:
+        """Requests each device has received (answered or not)."""
+        return {
+            (bus, unit): device.faults.requests
+            for bus, devices in sorted(self._devices.items())
+            for unit, device in sorted(devices.items())
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """Everything counted, JSON-ready (the control channel's ``stats``)."""
+        devices = [
+            device.faults.snapshot()
+            for _bus, units in sorted(self._devices.items())
+            for _unit, device in sorted(units.items())
+        ]
+        buses: list[dict[str, Any]] = []
+        for name in sorted(self._devices):
+            transport = self._tcp.get(name) or self._serial.get(name)
+            counts = dict(transport.stats) if transport is not None else {}
+            buses.append({"bus": name, "kind": self.config.buses[name].kind, **counts})
+        return {
+            "total_faults": sum(sum(d["faults"].values()) for d in devices),
+            "devices": devices,
+            "buses": buses,
+        }
+
+    # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
         if self._entered:
@@ -300,8 +334,10 @@ class Fleet:
             self._audio_journal.open()
             stack.callback(self._audio_journal.close)
             task_group = await stack.enter_async_context(asyncio.TaskGroup())
-            for name, units in self._units.items():
-                await self._start_bus(stack, self.config.buses[name], units)
+            # Runs before the task group waits for its tasks (exit callbacks run last first).
+            stack.callback(self._cancel_tasks)
+            for name, devices in self._devices.items():
+                await self._start_bus(stack, task_group, self.config.buses[name], devices)
             for player in self.config.players.values():
                 sink = AudioSink(
                     player, self.config.base_dir, self.clock, self._audio_journal, task_group
@@ -309,6 +345,11 @@ class Fleet:
                 await sink.start()
                 stack.push_async_callback(sink.close)
                 log.info("player %s: audio sink on %s:%d", player.name, player.host, player.port)
+            if self.control_port is not None:
+                control = ControlServer(self, CONTROL_HOST, self.control_port, task_group)
+                await control.start()
+                stack.push_async_callback(control.close)
+                log.info("control channel on %s:%d", CONTROL_HOST, self.control_port)
         except BaseException:
             await stack.aclose()
             raise
@@ -316,39 +357,51 @@ class Fleet:
         return self
 
     async def _start_bus(
-        self, stack: AsyncExitStack, bus: BusSpec, units: dict[int, _Unit]
+        self,
+        stack: AsyncExitStack,
+        group: asyncio.TaskGroup,
+        bus: BusSpec,
+        devices: dict[int, Device],
     ) -> None:
-        devices = [unit.sim_device() for unit in units.values()]
-        size = max(unit.register_count for unit in units.values())
-        devices.append(
-            SimDevice(
-                id=0,
-                simdata=(
-                    [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                    [SimData(0, count=16, values=False, datatype=DataType.BITS)],
-                    [SimData(0, count=size, datatype=DataType.REGISTERS)],
-                    [SimData(0, count=size, datatype=DataType.REGISTERS)],
-                ),
-                action=_NoSuchUnit().on_request,
-            )
-        )
-        server = ModbusTcpServer(context=devices, address=(bus.host, bus.port))
-        try:
-            # background=True returns once listening; the foreground variant would swallow
-            # CancelledError (pymodbus 3.16.1 suppresses it in serve_forever).
-            await server.serve_forever(background=True)
-        except RuntimeError as exc:  # pymodbus logs the OSError and raises this instead
-            raise SimulatorError(
-                f"buses.{bus.name}: cannot listen on {bus.host}:{bus.port} (port in use?)"
-            ) from exc
-        stack.push_async_callback(server.shutdown)
+        units = ", ".join(str(unit) for unit in sorted(devices)) or "none"
+        if bus.kind == "modbus_tcp":
+            tcp = TcpBus(bus, _modbus(devices), group)
+            await tcp.start()
+            stack.push_async_callback(tcp.close)
+            self._tcp[bus.name] = tcp
+            self._spawn(group, tcp.run(), f"simulators[bus:{bus.name}].gateway")
+            log.info("bus %s: Modbus TCP on %s:%d, units %s", bus.name, bus.host, bus.port, units)
+            return
+        path = self.serial_paths[bus.name]
+        serial: SerialBus
+        if bus.kind == "modbus_rtu":
+            serial = RtuBus(bus, path, _modbus(devices), group)
+        else:
+            serial = LineBus(bus, path, {u: d for u, d in devices.items()
+                                         if isinstance(d, LineDevice)}, group)
+        serial.start()
+        stack.callback(serial.close)
+        self._serial[bus.name] = serial
+        self._spawn(group, serial.run(), f"simulators[bus:{bus.name}].serve")
+        assert bus.serial is not None
         log.info(
-            "bus %s: Modbus TCP on %s:%d, units %s",
+            "bus %s: %s on %s at %d baud (%g bits per character), units %s",
             bus.name,
-            bus.host,
-            bus.port,
-            ", ".join(str(unit) for unit in sorted(units)),
+            bus.kind,
+            path,
+            bus.serial.baudrate,
+            bus.serial.bits_per_char,
+            units,
         )
+
+    def _spawn(
+        self, group: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str
+    ) -> None:
+        self._tasks.append(group.create_task(coro, name=name))
+
+    def _cancel_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
 
     async def __aexit__(
         self,
@@ -368,7 +421,11 @@ class Fleet:
         await asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
-        return f"Fleet({str(self.config.path)!r}, buses={sorted(self._units)!r})"
+        return f"Fleet({str(self.config.path)!r}, buses={sorted(self._devices)!r})"
 
 
-__all__ = ["Fleet"]
+def _modbus(devices: dict[int, Device]) -> dict[int, ModbusDevice]:
+    return {unit: d for unit, d in devices.items() if isinstance(d, ModbusDevice)}
+
+
+__all__ = ["DEFAULT_SEED", "Fleet"]

@@ -1,4 +1,5 @@
-"""Shared fixtures: real mosquitto and VictoriaMetrics instances on free loopback ports.
+"""Shared fixtures: real mosquitto and VictoriaMetrics instances on free loopback ports, and
+socat pty pairs for serial lines.
 
 Every instance lives in its own temporary directory, belongs to one test and is killed at that
 test's teardown, pass or fail. Helpers (free_port, wait_until, the service classes and the
@@ -14,6 +15,8 @@ import pytest
 from services import (
     Mosquitto,
     MosquittoFactory,
+    PtyPair,
+    PtyPairFactory,
     VictoriaFactory,
     VictoriaMetrics,
     start_on_free_port,
@@ -86,3 +89,28 @@ def victoria(victoria_factory: VictoriaFactory) -> VictoriaMetrics:
     timeout)`, `await .wait_for_async(...)`, `.flush()`, `.stop(kill=False)`, `.start()`.
     """
     return victoria_factory()
+
+
+@pytest.fixture
+def pty_pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PtyPairFactory]:
+    """Start socat pty pairs on demand: `pair = pty_pair("rs485")`.
+
+    `pair.gateway` is the daemon's end, `pair.device` the simulator's end (stable symlink paths
+    in a fresh temporary folder); `pair.stop()` removes both (the adapter pulled out),
+    `pair.start()` / `pair.restart()` bring them back on the same paths. Every pair started
+    through it is killed at teardown.
+    """
+    started: list[PtyPair] = []
+    workdir = tmp_path_factory.mktemp("pty")
+
+    def start(name: str = "line") -> PtyPair:
+        pair = PtyPair(workdir, name)
+        started.append(pair)
+        pair.start()
+        return pair
+
+    try:
+        yield start
+    finally:
+        for pair in started:
+            pair.close()

@@ -1,4 +1,5 @@
-"""Real services for the tests: mosquitto and VictoriaMetrics on free loopback ports.
+"""Real services for the tests: mosquitto and VictoriaMetrics on free loopback ports, and
+socat pty pairs standing in for serial adapters.
 
 Each service runs as a child process in its own temporary directory, listens on 127.0.0.1 only
 and logs to a file in that directory (its tail is quoted in every start error). Waiting is always
@@ -435,6 +436,118 @@ class VictoriaMetrics(Service):
                     f"timed out after {timeout:g} s waiting on {match}; last export: {series}"
                 )
             await asyncio.sleep(interval)
+
+
+class PtyPair:
+    """A serial line in a test: two ptys joined by socat, reached through stable symlinks.
+
+    `gateway` is the daemon's end (what a `/dev/serial/by-id/...` path would be), `device` the
+    simulator's end; both are `socat ... link=` symlinks in `workdir/name/`. `stop()` is pulling
+    the USB adapter out: socat ends, both ptys close and both paths vanish. `start()` (or
+    `restart()`) plugs it back in: new ptys behind the same paths. socat logs to
+    `workdir/name/socat.log`.
+    """
+
+    start_timeout: ClassVar[float] = 10.0
+
+    def __init__(self, workdir: Path, name: str = "line") -> None:
+        require_binary(SOCAT_BIN, "socat")
+        self.name = name
+        self.folder = workdir / name
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.gateway = self.folder / "gateway"
+        self.device = self.folder / "device"
+        self.log_path = self.folder / "socat.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self) -> list[str]:
+        # rawer: no echo, no line editing, no CR/LF translation on either pty.
+        return [
+            str(SOCAT_BIN),
+            "-d",
+            "-d",
+            f"pty,rawer,link={self.gateway}",
+            f"pty,rawer,link={self.device}",
+        ]
+
+    def start(self) -> None:
+        """Start socat and return once both paths lead to a pty."""
+        if self.running:
+            raise ServiceError(f"pty pair {self.name} is already running")
+        self._remove_links()
+        argv = self.command()
+        if _SETPRIV is not None and threading.current_thread() is threading.main_thread():
+            argv = [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            )
+        proc = self._proc
+        deadline = time.monotonic() + self.start_timeout
+        while not (self.gateway.exists() and self.device.exists()):
+            if proc.poll() is not None:
+                self._proc = None
+                raise ServiceError(
+                    f"socat for pty pair {self.name} exited with {proc.returncode}:\n"
+                    f"{self.log_path.read_text(errors='replace')[-2000:]}"
+                )
+            if time.monotonic() >= deadline:
+                self.close()
+                raise ServiceError(f"pty pair {self.name}: links not there after "
+                                   f"{self.start_timeout:g} s")
+            time.sleep(0.005)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """End socat (SIGTERM: it closes both ptys); return once both paths are gone."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=timeout)
+        # socat unlinks on SIGTERM; after a SIGKILL the links would dangle, and a dangling
+        # /dev/pts/N link may later lead to somebody else's pty.
+        self._remove_links()
+
+    def restart(self) -> None:
+        """stop() then start(): the same paths, new ptys behind them."""
+        self.stop()
+        self.start()
+
+    def close(self) -> None:
+        """Kill socat for good (teardown); never raises."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        self._remove_links()
+
+    def _remove_links(self) -> None:
+        for link in (self.gateway, self.device):
+            if link.is_symlink():
+                link.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<PtyPair {self.name} {state}: {self.gateway} <-> {self.device}>"
+
+
+class PtyPairFactory(Protocol):
+    """Type of the `pty_pair` fixture: `pty_pair("rs485")` returns a started pair."""
+
+    def __call__(self, name: str = "line") -> PtyPair: ...
 
 
 class MosquittoFactory(Protocol):

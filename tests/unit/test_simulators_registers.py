@@ -6,6 +6,8 @@ a 32-bit value. Values are what a Modbus client receives, lowest address first.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from simulators.registers import (
@@ -14,6 +16,8 @@ from simulators.registers import (
     encode_counter,
     encode_level,
     encode_registers,
+    encode_status,
+    invalid_raw,
     level_raw,
 )
 
@@ -93,3 +97,46 @@ def test_counter_wraps_at_the_range_of_its_type() -> None:
     uint32 = RegisterSpec("input", 4, "uint32", scale=0.5)
     assert encode_counter(0.5 * 70000, uint32) == [0x0001, 0x1170]
     assert counter_raw(0.5 * (2**32 + 7), uint32) == 7
+
+
+@pytest.mark.parametrize(
+    ("byte_order", "word_order", "registers"),
+    [
+        # 2.5 as float64 is 0x4004000000000000.
+        ("big", "big", [0x4004, 0x0000, 0x0000, 0x0000]),
+        ("big", "little", [0x0000, 0x0000, 0x0000, 0x4004]),
+        ("little", "big", [0x0440, 0x0000, 0x0000, 0x0000]),
+        ("little", "little", [0x0000, 0x0000, 0x0000, 0x0440]),
+    ],
+)
+def test_float64_in_every_order(byte_order: str, word_order: str, registers: list[int]) -> None:
+    assert encode_registers(2.5, "float64", byte_order, word_order) == registers  # type: ignore[arg-type]
+    spec = RegisterSpec("holding", 0, "float64", byte_order, word_order)  # type: ignore[arg-type]
+    assert spec.count == 4
+    assert encode_level(2.5, spec) == registers
+
+
+def test_bool_gauges_are_one_bit() -> None:
+    switch = RegisterSpec("discrete", 3, "bool")
+    assert (switch.count, switch.bits) == (1, 1)
+    assert encode_level(0.4, switch) == [0]
+    assert encode_level(0.6, switch) == [1]
+    assert encode_level(7.0, switch) == [1]  # saturates like any integer type
+    assert encode_counter(3.0, RegisterSpec("coil", 0, "bool")) == [1]  # 3 tips wrap at 1 bit
+    assert encode_counter(4.0, RegisterSpec("coil", 0, "bool")) == [0]
+
+
+def test_nan_and_status_words() -> None:
+    nan = encode_registers(math.nan, "float32")
+    assert nan[0] & 0x7F80 == 0x7F80  # exponent all ones ...
+    assert nan[0] & 0x007F or nan[1]  # ... and a mantissa that is not zero
+    assert level_raw(math.nan, RegisterSpec("holding", 0, "int16")) == 0
+    assert invalid_raw(RegisterSpec("holding", 0, "int16")) == -0x8000
+    assert invalid_raw(RegisterSpec("holding", 0, "uint32")) == 0xFFFFFFFF
+    assert math.isnan(invalid_raw(RegisterSpec("holding", 0, "float64")))
+    assert invalid_raw(RegisterSpec("coil", 0, "bool")) == 0
+    assert encode_status(0x8001, RegisterSpec("holding", 0, "uint16")) == [0x8001]
+    assert encode_status(0x8001, RegisterSpec("holding", 0, "int16")) == [0x8001]
+    assert encode_status(5, RegisterSpec("holding", 0, "uint32", word_order="little")) == [5, 0]
+    assert encode_status(4, RegisterSpec("discrete", 0, "bool")) == [1]
+    assert encode_status(0, RegisterSpec("coil", 0, "bool")) == [0]

@@ -1,0 +1,73 @@
+"""The one table of bus kinds: config model, hub class and gauge spec of each (STYLE 4).
+
+A bus section of the configuration names its `kind`; `BusConfig` validates it against the
+model of that kind, `make_hub` builds its hub and `make_gauge` builds a gauge on a hub.
+Adding a kind means adding a module with its config model and hub, and one row here.
+
+    kind          config model          hub             gauge spec   gauge
+    modbus_tcp    ModbusTcpBusConfig    ModbusTcpHub    RegisterSpec ModbusGauge
+    modbus_rtu    ModbusRtuBusConfig    ModbusRtuHub    RegisterSpec ModbusGauge
+    serial_line   SerialLineBusConfig   SerialLineHub   LineSpec     LineGauge
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, Field
+
+from drivers.base import Gauge
+from drivers.line import LineGauge, LineSpec, SerialLineBusConfig, SerialLineHub
+from drivers.modbus import ModbusGauge, ModbusTcpBusConfig, ModbusTcpHub
+from drivers.registers import RegisterSpec, StatusSpec
+from drivers.rtu import ModbusRtuBusConfig, ModbusRtuHub
+
+AnyHub = ModbusTcpHub | ModbusRtuHub | SerialLineHub
+BusConfig = Annotated[ModbusTcpBusConfig | ModbusRtuBusConfig | SerialLineBusConfig,
+                      Field(discriminator="kind")]
+"""A bus section of the configuration, validated by the model its `kind` names."""
+
+
+@dataclass(frozen=True)
+class BusKind:
+    """One row of the table."""
+
+    config: type[BaseModel]
+    hub: type[Any]
+    gauge_spec: type[BaseModel]
+    """What a gauge on this kind of bus is configured with (`register` or `line`)."""
+
+
+BUS_KINDS: dict[str, BusKind] = {
+    "modbus_tcp": BusKind(ModbusTcpBusConfig, ModbusTcpHub, RegisterSpec),
+    "modbus_rtu": BusKind(ModbusRtuBusConfig, ModbusRtuHub, RegisterSpec),
+    "serial_line": BusKind(SerialLineBusConfig, SerialLineHub, LineSpec),
+}
+
+
+def make_hub(name: str, config: ModbusTcpBusConfig | ModbusRtuBusConfig
+             | SerialLineBusConfig) -> AnyHub:
+    """The hub of the bus `name` (not open yet: enter it with `async with`)."""
+    kind = BUS_KINDS[config.kind]
+    if not isinstance(config, kind.config):
+        raise TypeError(f"bus {name}: kind {config.kind} needs {kind.config.__name__}")
+    hub: AnyHub = kind.hub(name, config)
+    return hub
+
+
+def make_gauge(hub: AnyHub, unit: int, spec: RegisterSpec | LineSpec,
+               status: StatusSpec | None = None) -> Gauge:
+    """A gauge at `unit` on `hub`, read as `spec` says (with a status word for Modbus).
+
+    Raises TypeError when the spec does not fit the kind of bus (a `line` gauge on a Modbus
+    bus, a status word on a serial line): the configuration check should have said so.
+    """
+    if isinstance(hub, SerialLineHub):
+        if not isinstance(spec, LineSpec) or status is not None:
+            raise TypeError(f"bus {hub.name} is a serial_line bus: a gauge on it needs a "
+                            f"`line` spec and no Modbus status")
+        return LineGauge(hub, unit, spec)
+    if not isinstance(spec, RegisterSpec):
+        raise TypeError(f"bus {hub.name} is a Modbus bus: a gauge on it needs a `register`")
+    return ModbusGauge(hub, unit, spec, status)

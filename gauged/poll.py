@@ -1,0 +1,201 @@
+"""Polling: which gauges a cycle reads, reading them, and judging what they sent.
+
+A device that stops answering must not cost every cycle its full timeout budget (MB-1):
+after `after` consecutive cycles without an answer it is probed only every few cycles (2, 4,
+then 8), and polled every cycle again from its first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from drivers.base import Gauge, RawReading
+from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
+from drivers.registry import AnyHub, make_gauge
+from gauged.config import Config
+from gauged.engine import Sample
+from gauged.quality import Judgement, Quality, QualityTracker
+from gauged.rain import CounterTracker
+
+log = logging.getLogger(__name__)
+
+
+class ProbeSchedule:
+    """Per-device back-off in whole cycles."""
+
+    def __init__(self, after: int = 2, max_every: int = 8) -> None:
+        self.after = after
+        self.max_every = max_every
+        self.failures = 0  # consecutive cycles without an answer
+        self.every = 1  # poll every N cycles
+        self._wait = 0  # cycles to skip before the next probe
+
+    @property
+    def down(self) -> bool:
+        return self.failures >= self.after
+
+    def due(self) -> bool:
+        """Called once per cycle: should this cycle read the device?"""
+        if self._wait > 0:
+            self._wait -= 1
+            return False
+        return True
+
+    def answered(self) -> None:
+        self.failures = 0
+        self.every = 1
+        self._wait = 0
+
+    def failed(self) -> None:
+        self.failures += 1
+        if self.failures >= self.after:
+            self.every = min(self.max_every, self.every * 2)
+            self._wait = self.every - 1
+
+
+@dataclass
+class GaugeHealth:
+    """What /status shows of one gauge."""
+
+    raw: int | float | None = None
+    status: int | None = None
+    error: str = ""
+    fault: str = ""
+    last_good: datetime | None = None
+    polled: bool = True
+    errors: int = 0  # read errors since start
+
+
+class Poller:
+    """Reads every station's gauge once per cycle and judges the readings.
+
+    Buses are read in parallel, one task per bus; the gauges of a bus one after another (the
+    hub serialises anyway; in order, each gauge's cost is bounded by its own timeout budget).
+    """
+
+    def __init__(self, config: Config, hubs: Mapping[str, AnyHub]) -> None:
+        self.config = config
+        self.gauges: dict[str, Gauge] = {}
+        self.trackers: dict[str, QualityTracker] = {}
+        self.schedules: dict[str, ProbeSchedule] = {}
+        self.counters: dict[str, CounterTracker] = {}
+        self.by_bus: dict[str, list[str]] = {}
+        self.health: dict[str, GaugeHealth] = {}
+        self.bus_read_s: dict[str, float] = {}
+        self._config_faults: set[str] = set()
+        for sid, st in config.stations.items():
+            g = config.gauges[st.gauge]
+            spec = g.spec if g.spec is not None else g.line
+            assert spec is not None  # cross_check guarantees it
+            self.gauges[sid] = make_gauge(hubs[g.bus], g.unit, spec, g.status)
+            counter = g.quantity == "rain_counter"
+            self.trackers[sid] = QualityTracker(g.quality, g.range, counter=counter)
+            self.schedules[sid] = ProbeSchedule()
+            if counter:
+                self.counters[sid] = CounterTracker(g.counter_bits, g.scale)
+            self.by_bus.setdefault(g.bus, []).append(sid)
+            self.health[sid] = GaugeHealth()
+
+    async def read(self, when: datetime) -> dict[str, Sample]:
+        """One cycle's samples, every station included (missing ones as missing)."""
+        outcomes: dict[str, RawReading | DriverError | None] = {}
+
+        async def read_bus(bus: str, sids: list[str]) -> None:
+            t0 = time.monotonic()
+            for sid in sids:
+                schedule = self.schedules[sid]
+                if not schedule.due():
+                    outcomes[sid] = None
+                    continue
+                try:
+                    outcomes[sid] = await self.gauges[sid].read()
+                except DeviceTimeout as exc:
+                    outcomes[sid] = exc
+                    schedule.failed()
+                except DriverError as exc:  # the device answered, or the bus is down
+                    outcomes[sid] = exc
+                    if isinstance(exc, TransportError):
+                        schedule.failed()
+                    else:
+                        schedule.answered()
+                else:
+                    schedule.answered()
+            self.bus_read_s[bus] = time.monotonic() - t0
+
+        async with asyncio.TaskGroup() as tg:
+            for bus, sids in self.by_bus.items():
+                tg.create_task(read_bus(bus, sids), name=f"gauged[bus:{bus}].poll")
+        moving = self._moving(outcomes)
+        return {sid: self._judge(sid, outcomes[sid], moving, when) for sid in self.gauges}
+
+    def _moving(self, outcomes: Mapping[str, RawReading | DriverError | None]) -> set[str]:
+        """Stations whose raw value changed since their previous good read."""
+        moving = set()
+        for sid, out in outcomes.items():
+            previous = self.health[sid].raw
+            if isinstance(out, RawReading) and previous is not None and out.value != previous:
+                moving.add(sid)
+        return moving
+
+    def _judge(self, sid: str, out: RawReading | DriverError | None, moving: set[str],
+               when: datetime) -> Sample:
+        st = self.config.stations[sid]
+        g = self.config.gauges[st.gauge]
+        tracker, health = self.trackers[sid], self.health[sid]
+        health.polled = out is not None
+        others_moving = any(o in moving for o in self.by_kind(st.kind) if o != sid)
+        if out is None:
+            schedule = self.schedules[sid]
+            judgement = tracker.judge_error(
+                f"not polled: no answer for {schedule.failures} cycles, probing every "
+                f"{schedule.every} cycles")
+            value: float | None = None
+        elif isinstance(out, DriverError):
+            health.errors += 1
+            health.error = str(out)
+            judgement = self._judge_error(sid, tracker, out)
+            value = None
+        else:
+            health.error = ""
+            health.raw, health.status = out.value, out.status
+            faults = None if out.status is None else out.status & g.status_fault_mask
+            if sid in self.counters:
+                value = self.counters[sid].update(int(out.value))
+                judgement = tracker.judge(value, faults, others_moving=others_moving,
+                                          flat_key=float(out.value))
+            else:
+                value = float(out.value) * g.scale + g.offset
+                judgement = tracker.judge(value, faults, others_moving=others_moving)
+        if judgement.quality is Quality.GOOD:
+            health.last_good = when
+        self._log_fault(sid, health, tracker.fault)
+        return Sample(value, judgement.quality, judgement.reason, tracker.fault)
+
+    def _judge_error(self, sid: str, tracker: QualityTracker, exc: DriverError) -> Judgement:
+        if not isinstance(exc, DeviceError):
+            return tracker.judge_error(str(exc))
+        if exc.code in (1, 2, 3):
+            if sid not in self._config_faults:  # a configuration fault is logged once
+                self._config_faults.add(sid)
+                log.error("gauge config fault station=%s gauge=%s: %s (check the register "
+                          "map against the device)", sid, self.config.stations[sid].gauge, exc)
+            return tracker.judge_error(f"configuration: exception {exc.code:02X}",
+                                       device_fault=True)
+        if exc.code == 4:
+            return tracker.judge_error("device failure: exception 04", device_fault=True)
+        return tracker.judge_error(str(exc))
+
+    def by_kind(self, kind: str) -> list[str]:
+        return [sid for sid, st in self.config.stations.items() if st.kind == kind]
+
+    def _log_fault(self, sid: str, health: GaugeHealth, fault: str) -> None:
+        if fault and not health.fault:
+            log.warning("gauge_fault station=%s reason=%s", sid, fault)
+        elif health.fault and not fault:
+            log.info("gauge_fault cleared station=%s", sid)
+        health.fault = fault

@@ -1,0 +1,229 @@
+"""The field bus under faults (QUALITY MB-1…MB-5, MB-7, ALM-3).
+
+The daemon and the simulators share one event loop; the time of each cycle is injected
+(`rig.cycle()`), so a test runs as many cycles as it needs without waiting for a clock.
+The devices are real: Modbus TCP on loopback, Modbus RTU and a text-protocol line on socat
+pty pairs with line-time emulation at 9600 baud.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from pathlib import Path
+
+import pytest
+from fieldbus import CREST, LEVEL_STATIONS, field_rig, until
+from services import PtyPairFactory
+
+from gauged.quality import Quality
+
+GOOD, MISSING, BAD = Quality.GOOD, Quality.MISSING, Quality.BAD
+RTU = [f"rs485_{i}" for i in range(1, 11)]
+
+
+def unit_of(sid: str) -> int:
+    return int(sid.rsplit("_", 1)[1])
+
+
+async def test_mb_1_dead_devices_do_not_stall_the_bus(tmp_path: Path,
+                                                      pty_pair: PtyPairFactory) -> None:
+    dead = {2, 5, 9}
+    async with field_rig(tmp_path, pty_pair) as rig:
+        bus = rig.config.buses["rs485"]
+        budget = bus.timeout_s * (1 + bus.retries)  # type: ignore[union-attr]
+        await rig.cycle()  # all alive: the cost of a healthy bus
+        healthy_s = rig.daemon.poller.bus_read_s["rs485"]
+        for unit in dead:
+            rig.fleet.set_fault("rs485", unit, no_answer=True)
+        for n in range(12):
+            result = await rig.cycle()
+            states = {s.station: s for s in result.states}
+            for sid in RTU:
+                if unit_of(sid) in dead:
+                    assert states[sid].quality is MISSING
+                    if n >= 1:  # stale after two cycles without a good reading
+                        assert states[sid].fault.startswith(("stale", "not polled"))
+                else:  # the seven live ones: read, and good, every cycle
+                    assert states[sid].quality is GOOD, (n, sid, states[sid].reason)
+            polled_dead = sum(1 for u in dead if rig.daemon.poller.health[f"rs485_{u}"].polled)
+            spent = rig.daemon.poller.bus_read_s["rs485"]
+            # each dead device polled this cycle costs at most its timeout budget
+            assert spent <= healthy_s + polled_dead * budget + 0.15, (n, spent, polled_dead)
+        # after two silent cycles a dead device is only probed now and then
+        assert not rig.daemon.poller.health["rs485_2"].polled or \
+            rig.daemon.poller.schedules["rs485_2"].every > 1
+        # and it is back every cycle from its first answer
+        rig.fleet.clear_faults("rs485")
+        for _ in range(10):
+            result = await rig.cycle()
+            if all(s.quality is GOOD for s in result.states if s.station in RTU):
+                break
+        else:
+            pytest.fail("the dead devices did not come back within 10 cycles")
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.10])
+async def test_mb_2_junk_and_split_frames_never_give_a_corrupt_value(
+        tmp_path: Path, pty_pair: PtyPairFactory, rate: float) -> None:
+    # every station at its own level, so that a reply taken for another device shows
+    levels = {sid: 1.0 + 0.05 * i for i, sid in enumerate(LEVEL_STATIONS)}
+    async with field_rig(tmp_path, pty_pair, levels=levels) as rig:
+        for bus, knobs in (("tcp", {"junk": rate, "split": rate, "wrong_unit": rate}),
+                           ("rs485", {"junk": rate, "split": rate, "bad_crc": rate,
+                                      "wrong_unit": rate}),
+                           ("line", {"junk": rate, "split": rate, "bad_checksum": rate})):
+            rig.fleet.set_fault(bus, **knobs)
+        good = 0
+        for _ in range(25):
+            result = await rig.cycle()
+            for s in result.states:
+                if s.kind == "level" and s.quality is GOOD:
+                    good += 1
+                    assert s.level_m is not None
+                    assert abs(s.level_m - levels[s.station]) <= 0.021, s  # noise ±20 mm
+        injected = sum(rig.fleet.faults_injected(bus) for bus in ("tcp", "rs485", "line"))
+        assert injected > 0
+        assert good >= 0.6 * 25 * len(LEVEL_STATIONS)
+
+
+async def test_mb_3_exception_codes_are_mapped_deliberately(
+        tmp_path: Path, pty_pair: PtyPairFactory, caplog: pytest.LogCaptureFixture) -> None:
+    async with field_rig(tmp_path, pty_pair) as rig:
+        rig.fleet.set_fault("tcp", 1, exception=2)  # illegal address: configuration
+        rig.fleet.set_fault("tcp", 2, exception=4)  # device failure: station fault
+        rig.fleet.set_fault("tcp", 3, busy_count=1)  # busy once: retried, read this cycle
+        rig.fleet.set_fault("tcp", 4, exception=11)  # gateway target silent: a timeout
+        rig.fleet.set_fault("tcp", 5, exception=6)  # busy for ever: bounded retries
+        caplog.set_level(logging.INFO)
+        states = {s.station: s for s in (await rig.cycle()).states}
+        assert states["tcp_1"].fault.startswith("configuration: exception 02")
+        assert states["tcp_2"].fault == "device failure: exception 04"
+        assert states["tcp_3"].quality is GOOD
+        assert states["tcp_4"].quality is MISSING
+        assert states["tcp_4"].fault == ""  # a timeout is not (yet) a station fault
+        assert states["tcp_5"].quality is MISSING
+        busy_requests = rig.fleet.faults_injected("tcp", 5, "exception")
+        assert 2 <= busy_requests <= 4  # retried, but boundedly
+        for _ in range(4):
+            states = {s.station: s for s in (await rig.cycle()).states}
+        assert states["tcp_4"].fault.startswith(("stale", "not polled"))
+        config_logs = [r for r in caplog.records if "gauge config fault" in r.getMessage()
+                       and "station=tcp_1" in r.getMessage()]
+        assert len(config_logs) == 1  # logged once, not every cycle
+        assert all(s.stage == 0 for s in states.values())
+
+
+async def test_mb_5_serial_adapter_removed_and_re_added(tmp_path: Path,
+                                                        pty_pair: PtyPairFactory) -> None:
+    async with field_rig(tmp_path, pty_pair) as rig:
+        result = await rig.cycle()
+        assert all(s.quality is GOOD for s in result.states if s.station in RTU)
+        rig.ptys["rs485"].stop()  # the USB adapter is pulled
+        for _ in range(2):
+            states = {s.station: s for s in (await rig.cycle()).states}
+        # detected within two cycles: every station of the line is missing and faulted
+        assert all(states[sid].quality is MISSING for sid in RTU)
+        assert all(states[sid].fault for sid in RTU)
+        assert not rig.daemon.hubs["rs485"].connected
+        rig.ptys["rs485"].start()  # plugged back in: same path, new pty
+        deadline = time.monotonic() + 15
+        while True:  # the hub reopens with backoff (capped at 0.4 s here): no restart
+            states = {s.station: s for s in (await rig.cycle()).states}
+            if all(states[sid].quality is GOOD for sid in RTU):
+                break
+            assert time.monotonic() < deadline, {sid: states[sid].reason for sid in RTU}
+            await asyncio.sleep(0.05)  # let the backoff and the simulator's reopen run
+        assert rig.daemon.hubs["rs485"].connected
+
+
+async def test_mb_7_shutdown_mid_request_propagates_cancellation(
+        tmp_path: Path, pty_pair: PtyPairFactory) -> None:
+    async with field_rig(tmp_path, pty_pair) as rig:
+        for bus in ("tcp", "rs485", "line"):
+            rig.fleet.set_fault(bus, 1, delay_s=5.0)  # every bus is mid-request for 5 s
+        cycle = asyncio.create_task(rig.cycle())
+        await until(lambda: all(rig.fleet.faults_injected(b, 1, "delay_s")
+                                for b in ("tcp", "rs485", "line")), 5.0, "requests in flight")
+        t0 = time.monotonic()
+        cycle.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cycle
+        assert time.monotonic() - t0 <= 1.0
+        # and the hubs serve the next cycle
+        rig.fleet.clear_faults()
+        result = await rig.cycle()
+        assert sum(1 for s in result.states if s.quality is GOOD) >= len(LEVEL_STATIONS) - 3
+
+
+async def test_alm_3_faulty_data_never_sounds_a_siren_nor_moves_a_stage(
+        tmp_path: Path, pty_pair: PtyPairFactory) -> None:
+    level = CREST - 0.5  # freeboard 0.5 m: every river station at `warning`
+    levels = dict.fromkeys(LEVEL_STATIONS, level)
+    edit = lambda t: t.replace("max_step = 0.5, stale_cycles = 2 }",  # noqa: E731
+                               "max_step = 0.5, stale_cycles = 2, flatline_cycles = 3 }")
+    async with field_rig(tmp_path, pty_pair, levels=levels, edit=edit) as rig:
+        assert rig.config.gauges["tcp_1"].quality.flatline_cycles == 3
+        for _ in range(2):
+            result = await rig.cycle()
+        assert all(rig.state(sid).stage_name == "warning" for sid in LEVEL_STATIONS)
+        rng = random.Random(3)
+        devices = [("tcp", i) for i in range(1, 11)] + [("rs485", i) for i in range(1, 11)] \
+            + [("line", i) for i in range(1, 4)]
+        faults = [
+            ("spike_up", {"spike": 1.0}),  # freeboard −0.5: overflow if believed
+            ("spike_down", {"spike": -3.0}),  # freeboard 3.5: normal if believed
+            ("out_of_range", {"spike": 20.0}),
+            ("status", {"status": 1}),
+            ("silent", {"no_answer": True}),
+        ]
+        modbus_only = [("exception_04", {"exception": 4}), ("nan", {"nan": True})]
+        injected = 0
+        stuck: set[tuple[str, int]] = set()
+        last: dict[tuple[str, int], str] = {}
+        for n in range(32):
+            plan: dict[tuple[str, int], str] = {}
+            for device in devices:
+                bus, unit = device
+                if device in stuck:
+                    injected += 1  # another frozen value served
+                    continue  # stays frozen (setting the knob again would re-freeze it)
+                rig.fleet.clear_faults(bus, unit)
+                if n == 5 and device in (("tcp", 1), ("tcp", 2), ("line", 3)):
+                    stuck.add(device)  # frozen from now on: a flat line
+                    rig.fleet.set_fault(bus, unit, stuck=True)
+                    continue
+                if rng.random() >= 0.8:
+                    continue
+                choices = faults + (modbus_only if bus != "line" else [])
+                # A spike is one odd sample: the same jump twice in a row is a step, which
+                # a river can make (and which is then believed).
+                if last.get(device, "").startswith("spike"):
+                    choices = [c for c in choices if not c[0].startswith("spike")]
+                name, knobs = rng.choice(choices)
+                rig.fleet.set_fault(bus, unit, **knobs)
+                plan[device] = name
+                injected += 1
+            last = plan
+            result = await rig.cycle()
+            assert result.transitions == [], (n, result.transitions)
+            assert result.broadcasts == []
+            states = {s.station: s for s in result.states}
+            for (bus, unit), name in plan.items():
+                s = states[f"{bus}_{unit}"]
+                assert s.quality is not GOOD, (n, bus, unit, name, s)  # flagged in the cycle
+                if name in ("exception_04", "status"):
+                    assert s.fault, (n, bus, unit, name)  # a device fault at once
+        for bus, unit in stuck:  # the frozen ones are caught as flat lines
+            state = rig.state(f"{bus}_{unit}")
+            assert state.fault.startswith("flatline"), (bus, unit, state)
+        assert injected >= 500
+        assert sum(rig.fleet.faults_injected(bus) for bus in ("tcp", "rs485", "line")) >= 500
+        assert all(rig.state(sid).stage_name == "warning" for sid in LEVEL_STATIONS)
+        # the only broadcasts are those of the first, clean escalation to `warning`
+        decided = [b for r in rig.results for b in r.broadcasts]
+        assert {b.stage_name for b in decided} == {"warning"}
+        assert {b.time for b in decided} <= {rig.time(0), rig.time(1)}
+
