@@ -228,6 +228,8 @@ def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
     if len(parts) >= 2 and parts[0] in _SINGULAR:
         entry = f"{_SINGULAR[parts[0]]} {parts[1]}"
         rest = loc[2:]
+        if parts[0] in ("buses", "players") and len(rest) > 1:
+            rest = rest[1:]  # the `kind` that chose the model adds nothing for a reader
     else:
         entry = parts[0] if parts else "(top)"
         rest = loc[1:]
@@ -235,8 +237,6 @@ def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
     for p in rest:
         if isinstance(p, int):
             field += f"[{p}]"
-        elif p in ("AplayConfig", "SinkConfig", "aplay", "sink"):
-            continue  # discriminated-union branch names add nothing for a reader
         else:
             field += f".{p}" if field else str(p)
     return entry, field or "(entry)"

@@ -96,3 +96,13 @@ def test_sys_2_invalid_config_exits_2_naming_file_station_field(tmp_path: Path) 
     assert "READY" not in proc.stdout + proc.stderr
     # The bar is 2 s; recorded rather than asserted tightly (tests never assert speed).
     print(f"sys_2 exit after {elapsed:.2f} s")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_example_config_is_valid(path: Path) -> None:
+    """The example configs are the reference documentation: they must load."""
+    config = load_config(path)
+    assert config.stations
+    for gauge in config.gauges.values():
+        assert (gauge.spec is None) != (gauge.line is None)  # one way of reading each gauge
