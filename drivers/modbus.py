@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections import deque
 from types import TracebackType
 from typing import Any, Literal, Protocol, Self
 
@@ -111,6 +113,8 @@ class ModbusTcpHub:
         self._proven = False  # the current connection has carried an answer
         self._last_done = 0.0  # loop time of the end of the last exchange
         self.connect_attempts = 0
+        # monotonic start times of the recent attempts (for /status and MB-4's test)
+        self.attempt_times: deque[float] = deque(maxlen=64)
 
     @property
     def connected(self) -> bool:
@@ -157,6 +161,7 @@ class ModbusTcpHub:
             retries=0, reconnect_delay=0, reconnect_delay_max=0,
         )
         self.connect_attempts += 1
+        self.attempt_times.append(time.monotonic())
         try:
             ok = await client.connect()
         except asyncio.CancelledError:

@@ -61,7 +61,8 @@ class Daemon:
                 siren=self._relay(f"{zid}.siren", z.siren_relay),
                 amplifier=self._relay(f"{zid}.amplifier", z.amplifier_relay),
                 player=self.players[zid], clip_path=config.clip_path, clock=self.clock,
-                siren_max_s=config.defaults.siren_max_s, on_done=self._broadcast_done)
+                sequences=config.sequences, siren_max_s=config.defaults.siren_max_s,
+                on_done=self._broadcast_done, on_fault=self._fault)
             for zid, z in config.zones.items()
         }
         self.influx = InfluxSink(config.influx) if config.influx.enabled else None
@@ -71,7 +72,7 @@ class Daemon:
         self.cycles = 0
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
-        self.relay_faults: list[str] = []
+        self.faults: list[str] = []
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -178,7 +179,7 @@ class Daemon:
             try:
                 await asyncio.shield(relay.set(False))
             except DriverError as exc:
-                self.relay_faults.append(f"{relay.name}: {exc}")
+                self.faults.append(f"{relay.name}: {exc}")
                 log.error("relay_fault relay=%s want=off: %s", relay.name, exc)
 
     # ---- the cycle -------------------------------------------------------------------
@@ -188,7 +189,8 @@ class Daemon:
         samples = await self.poller.read(when)
         result = self.engine.evaluate(when, samples)
         for request in result.broadcasts:  # sirens first: nothing below may delay them
-            self.zones[request.zone].submit(request)
+            self.zones[request.zone].submit(
+                request, self.poller.health[request.station].answered_mono)
         self.cycles += 1
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         self._record(when, result)
@@ -241,6 +243,14 @@ class Daemon:
         log.info("cycle time=%s freeboard %s rain_60m_max=%.1fmm not_good=%d",
                  _local(when, self.config.gateway.timezone), levels, rain, bad)
 
+    def _fault(self, kind: str, what: str, detail: str) -> None:
+        """A relay or audio fault during a broadcast: kept for /status, published at once."""
+        self.faults.append(f"{kind}: {what}: {detail}")
+        del self.faults[:-50]
+        if self.mqtt is not None:
+            self.mqtt.publish_event("fault", {"kind": kind, "what": what, "detail": detail,
+                                              "time": self.clock.now().isoformat()})
+
     def _broadcast_done(self, record: BroadcastRecord) -> None:
         req = record.request
         when = datetime.fromtimestamp(record.finished, UTC)
@@ -249,7 +259,8 @@ class Daemon:
                 "gateway": self.gateway, "zone": req.zone, "station": req.station,
                 "sequence": req.sequence}, {
                 "stage": req.stage, "siren_on_s": record.siren_on_s,
-                "clips_played": len(record.clips_played), "faults": len(record.faults)},
+                "clips_played": len(record.clips_played), "faults": len(record.faults),
+                "latency_ms": None if record.latency_s is None else record.latency_s * 1000},
                 datetime.fromtimestamp(record.started, UTC))])
         if self.mqtt is not None:
             self.mqtt.publish_event("broadcast", broadcast_json(record) | {
@@ -307,7 +318,7 @@ class Daemon:
                           "read_s": round(self.poller.bus_read_s.get(n, 0.0), 4)}
                       for n, h in self.hubs.items()},
             "uplinks": uplinks,
-            "relay_faults": self.relay_faults[-20:],
+            "faults": self.faults[-20:],
         }
 
 
@@ -329,8 +340,21 @@ def broadcast_json(record: BroadcastRecord) -> dict[str, Any]:
     return {"zone": req.zone, "station": req.station, "stage": req.stage,
             "stage_name": req.stage_name, "sequence": req.sequence,
             "started": datetime.fromtimestamp(record.started, UTC).isoformat(),
+            "outcome": record.outcome,
             "siren_on_s": round(record.siren_on_s, 3), "clips_played": record.clips_played,
-            "faults": record.faults}
+            "faults": record.faults, "latency": _latency(record)}
+
+
+def _latency(record: BroadcastRecord) -> dict[str, float | None]:
+    """The latency record of a broadcast, in milliseconds from the gauge's answer."""
+    t0 = record.reading_mono or record.decided_mono
+
+    def ms(t: float | None) -> float | None:
+        return None if t is None else round((t - t0) * 1000, 2)
+
+    return {"decision_ms": ms(record.decided_mono),
+            "first_relay_write_ms": ms(record.first_relay_mono),
+            "audio_start_ms": ms(record.audio_start_mono)}
 
 
 def _local(when: datetime, tz: str) -> str:

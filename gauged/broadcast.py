@@ -1,22 +1,31 @@
 """The broadcast sequencer: one per loudspeaker zone.
 
-A broadcast is: amplifier ON, the siren for `siren_s` (never longer than the maximum
-on-time), the clips in order, amplifier OFF. Every relay write is verified by read-back and
-retried a few times; a relay that will not follow is a `relay_fault`, a clip that cannot be
-played an `audio_fault`: both are reported and the broadcast goes on with what still works
-(a siren without words beats silence). The siren and amplifier are driven OFF whatever
-happens, including cancellation.
+A broadcast plays a sequence (config `sequences`): amplifier ON, the pre-roll, the siren
+pattern (on, off, on … seconds; the total on-time never exceeds `defaults.siren_max_s`),
+the clips in order × `repeats` with `gap_s` between, amplifier OFF.
 
-One broadcast at a time per zone; waiting requests are taken highest stage first.
+Every relay write is verified by read-back and retried (3 attempts); a relay that will not
+follow is a `relay_fault`, a clip that cannot be played an `audio_fault`: both are reported
+at once through `on_fault` and the broadcast goes on with what still works (a siren without
+words beats silence). Siren and amplifier are driven OFF whatever happens: at the end, on
+an error, on cancellation and when pre-empted.
+
+One broadcast at a time per zone. Waiting requests are taken highest stage first; a request
+of a higher stage than the one playing pre-empts it: the playing one is stopped (relays
+OFF), recorded as `pre-empted`, and not replayed (the situation has moved on); likewise a
+waiting lower-stage request is `superseded` once a higher stage has sounded after it was
+decided. Every request is logged with what became of it: played, pre-empted, superseded,
+or dropped as a duplicate of one already waiting.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +33,7 @@ from drivers.errors import DriverError
 from drivers.players import Player
 from drivers.relays import CoilRelay
 from gauged.clock import Clock
+from gauged.config import SequenceConfig
 from gauged.engine import BroadcastRequest
 
 log = logging.getLogger(__name__)
@@ -33,35 +43,57 @@ RELAY_ATTEMPTS = 3
 
 @dataclass
 class BroadcastRecord:
-    """What a broadcast did, for the log, storage, MQTT and /status."""
+    """What a broadcast did, for the log, storage, MQTT and /status.
+
+    Times ending in `_mono` are monotonic seconds (for latency); the others simulated UNIX
+    time (for the record).
+    """
 
     request: BroadcastRequest
-    started: float = 0.0  # simulated UNIX time
+    outcome: str = "queued"  # queued, playing, done, pre-empted, superseded, dropped
+    started: float = 0.0
     finished: float = 0.0
     siren_on_s: float = 0.0
     clips_played: list[str] = field(default_factory=list)
     faults: list[str] = field(default_factory=list)
-    decided_mono: float = 0.0  # monotonic time of the decision
-    first_relay_mono: float | None = None  # monotonic time of the first relay write
+    reading_mono: float | None = None  # the gauge answer that triggered it
+    decided_mono: float = 0.0  # the engine's decision
+    first_relay_mono: float | None = None  # the first relay write issued
+    audio_start_mono: float | None = None  # the first clip started
+    relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
+
+    @property
+    def latency_s(self) -> float | None:
+        """From the gauge's answer (or the decision) to the first relay write."""
+        if self.first_relay_mono is None:
+            return None
+        return self.first_relay_mono - (self.reading_mono or self.decided_mono)
 
 
 class ZoneBroadcaster:
-    """Plays the broadcasts of one zone, one at a time."""
+    """Plays the broadcasts of one zone, one at a time, highest stage first."""
 
     def __init__(self, zone: str, *, siren: CoilRelay | None, amplifier: CoilRelay | None,
                  player: Player, clip_path: Callable[[str], Path], clock: Clock,
-                 siren_max_s: float, on_done: Callable[[BroadcastRecord], None]) -> None:
+                 sequences: Mapping[str, SequenceConfig], siren_max_s: float,
+                 on_done: Callable[[BroadcastRecord], None],
+                 on_fault: Callable[[str, str, str], None] | None = None) -> None:
         self.zone = zone
         self.siren = siren
         self.amplifier = amplifier
         self.player = player
         self.clip_path = clip_path
         self.clock = clock
+        self.sequences = sequences
         self.siren_max_s = siren_max_s
         self.on_done = on_done
+        self.on_fault = on_fault or (lambda kind, what, detail: None)
         self._queue: asyncio.PriorityQueue[tuple[int, int, BroadcastRecord]] = \
             asyncio.PriorityQueue()
         self._order = itertools.count()
+        self._waiting: set[str] = set()  # sequences queued and not started yet
+        self._last_started: tuple[int, float] | None = None  # (stage, monotonic time)
+        self._playing: asyncio.Task[None] | None = None
         self.current: BroadcastRecord | None = None
         self.last: BroadcastRecord | None = None
 
@@ -69,69 +101,148 @@ class ZoneBroadcaster:
     def relays(self) -> list[CoilRelay]:
         return [r for r in (self.siren, self.amplifier) if r is not None]
 
-    def submit(self, request: BroadcastRequest) -> None:
-        """Queue a broadcast; never blocks."""
-        record = BroadcastRecord(request=request, decided_mono=time.monotonic())
+    def submit(self, request: BroadcastRequest, reading_mono: float | None = None) -> None:
+        """Queue a broadcast (never blocks); pre-empt a lower-stage one that is playing."""
+        record = BroadcastRecord(request=request, reading_mono=reading_mono,
+                                 decided_mono=time.monotonic())
+        if request.sequence in self._waiting:
+            record.outcome = "dropped"
+            log.info("broadcast dropped zone=%s station=%s sequence=%s: the same sequence is "
+                     "already waiting", self.zone, request.station, request.sequence)
+            return
+        log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s", self.zone,
+                 request.station, request.stage_name, request.sequence)
         self._queue.put_nowait((-request.stage, next(self._order), record))
+        self._waiting.add(request.sequence)
+        current = self.current
+        if current is not None and request.stage > current.request.stage and \
+                self._playing is not None:
+            log.warning("broadcast pre-empted zone=%s station=%s stage=%s by station=%s "
+                        "stage=%s", self.zone, current.request.station,
+                        current.request.stage_name, request.station, request.stage_name)
+            current.outcome = "pre-empted"
+            self._playing.cancel()
 
     async def idle(self) -> None:
         """Wait until every queued broadcast has finished."""
         await self._queue.join()
 
     async def run(self) -> None:
-        """Serve the queue until cancelled."""
+        """Serve the queue until cancelled.
+
+        Each broadcast plays in a task of its own (awaited here, never left behind) so that
+        `submit` can cancel it when a higher stage pre-empts it.
+        """
         while True:
             _, _, record = await self._queue.get()
-            try:
-                await self.play(record)
-            except Exception:
-                # A zone must outlive any single broadcast: log it and serve the next one.
-                log.exception("broadcast failed zone=%s station=%s", self.zone,
-                              record.request.station)
-            finally:
+            self._waiting.discard(record.request.sequence)
+            started = self._last_started
+            if started is not None and started[0] > record.request.stage and \
+                    started[1] >= record.decided_mono:
+                # a higher stage has sounded since this was decided: it would only confuse
+                record.outcome = "superseded"
+                log.info("broadcast superseded zone=%s station=%s stage=%s: a higher stage "
+                         "was broadcast since", self.zone, record.request.station,
+                         record.request.stage_name)
                 self._queue.task_done()
+                continue
+            self._last_started = (record.request.stage, time.monotonic())
+            task = asyncio.create_task(self.play(record), name=f"gauged[zone:{self.zone}].play")
+            self._playing = task
+            try:
+                await asyncio.wait({task})  # a pre-emption cancels `task`, not us
+            except asyncio.CancelledError:  # we are being stopped: stop the broadcast too
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise
+            finally:
+                self._playing = None
+                self._queue.task_done()
+            if not task.cancelled() and task.exception() is not None:
+                # A zone must outlive any single broadcast: log it and serve the next one.
+                log.error("broadcast failed zone=%s station=%s", self.zone,
+                          record.request.station, exc_info=task.exception())
 
     async def play(self, record: BroadcastRecord) -> None:
+        """Play one broadcast; relays OFF at the end whatever happens."""
         req = record.request
+        seq = self.sequences.get(req.sequence) or SequenceConfig(
+            siren_s=req.siren_s, clips=list(req.clips))
         self.current = record
+        record.outcome = "playing"
         record.started = self.clock.timestamp()
         log.info("broadcast start zone=%s station=%s stage=%s sequence=%s siren_s=%g clips=%s",
-                 self.zone, req.station, req.stage_name, req.sequence, req.siren_s,
-                 ",".join(req.clips))
+                 self.zone, req.station, req.stage_name, req.sequence, seq.siren_on_s,
+                 ",".join(seq.clips))
         try:
             if self.amplifier is not None:
                 await self._set(record, self.amplifier, True)
-            if req.siren_s > 0 and self.siren is not None:
-                on_s = min(req.siren_s, self.siren_max_s)
-                await self._set(record, self.siren, True)
-                t0 = self.clock.timestamp()
-                try:
-                    await self.clock.sleep(on_s)
-                finally:
-                    await self._set(record, self.siren, False)
-                    record.siren_on_s = self.clock.timestamp() - t0
-            for clip in req.clips:
-                try:
-                    await self.player.play(self.zone, clip, self.clip_path(clip))
-                    record.clips_played.append(clip)
-                except Exception as exc:  # any player failure is an audio fault, never fatal
-                    record.faults.append(f"audio_fault: {exc}")
-                    log.error("audio_fault zone=%s clip=%s: %s", self.zone, clip, exc)
+            await self.clock.sleep(seq.pre_roll_s)
+            if self.siren is not None:
+                await self._siren(record, seq.siren_steps)
+            for n in range(seq.repeats):
+                if n:
+                    await self.clock.sleep(seq.gap_s)
+                for clip in seq.clips:
+                    await self._clip(record, clip)
+            record.outcome = "done"
         finally:
-            if self.amplifier is not None:
-                await self._set(record, self.amplifier, False)
+            # Shielded: a cancellation (stop, pre-emption) must not cut the OFF writes short.
+            await asyncio.shield(self._all_off(record))
             record.finished = self.clock.timestamp()
             self.current = None
             self.last = record
-            log.info("broadcast done zone=%s station=%s stage=%s clips_played=%d faults=%d",
-                     self.zone, req.station, req.stage_name, len(record.clips_played),
-                     len(record.faults))
+            log.info("broadcast %s zone=%s station=%s stage=%s siren_on_s=%.1f "
+                     "clips_played=%d faults=%d latency_ms=%s", record.outcome, self.zone,
+                     req.station, req.stage_name, record.siren_on_s, len(record.clips_played),
+                     len(record.faults),
+                     "-" if record.latency_s is None else f"{record.latency_s * 1000:.1f}")
             self.on_done(record)
+
+    async def _siren(self, record: BroadcastRecord, steps: list[float]) -> None:
+        assert self.siren is not None
+        budget = self.siren_max_s
+        for i, seconds in enumerate(steps):
+            if i % 2:  # an off step
+                await self.clock.sleep(seconds)
+                continue
+            on_s = min(seconds, budget)
+            if on_s <= 0:
+                break  # the maximum on-time is spent
+            await self._set(record, self.siren, True)
+            t0 = self.clock.timestamp()
+            try:
+                await self.clock.sleep(on_s)
+            finally:
+                await asyncio.shield(self._set(record, self.siren, False))
+                record.siren_on_s += self.clock.timestamp() - t0
+            budget -= on_s
+
+    async def _clip(self, record: BroadcastRecord, clip: str) -> None:
+        if record.audio_start_mono is None:
+            record.audio_start_mono = time.monotonic()
+        try:
+            await self.player.play(self.zone, clip, self.clip_path(clip))
+            record.clips_played.append(clip)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # any player failure is an audio fault, never fatal
+            record.faults.append(f"audio_fault: {clip}: {exc}")
+            log.error("audio_fault zone=%s clip=%s: %s", self.zone, clip, exc)
+            self.on_fault("audio_fault", f"{self.zone}/{clip}", str(exc))
+
+    async def _all_off(self, record: BroadcastRecord) -> None:
+        for relay in (self.siren, self.amplifier):
+            if relay is not None:
+                await self._set(record, relay, False)
 
     async def _set(self, record: BroadcastRecord, relay: CoilRelay, on: bool) -> None:
         """Drive a relay with read-back, retrying; a relay that will not follow is a fault."""
+        now = time.monotonic()
         if record.first_relay_mono is None:
-            record.first_relay_mono = time.monotonic()
+            record.first_relay_mono = now
+        record.relay_writes.append((relay.name, on, now))
         error: DriverError | None = None
         for _ in range(RELAY_ATTEMPTS):
             try:
@@ -139,6 +250,7 @@ class ZoneBroadcaster:
                 return
             except DriverError as exc:
                 error = exc
-        record.faults.append(f"relay_fault: {error}")
+        record.faults.append(f"relay_fault: {relay.name}: {error}")
         log.error("relay_fault zone=%s relay=%s want=%s: %s", self.zone, relay.name,
                   "on" if on else "off", error)
+        self.on_fault("relay_fault", relay.name, str(error))

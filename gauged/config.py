@@ -142,8 +142,28 @@ class ZoneConfig(_Model):
 
 
 class SequenceConfig(_Model):
+    """A broadcast as data: amplifier on, pre-roll, siren pattern, clips × repeats, amplifier
+    off. `siren_s = 10` is short for `siren_pattern = [10]`; a pattern is on, off, on, …
+    seconds. The total siren on-time is capped at `defaults.siren_max_s` whatever this says."""
+
     siren_s: float = Field(default=0.0, ge=0)
+    siren_pattern: list[float] = Field(default_factory=list)
+    pre_roll_s: float = Field(default=0.0, ge=0, le=30)
     clips: list[str] = Field(default_factory=list)
+    repeats: int = Field(default=1, ge=1, le=10)
+    gap_s: float = Field(default=1.0, ge=0, le=60)
+
+    @property
+    def siren_steps(self) -> list[float]:
+        """On, off, on, … durations (s) of the siren."""
+        if self.siren_pattern:
+            return list(self.siren_pattern)
+        return [self.siren_s] if self.siren_s > 0 else []
+
+    @property
+    def siren_on_s(self) -> float:
+        """Total siren on-time the sequence asks for."""
+        return sum(self.siren_steps[0::2])
 
 
 class ClipConfig(_Model):
@@ -364,7 +384,7 @@ def cross_check(config: Config) -> list[str]:
                 seq = config.sequences.get(stage.sequence)
                 if seq is None:
                     add(f"{where}.sequence: unknown sequence {stage.sequence!r}")
-                elif seq.siren_s > 0:
+                elif seq.siren_on_s > 0:
                     for zone in st.zones:
                         z = config.zones.get(zone)
                         if z is not None and z.siren_relay is None:
@@ -396,10 +416,15 @@ def cross_check(config: Config) -> list[str]:
                     f"gauge {units[(relay.bus, relay.unit)]}")
 
     for name, seq in config.sequences.items():
-        if seq.siren_s > config.defaults.siren_max_s:
-            add(f"sequence {name}: siren_s: {seq.siren_s} s exceeds the maximum siren on-time "
+        if seq.siren_s and seq.siren_pattern:
+            add(f"sequence {name}: siren_pattern: give siren_s or siren_pattern, not both")
+        if any(step < 0 for step in seq.siren_pattern):
+            add(f"sequence {name}: siren_pattern: durations cannot be negative")
+        if seq.siren_on_s > config.defaults.siren_max_s:
+            add(f"sequence {name}: siren_s: {seq.siren_on_s:g} s of siren exceeds the maximum "
+                f"siren on-time "
                 f"defaults.siren_max_s = {config.defaults.siren_max_s} s")
-        if not seq.clips and seq.siren_s == 0:
+        if not seq.clips and seq.siren_on_s == 0:
             add(f"sequence {name}: clips: a sequence needs a siren or at least one clip")
         for i, clip in enumerate(seq.clips):
             if clip not in config.clips:

@@ -69,6 +69,7 @@ class GaugeHealth:
     last_good: datetime | None = None
     polled: bool = True
     errors: int = 0  # read errors since start
+    answered_mono: float | None = None  # monotonic time of the last answer (for latency)
 
 
 class Poller:
@@ -114,15 +115,18 @@ class Poller:
                     continue
                 try:
                     outcomes[sid] = await self.gauges[sid].read()
+                    self.health[sid].answered_mono = time.monotonic()
                 except DeviceTimeout as exc:
                     outcomes[sid] = exc
                     schedule.failed()
-                except DriverError as exc:  # the device answered, or the bus is down
+                except TransportError as exc:
+                    # The bus is down (gateway unreachable, port gone): the hub fails fast
+                    # and paces its own reconnects, so polling every cycle costs nothing and
+                    # brings every station back at the first cycle after the bus returns.
                     outcomes[sid] = exc
-                    if isinstance(exc, TransportError):
-                        schedule.failed()
-                    else:
-                        schedule.answered()
+                except DriverError as exc:  # the device answered with an exception
+                    outcomes[sid] = exc
+                    schedule.answered()
                 else:
                     schedule.answered()
             self.bus_read_s[bus] = time.monotonic() - t0

@@ -81,7 +81,8 @@ class FieldRig:
 @contextlib.asynccontextmanager
 async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
                     levels: dict[str, float] | None = None,
-                    edit: Callable[[str], str] = lambda t: t) -> AsyncIterator[FieldRig]:
+                    edit: Callable[[str], str] = lambda t: t,
+                    speed: float = 1.0) -> AsyncIterator[FieldRig]:
     """Start the simulators and open the daemon (relays OFF); yield the rig."""
     ptys = {name: pty_factory(name) for name in ("rs485", "line")}
     text = TEMPLATE.read_text(encoding="utf-8")
@@ -97,13 +98,14 @@ async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
     write_scenario(scenario, levels or dict.fromkeys(LEVEL_STATIONS, 1.0))
     config = load_config(config_path)
     now = [T0.timestamp()]
-    clock = SimClock(1.0, T0, T0.timestamp(), wall_time=lambda: now[0])
+    # `speed` sets how fast simulated durations (sirens, clips) pass; time itself is injected
+    clock = SimClock(speed, T0, T0.timestamp(), wall_time=lambda: now[0])
     fleet = Fleet(config_path, scenario, clock,
                   serial_paths={name: str(p.device) for name, p in ptys.items()})
     async with fleet, contextlib.AsyncExitStack() as stack:
         serving = _background(fleet.serve_forever())
         stack.push_async_callback(_stop, serving)
-        daemon = Daemon(config, Clock())
+        daemon = Daemon(config, Clock(speed))
         async with daemon.opened():
             yield FieldRig(config, fleet, daemon, ptys, now)
 

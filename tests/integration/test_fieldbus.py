@@ -9,6 +9,8 @@ pty pairs with line-time emulation at 9600 baud.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import random
 import time
@@ -18,6 +20,7 @@ import pytest
 from fieldbus import CREST, LEVEL_STATIONS, field_rig, until
 from services import PtyPairFactory
 
+from drivers.errors import DriverError
 from gauged.quality import Quality
 
 GOOD, MISSING, BAD = Quality.GOOD, Quality.MISSING, Quality.BAD
@@ -227,3 +230,46 @@ async def test_alm_3_faulty_data_never_sounds_a_siren_nor_moves_a_stage(
         assert {b.stage_name for b in decided} == {"warning"}
         assert {b.time for b in decided} <= {rig.time(0), rig.time(1)}
 
+
+
+async def test_mb_4_tcp_gateway_down_one_attempt_at_a_time_back_within_two_caps(
+        tmp_path: Path, pty_pair: PtyPairFactory) -> None:
+    """A 10-minute outage compressed: 10 backoff caps of 0.4 s instead of 60 s."""
+    tcp = [f"tcp_{i}" for i in range(1, 11)]
+    async with field_rig(tmp_path, pty_pair) as rig:
+        hub = rig.daemon.hubs["tcp"]
+        cap = rig.config.buses["tcp"].reconnect_max_s
+        assert all(s.quality is GOOD for s in (await rig.cycle()).states if s.station in tcp)
+        rig.fleet.set_fault("tcp", 1, disconnect=True)  # the gateway drops and refuses
+        first = hub.connect_attempts
+        t_down = time.monotonic()
+
+        async def station_keeps_asking(sid: str) -> None:
+            # ten stations hammering one dead gateway at once, for ten caps
+            while time.monotonic() - t_down < 10 * cap:
+                with contextlib.suppress(DriverError):
+                    await rig.daemon.poller.gauges[sid].read()
+                await asyncio.sleep(0.005)
+
+        async with asyncio.TaskGroup() as tg:
+            for sid in tcp:
+                tg.create_task(station_keeps_asking(sid), name=f"test[{sid}].ask")
+        attempts = [t for t in hub.attempt_times if t >= t_down]
+        tried = hub.connect_attempts - first
+        # one attempt at a time, paced by the backoff: never more than one per half-cap …
+        gaps = [b - a for a, b in itertools.pairwise(attempts)]
+        assert tried == len(attempts)
+        assert 3 <= tried <= 10 * cap / (cap / 2) + 2, (tried, gaps)
+        assert all(g >= 0.25 * min(0.5, cap) for g in gaps), gaps  # ½ × the first step
+        assert max(gaps) <= cap + 0.1, gaps  # … and never slower than the cap
+        assert len({round(g, 3) for g in gaps[2:]}) > 1, gaps  # jitter: not one fixed delay
+        # the gateway comes back: every station within two caps
+        rig.fleet.clear_faults("tcp")
+        t_up = time.monotonic()
+        while True:
+            states = {s.station: s for s in (await rig.cycle()).states}
+            if all(states[sid].quality is GOOD for sid in tcp):
+                break
+            assert time.monotonic() - t_up <= 2 * cap, {sid: states[sid].reason for sid in tcp}
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - t_up <= 2 * cap
