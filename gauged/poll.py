@@ -89,6 +89,7 @@ class Poller:
         self.health: dict[str, GaugeHealth] = {}
         self.bus_read_s: dict[str, float] = {}
         self._config_faults: set[str] = set()
+        self._by_kind: dict[str, list[str]] = {"level": [], "rain": []}
         for sid, st in config.stations.items():
             g = config.gauges[st.gauge]
             spec = g.spec if g.spec is not None else g.line
@@ -100,6 +101,7 @@ class Poller:
             if counter:
                 self.counters[sid] = CounterTracker(g.counter_bits, g.scale)
             self.by_bus.setdefault(g.bus, []).append(sid)
+            self._by_kind[st.kind].append(sid)
             self.health[sid] = GaugeHealth()
 
     async def read(self, when: datetime) -> dict[str, Sample]:
@@ -152,7 +154,8 @@ class Poller:
         g = self.config.gauges[st.gauge]
         tracker, health = self.trackers[sid], self.health[sid]
         health.polled = out is not None
-        others_moving = any(o in moving for o in self.by_kind(st.kind) if o != sid)
+        others_moving = bool(moving - {sid}) and any(
+            o in moving for o in self._by_kind[st.kind] if o != sid)
         if out is None:
             schedule = self.schedules[sid]
             judgement = tracker.judge_error(
@@ -195,7 +198,7 @@ class Poller:
         return tracker.judge_error(str(exc))
 
     def by_kind(self, kind: str) -> list[str]:
-        return [sid for sid, st in self.config.stations.items() if st.kind == kind]
+        return self._by_kind[kind]
 
     def _log_fault(self, sid: str, health: GaugeHealth, fault: str) -> None:
         if fault and not health.fault:

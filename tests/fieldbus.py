@@ -99,7 +99,10 @@ async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
     config = load_config(config_path)
     now = [T0.timestamp()]
     # `speed` sets how fast simulated durations (sirens, clips) pass; time itself is injected
-    clock = SimClock(speed, T0, T0.timestamp(), wall_time=lambda: now[0])
+    # (a read lands half a simulated second after its cycle's boundary, as a real one would)
+    origin = T0.timestamp()
+    clock = SimClock(speed, T0, origin,
+                     wall_time=lambda: origin + (now[0] + 0.5 - origin) / speed)
     fleet = Fleet(config_path, scenario, clock,
                   serial_paths={name: str(p.device) for name, p in ptys.items()})
     async with fleet, contextlib.AsyncExitStack() as stack:
