@@ -18,12 +18,17 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from gauged.app import Daemon
+
+# A benchmark's daemon keeps its state in a throw-away folder, never in /var/lib/gauged.
+os.environ.setdefault("GAUGED_STATE__PATH", os.path.join(
+    tempfile.mkdtemp(prefix="gauged-bench-"), "state.sqlite3"))
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # for `from services import PtyPair` after this

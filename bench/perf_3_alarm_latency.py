@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -78,6 +79,7 @@ def write_scenario(folder: Path, cycles: int) -> Path:
 async def measure(cycles: int) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
+        os.environ["GAUGED_STATE__PATH"] = str(folder / "state.sqlite3")  # not /var/lib
         config_path = write_config(folder)
         scenario = write_scenario(folder, cycles)
         now = [T0.timestamp()]

@@ -1,11 +1,15 @@
 """The daemon: owns the buses, the engine, the zones and the outputs, and runs the cycle.
 
-Start: open the buses, drive every relay OFF with read-back (the first actuator action is
-always OFF), then start the zone sequencers, the uplinks, the status server and the poll
-loop in one TaskGroup. Each cycle, at a wall-clock boundary: read every gauge (buses in
-parallel), judge quality, derive, evaluate stages, hand broadcasts to their zones at once,
-then record (InfluxDB, MQTT, /status). Stop, in order: the poll loop, the zones (each drives
-its relays OFF), the uplinks (flushed briefly), the status server; then every relay OFF.
+Start: open the state store (reporting broadcasts a crash cut short: not re-run, see
+gauged/state.py), open the buses, drive every relay OFF with read-back (the first actuator
+action is always OFF), restore the stages without re-sounding, then start the zone
+sequencers, the uplinks, the scheduled tests, the status server and the poll loop in one
+TaskGroup. Each cycle, at a wall-clock boundary (cycles are then counted on the
+monotonic clock, see gauged/clock.py): read every gauge (buses in parallel), judge quality,
+derive, evaluate stages, make them durable, hand broadcasts to their zones at once (after
+aborting a scheduled test, if one runs), then record (InfluxDB, MQTT, /status). Stop, in
+order: the poll loop, the scheduled tests, the zones (each drives its relays OFF), the
+uplinks (flushed briefly), the status server; then every relay OFF.
 """
 
 from __future__ import annotations
@@ -32,9 +36,15 @@ from gauged.influx import InfluxSink, Record
 from gauged.mqtt import MqttPublisher
 from gauged.poll import Poller
 from gauged.quality import Quality
+from gauged.schedule import TestRunner, TestScheduler, jobs_from_config
+from gauged.state import RAIN_KEEP_S, JobRun, SavedBroadcast, StateStore
 from gauged.status import StatusServer
 
 log = logging.getLogger(__name__)
+
+# Rain counter baselines resume after a restart only when they were read at most this many
+# poll intervals before: the rain counted since then fell in about the cycle that reports it.
+RESUME_CYCLES = 3
 
 
 def clock_from(config: Config) -> Clock:
@@ -62,7 +72,8 @@ class Daemon:
                 amplifier=self._relay(f"{zid}.amplifier", z.amplifier_relay),
                 player=self.players[zid], clip_path=config.clip_path, clock=self.clock,
                 sequences=config.sequences, siren_max_s=config.defaults.siren_max_s,
-                on_done=self._broadcast_done, on_fault=self._fault)
+                on_done=self._broadcast_done, on_fault=self._fault,
+                on_start=self._broadcast_started)
             for zid, z in config.zones.items()
         }
         self.influx = InfluxSink(config.influx) if config.influx.enabled else None
@@ -73,6 +84,13 @@ class Daemon:
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
         self.faults: list[str] = []
+        self.store: StateStore | None = None
+        self.tests: TestScheduler | None = None
+        self.restored: dict[str, Any] = {}  # what the state store gave back at start
+        self.interrupted: list[SavedBroadcast] = []
+        self._stored_last: dict[str, SavedBroadcast] = {}  # last broadcast per zone at start
+        self._saved_stages: dict[str, tuple[int, float | None]] = {}
+        self._skew_reported = 0.0
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
 
@@ -100,11 +118,15 @@ class Daemon:
         `run` works inside it; tests use it to drive `cycle` on an injected time.
         """
         async with contextlib.AsyncExitStack() as stack:
+            self.store = stack.enter_context(StateStore.open(self.config.state.path))
+            self._report_interrupted(self.store)
             for hub in self.hubs.values():
                 await stack.enter_async_context(hub)
             stack.push_async_callback(self._close_players)
             stack.push_async_callback(self.all_relays_off)
             await self.all_relays_off()
+            self._restore(self.store)  # before the first cycle, after relays OFF
+            self.tests = self._scheduled_tests(self.store)
             yield self
 
     async def run(self, *, once: bool = False) -> None:
@@ -122,15 +144,23 @@ class Daemon:
                 if self.mqtt is not None:
                     uplinks.append(tg.create_task(self.mqtt.run(), name="gauged[mqtt].publish"))
                 poll = tg.create_task(self._poll(once), name="gauged.poll")
+                tests = None if once or self.tests is None else tg.create_task(
+                    self.tests.run(), name="gauged[tests].schedule")
                 self.ready.set()
                 await self._stop.wait()
                 log.info("stopping")
+                watchdog = tg.create_task(_report_stuck_shutdown(10.0),
+                                          name="gauged.shutdown-watchdog")
                 await _cancel(poll)
+                if tests is not None:
+                    await _cancel(tests)
                 for task in zone_tasks:
                     await _cancel(task)
                 await self._flush_uplinks()
                 for task in uplinks:
                     await _cancel(task)
+                log.debug("stopping: tasks stopped; relays OFF next")
+                watchdog.cancel()
 
     async def _poll(self, once: bool) -> None:
         try:
@@ -153,6 +183,7 @@ class Daemon:
             if due <= last:
                 due = last + interval
             await self.clock.sleep_until(due)
+            self._check_skew(interval)
             late = self.clock.timestamp() - due
             if last and due - last > interval:
                 log.warning("cycle skipped: %d missed after a late cycle",
@@ -161,6 +192,16 @@ class Daemon:
                 log.warning("cycle late by %.1f s", late)
             await self.cycle(datetime.fromtimestamp(due, UTC))
             last = due
+
+    def _check_skew(self, interval: float) -> None:
+        """Report a step of the wall clock once; cycles and tests do not follow it."""
+        skew = self.clock.skew()
+        if abs(skew - self._skew_reported) > interval / 4:
+            log.warning("wall clock stepped by %+.0f s (now %+.0f s from the daemon's clock): "
+                        "cycles and scheduled tests keep their monotonic pace, none skipped "
+                        "or repeated; a restart re-aligns to the wall clock",
+                        skew - self._skew_reported, skew)
+            self._skew_reported = skew
 
     async def _flush_uplinks(self) -> None:
         if self.influx is not None and not await self.influx.flush(2.0):
@@ -188,6 +229,11 @@ class Daemon:
         """Read, judge, derive, decide, broadcast, record: one poll cycle at time `when`."""
         samples = await self.poller.read(when)
         result = self.engine.evaluate(when, samples)
+        # The new stages are durable before anything sounds: a crash during a broadcast
+        # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
+        self._save(when, result)
+        if result.broadcasts and self.tests is not None:
+            await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
         for request in result.broadcasts:  # sirens first: nothing below may delay them
             self.zones[request.zone].submit(
                 request, self.poller.health[request.station].answered_mono)
@@ -251,8 +297,20 @@ class Daemon:
             self.mqtt.publish_event("fault", {"kind": kind, "what": what, "detail": detail,
                                               "time": self.clock.now().isoformat()})
 
+    def _broadcast_started(self, record: BroadcastRecord) -> None:
+        req = record.request
+        if self.store is not None:
+            self.store.broadcast_started(req.zone, req.station, req.stage, req.stage_name,
+                                         req.sequence, record.started)
+
     def _broadcast_done(self, record: BroadcastRecord) -> None:
         req = record.request
+        if self.store is not None:
+            self.store.broadcast_finished(
+                req.zone, req.station, req.stage, req.stage_name, req.sequence,
+                outcome=record.outcome, started=record.started, finished=record.finished,
+                siren_on_s=record.siren_on_s, clips_played=record.clips_played,
+                faults=record.faults)
         when = datetime.fromtimestamp(record.finished, UTC)
         if self.influx is not None:
             self.influx.write([Record("broadcast", {
@@ -265,6 +323,115 @@ class Daemon:
         if self.mqtt is not None:
             self.mqtt.publish_event("broadcast", broadcast_json(record) | {
                 "finished": when.isoformat()})
+
+    # ---- state that survives restarts, scheduled tests ---------------------------------
+
+    def _report_interrupted(self, store: StateStore) -> None:
+        """Broadcasts and tests a crash cut short: marked, reported, never re-run
+        (gauged/state.py)."""
+        for b in store.interrupt_broadcasts():
+            log.warning("broadcast interrupted by a restart zone=%s station=%s stage=%s "
+                        "sequence=%s started=%s: not re-run (no duplicate announcements; the "
+                        "stage is restored)", b.zone, b.station, b.stage_name, b.sequence,
+                        _local(datetime.fromtimestamp(b.started, UTC),
+                               self.config.gateway.timezone))
+            self.interrupted.append(b)
+        for run in store.interrupt_jobs():
+            log.warning("test %s for %s interrupted by a restart: not re-run", run.job,
+                        datetime.fromtimestamp(run.fire_time, UTC).isoformat())
+        self._stored_last = store.last_broadcasts()
+
+    def _restore(self, store: StateStore) -> None:
+        """Stages (without re-sounding), rain history and counter baselines from the store."""
+        last = store.last_cycle()
+        self.restored = {"path": str(store.path) if store.path else None,
+                         "last_cycle": None, "stations": {}}
+        if last is None:
+            log.info("state store path=%s: nothing to restore", store.path or ":memory:")
+            return
+        now = self.clock.timestamp()
+        age = now - last
+        self.restored["last_cycle"] = datetime.fromtimestamp(last, UTC).isoformat()
+        if abs(age) > self.config.state.max_age_s:
+            log.warning("state store: the last cycle was %.0f s ago, more than state.max_age_s "
+                        "= %g s: stages start afresh", age,
+                        self.config.state.max_age_s)
+            return
+        for sid, saved in store.stages().items():
+            st = self.config.stations.get(sid)
+            if st is None or not 0 <= saved.stage <= len(st.stages):
+                log.warning("state store: stage %d of station %s no longer fits the "
+                            "configuration: not restored", saved.stage, sid)
+                continue
+            self.engine.restore(sid, saved.stage, None if saved.entered is None else
+                                datetime.fromtimestamp(saved.entered, UTC))
+            self.restored["stations"][sid] = saved.stage
+        # the rain derivations carry on from the readings they saw (same path as live)
+        for sid, readings in store.rain_readings(last - RAIN_KEEP_S).items():
+            if sid in self.engine.rain:
+                for ts, mm, quality in readings:
+                    self.engine.rain[sid].update(ts, mm, quality)
+        short = RESUME_CYCLES * self.config.gateway.poll_interval_s
+        for sid, (raw, read) in store.counters().items():
+            tracker = self.poller.counters.get(sid)
+            if tracker is not None and 0 <= now - read <= short:
+                tracker.last = raw
+        self._saved_stages = self._stage_states()
+        staged = [f"{sid}={self.engine.machines[sid].rule.names[stage]}"
+                  for sid, stage in self.restored["stations"].items() if stage > 0]
+        log.info("state restored path=%s last_cycle=%s age=%.0fs: stages restored without "
+                 "re-sounding: %s", store.path or ":memory:", self.restored["last_cycle"], age,
+                 ", ".join(staged) or "all normal")
+
+    def _stage_states(self) -> dict[str, tuple[int, float | None]]:
+        """Each station's stage and when its own quantity entered it."""
+        return {sid: (stage, self.engine.machines[sid].entered)
+                for sid, stage in self.engine.stages.items()}
+
+    def _save(self, when: datetime, result: CycleResult) -> None:
+        """The cycle's stages, counter baselines and rain readings: one commit."""
+        if self.store is None:
+            return
+        machines = self._stage_states()
+        changed = {k: v for k, v in machines.items() if self._saved_stages.get(k) != v}
+        counters: dict[str, tuple[int, float]] = {}
+        rain = []
+        ts = when.timestamp()
+        for s in result.states:
+            if s.kind != "rain":
+                continue
+            rain.append((s.station, s.rain_increment_mm, s.quality))
+            tracker = self.poller.counters.get(s.station)
+            if tracker is not None and tracker.last is not None and \
+                    s.quality is not Quality.MISSING:
+                counters[s.station] = (tracker.last, ts)
+        self.store.save_cycle(ts, stages=changed, counters=counters, rain=rain)
+        self._saved_stages = machines
+
+    def _scheduled_tests(self, store: StateStore) -> TestScheduler | None:
+        t = self.config.tests
+        jobs = jobs_from_config(t.silent, t.audible, timezone=self.config.gateway.timezone,
+                                silent_grace_s=t.silent_grace_s,
+                                audible_grace_s=t.audible_grace_s)
+        if not jobs:
+            return None
+        runner = TestRunner(self.zones, self.clock, hold_s=t.hold_s,
+                            audible_clip=t.audible_clip, audible_zones=t.audible_zones,
+                            clip_path=self.config.clip_path, on_fault=self._fault)
+        return TestScheduler(jobs, self.clock, store, run=runner.run, busy=runner.busy_zones,
+                             on_result=self._test_done)
+
+    def _test_done(self, run: JobRun) -> None:
+        """A scheduled test has a result: stored already; published here."""
+        if self.mqtt is not None:
+            self.mqtt.publish_event("test", run.as_json() | {"gateway": self.gateway})
+        if self.influx is not None:
+            items = run.result.get("relays") or run.result.get("zones") or []
+            self.influx.write([Record("scheduled_test", {
+                "gateway": self.gateway, "job": run.job, "status": run.status}, {
+                "ok": int(run.status == "ok"), "items": len(items),
+                "faults": sum(1 for i in items if i.get("error"))},
+                datetime.fromtimestamp(run.fire_time, UTC))])
 
     # ---- status ----------------------------------------------------------------------
 
@@ -286,8 +453,14 @@ class Daemon:
         for sid, st in self.config.stations.items():
             s = self.states.get(sid)
             entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones}
-            entry |= station_json(s, tz) if s else {"stage": 0, "stage_name": "normal",
-                                                     "quality": Quality.MISSING.value}
+            if s is not None:
+                entry |= station_json(s, tz)
+            else:  # no cycle yet: the stage restored at start (or normal)
+                stage = self.engine.stages[sid]
+                entry |= {"stage": stage,
+                          "stage_name": self.engine.machines[sid].rule.names[stage],
+                          "quality": Quality.MISSING.value}
+            entry["restored_stage"] = self.restored.get("stations", {}).get(sid)
             health = self.poller.health[sid]
             entry["gauge"] = {"error": health.error, "errors": health.errors,
                               "polled": health.polled, "status_word": health.status,
@@ -297,7 +470,8 @@ class Daemon:
         zones = {
             zid: {"busy": z.current is not None,
                   "current": broadcast_json(z.current) if z.current else None,
-                  "last": broadcast_json(z.last) if z.last else None}
+                  "last": broadcast_json(z.last) | {"status": "finished"} if z.last else
+                  self._stored_last[zid].as_json() if zid in self._stored_last else None}
             for zid, z in self.zones.items()
         }
         uplinks: dict[str, Any] = {}
@@ -319,6 +493,13 @@ class Daemon:
                       for n, h in self.hubs.items()},
             "uplinks": uplinks,
             "faults": self.faults[-20:],
+            "state": {"path": str(self.store.path) if self.store and self.store.path else None,
+                      "fresh": self.store.fresh if self.store else True,
+                      "problem": self.store.problem if self.store else "",
+                      "restored": self.restored},
+            "interrupted_broadcasts": [b.as_json() for b in self.interrupted],
+            "clock_skew_s": round(self.clock.skew(), 1),
+            "tests": self.tests.snapshot() if self.tests is not None else {},
         }
 
 
@@ -365,6 +546,16 @@ def _local(when: datetime, tz: str) -> str:
 
 def _int_or_none(v: int | float | None) -> int | None:
     return None if v is None else int(v)
+
+
+async def _report_stuck_shutdown(after_s: float) -> None:
+    """If stopping takes longer than `after_s`, say what every task is waiting on."""
+    await asyncio.sleep(after_s)
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}"
+                            f" {f.f_code.co_name}" for f in reversed(frames))
+        log.error("stopping is slow: task %s waits at %s", task.get_name(), where or "?")
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:

@@ -77,7 +77,8 @@ class ZoneBroadcaster:
                  player: Player, clip_path: Callable[[str], Path], clock: Clock,
                  sequences: Mapping[str, SequenceConfig], siren_max_s: float,
                  on_done: Callable[[BroadcastRecord], None],
-                 on_fault: Callable[[str, str, str], None] | None = None) -> None:
+                 on_fault: Callable[[str, str, str], None] | None = None,
+                 on_start: Callable[[BroadcastRecord], None] | None = None) -> None:
         self.zone = zone
         self.siren = siren
         self.amplifier = amplifier
@@ -88,6 +89,8 @@ class ZoneBroadcaster:
         self.siren_max_s = siren_max_s
         self.on_done = on_done
         self.on_fault = on_fault or (lambda kind, what, detail: None)
+        # called before the first relay write of a broadcast (the state store records it)
+        self.on_start = on_start or (lambda record: None)
         self._queue: asyncio.PriorityQueue[tuple[int, int, BroadcastRecord]] = \
             asyncio.PriorityQueue()
         self._order = itertools.count()
@@ -100,6 +103,12 @@ class ZoneBroadcaster:
     @property
     def relays(self) -> list[CoilRelay]:
         return [r for r in (self.siren, self.amplifier) if r is not None]
+
+    @property
+    def busy(self) -> bool:
+        """A broadcast is playing or waiting (a scheduled test keeps off the zone)."""
+        return self.current is not None or self._playing is not None or \
+            not self._queue.empty()
 
     def submit(self, request: BroadcastRequest, reading_mono: float | None = None) -> None:
         """Queue a broadcast (never blocks); pre-empt a lower-stage one that is playing."""
@@ -176,6 +185,7 @@ class ZoneBroadcaster:
                  self.zone, req.station, req.stage_name, req.sequence, seq.siren_on_s,
                  ",".join(seq.clips))
         try:
+            self.on_start(record)
             if self.amplifier is not None:
                 await self._set(record, self.amplifier, True)
             await self.clock.sleep(seq.pre_roll_s)

@@ -4,12 +4,20 @@ On a gateway the clock runs at speed 1. For the demo and the tests it runs accel
 `sim = start + (wall − anchor) × speed`, with the same three numbers handed to the
 simulators, so that the 3-minute cycle and the 60-minute rain window keep their meaning
 while a storm plays in minutes.
+
+The wall clock is read once, when the clock is made; from then on simulated time advances
+with the monotonic clock. A step of the system clock (NTP correcting a gateway that booted
+without a real-time clock, an operator's `date -s`) therefore moves no cycle and no calendar
+job within a run: nothing is skipped, nothing runs twice, stamps never go backwards. The
+step is measured (`skew`) so that the daemon can report it; a restart re-reads the wall
+clock (state survives restarts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 
@@ -17,10 +25,13 @@ class Clock:
     """A wall clock that may run faster than real time."""
 
     def __init__(self, speed: float = 1.0, start: datetime | None = None,
-                 anchor_unix: float | None = None) -> None:
+                 anchor_unix: float | None = None,
+                 wall: Callable[[], float] = time.time) -> None:
+        """`wall` is the system clock (UNIX seconds); tests inject one they can step."""
         if speed <= 0:
             raise ValueError("speed must be positive")
-        now = time.time()
+        self._wall = wall
+        now, mono = wall(), time.monotonic()
         self.speed = speed
         self.anchor_unix = now if anchor_unix is None else anchor_unix
         start = start or datetime.fromtimestamp(self.anchor_unix, UTC)
@@ -28,10 +39,20 @@ class Clock:
             start = start.replace(tzinfo=UTC)
         self.start = start.astimezone(UTC)
         self._start_ts = self.start.timestamp()
+        # the monotonic reading at which the wall clock read (or will read) `anchor_unix`
+        self._mono_anchor = mono + (self.anchor_unix - now)
 
     def timestamp(self) -> float:
-        """Simulated UNIX time in seconds."""
-        return self._start_ts + (time.time() - self.anchor_unix) * self.speed
+        """Simulated UNIX time in seconds, advancing with the monotonic clock."""
+        return self._start_ts + (time.monotonic() - self._mono_anchor) * self.speed
+
+    def wall_timestamp(self) -> float:
+        """Simulated UNIX time as the wall clock has it now (moves when the clock is stepped)."""
+        return self._start_ts + (self._wall() - self.anchor_unix) * self.speed
+
+    def skew(self) -> float:
+        """Simulated seconds the wall clock has been stepped by since this clock was made."""
+        return self.wall_timestamp() - self.timestamp()
 
     def now(self) -> datetime:
         """Simulated time, UTC."""

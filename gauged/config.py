@@ -10,13 +10,22 @@ reference documentation of every field.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import math
 import tomllib
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -74,8 +83,27 @@ class Defaults(_Model):
     rain_margin_mm: float = Field(default=5.0, ge=0)
     clear_samples: int = Field(default=2, ge=1)
     confirm_samples: int = Field(default=1, ge=1)
+    # Minimum time in a stage before it may be left (escalation never waits).
+    dwell_min: float = Field(default=0.0, ge=0)
     rain_window_min: float = Field(default=60.0, gt=0)
+    # `rolling`: the stage total is the rain of the last rain_window_min minutes;
+    # `clock_hour`: of the current period of the local clock (the clock hour for 60).
+    rain_window_mode: Literal["rolling", "clock_hour"] = "rolling"
+    rain_event_dry_h: float = Field(default=6.0, gt=0)  # a storm event ends after this dry
+    rain_half_life_short_h: float = Field(default=1.5, gt=0)  # effective rainfall
+    rain_half_life_long_h: float = Field(default=72.0, gt=0)
+    rise_readings: int = Field(default=5, ge=2)  # rate of rise: a fit over the last N good
+    rise_window_min: float = Field(default=15.0, gt=0)  # readings within this many minutes
     siren_max_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("rain_window_mode")
+    @classmethod
+    def _clock_periods_tile_a_day(cls, mode: str, info: ValidationInfo) -> str:
+        window_s = info.data.get("rain_window_min", 60.0) * 60.0
+        if mode == "clock_hour" and (window_s != int(window_s) or 86400 % int(window_s)):
+            raise ValueError(f"clock_hour needs a rain_window_min that divides a day "
+                             f"(60 for the clock hour), not {window_s / 60:g}")
+        return mode
 
 
 class GaugeConfig(_Model):
@@ -120,6 +148,34 @@ class StageConfig(_Model):
     name: str = Field(min_length=1)
     threshold: float
     sequence: str | None = None
+    # Level stations: the stage is also reached when the river rises at least this fast.
+    rise_m_per_h: float | None = Field(default=None, gt=0)
+
+
+# What a stage compares: `freeboard` (level stations); for rain stations `total` (the stage
+# window of the defaults), rolling `10m`, `60m`, `24h`, the clock `hour`, the storm `event`,
+# or the effective rainfall with the short or the long half-life.
+StageQuantity = Literal["freeboard", "total", "10m", "60m", "hour", "24h", "event",
+                        "effective_short", "effective_long"]
+
+
+class StationInput(_Model):
+    """A further quantity a station's stage depends on, with thresholds for stages 1, 2 …"""
+
+    station: str = ""  # the station whose quantity this is; "" for this station
+    quantity: StageQuantity
+    thresholds: list[float] = Field(min_length=1)
+    margin: float | None = Field(default=None, ge=0)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _ordered(cls, thresholds: list[float], info: ValidationInfo) -> list[float]:
+        falling = info.data.get("quantity") == "freeboard"
+        if not all(math.isfinite(t) for t in thresholds) or any(
+                b >= a if falling else b <= a for a, b in itertools.pairwise(thresholds)):
+            raise ValueError("thresholds must be finite and " + (
+                "decreasing (freeboard)" if falling else "increasing"))
+        return thresholds
 
 
 class StationConfig(_Model):
@@ -132,6 +188,44 @@ class StationConfig(_Model):
     margin: float | None = Field(default=None, ge=0)
     clear_samples: int | None = Field(default=None, ge=1)
     confirm_samples: int | None = Field(default=None, ge=1)
+    dwell_min: float | None = Field(default=None, ge=0)
+    quantity: StageQuantity | None = None  # default: freeboard (level) or total (rain)
+    # The station's stage from its quantities' stages: `max` (the highest) or `min`.
+    combine: Literal["max", "min"] = "max"
+    inputs: list[StationInput] = Field(default_factory=list)
+
+    @field_validator("stages")
+    @classmethod
+    def _rise_on_level_only(cls, stages: list[StageConfig],
+                            info: ValidationInfo) -> list[StageConfig]:
+        if info.data.get("kind") == "rain" and any(s.rise_m_per_h for s in stages):
+            raise ValueError("rise_m_per_h is for level stations")
+        return stages
+
+    @field_validator("quantity")
+    @classmethod
+    def _quantity_fits_kind(cls, quantity: str | None, info: ValidationInfo) -> str | None:
+        if quantity is not None and (quantity == "freeboard") != (info.data.get("kind")
+                                                                   == "level"):
+            raise ValueError(f"{quantity!r} is not a quantity of a {info.data.get('kind')} "
+                             f"station")
+        return quantity
+
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_fit_stages(cls, inputs: list[StationInput],
+                           info: ValidationInfo) -> list[StationInput]:
+        stages = info.data.get("stages") or []
+        for i, inp in enumerate(inputs):
+            if len(inp.thresholds) > len(stages):
+                raise ValueError(f"[{i}]: {len(inp.thresholds)} thresholds for "
+                                 f"{len(stages)} stages")
+        return inputs
+
+    @property
+    def stage_quantity(self) -> str:
+        """What this station's own stages compare."""
+        return self.quantity or ("freeboard" if self.kind == "level" else "total")
 
 
 class ZoneConfig(_Model):
@@ -180,6 +274,28 @@ class ClockConfig(_Model):
     anchor_unix: float | None = None
 
 
+class StateConfig(_Model):
+    """The state that survives restarts (gauged/state.py): one SQLite file."""
+
+    path: Path = Path("/var/lib/gauged/state.sqlite3")
+    # stages saved longer ago than this are not restored: after a long outage the public
+    # hears the current stage again, as on a first start
+    max_age_s: float = Field(default=21600.0, gt=0)
+
+
+class TestsConfig(_Model):
+    """Scheduled siren tests (gauged/schedule.py). Calendars are crontab lines (minute hour
+    day month weekday, Sunday = 0 or 7) in the gateway's time zone; "" switches a test off."""
+
+    silent: str = ""
+    audible: str = ""
+    audible_clip: str | None = None
+    audible_zones: list[str] = Field(default_factory=list)  # empty: every zone
+    hold_s: float = Field(default=1.0, gt=0, le=10)  # the silent test holds each relay ON
+    silent_grace_s: float = Field(default=21600.0, ge=0)  # misfire_grace_time of each test
+    audible_grace_s: float = Field(default=600.0, ge=0)
+
+
 PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
 
 # Which TOML file `Config` reads: set by load_config for the duration of one load.
@@ -200,6 +316,8 @@ class Config(BaseSettings):
     mqtt: MqttConfig = MqttConfig()
     defaults: Defaults = Defaults()
     clock: ClockConfig = ClockConfig()
+    state: StateConfig = StateConfig()
+    tests: TestsConfig = TestsConfig()
     buses: dict[str, BusConfig] = Field(default_factory=dict)
     gauges: dict[str, GaugeConfig] = Field(default_factory=dict)
     stations: dict[str, StationConfig] = Field(min_length=1)
@@ -429,6 +547,31 @@ def cross_check(config: Config) -> list[str]:
         for i, clip in enumerate(seq.clips):
             if clip not in config.clips:
                 add(f"sequence {name}: clips[{i}]: unknown clip {clip!r}")
+    problems += _check_tests(config)
+    # the rules of combined stations live with the engine that runs them
+    from gauged.engine import combine_problems
+
+    problems += combine_problems(config)
+    return problems
+
+
+def _check_tests(config: Config) -> list[str]:
+    from gauged.schedule import cron_trigger  # APScheduler is imported only when needed
+
+    t, problems = config.tests, []
+    for name in ("silent", "audible"):
+        expr = getattr(t, name)
+        if expr:
+            try:
+                cron_trigger(expr, config.gateway.timezone)
+            except ValueError as exc:
+                problems.append(f"tests: {name}: {exc}")
+    if t.audible and t.audible_clip is None:
+        problems.append("tests: audible_clip: the audible test needs a clip")
+    if t.audible_clip is not None and t.audible_clip not in config.clips:
+        problems.append(f"tests: audible_clip: unknown clip {t.audible_clip!r}")
+    problems += [f"tests: audible_zones: unknown zone {z!r}" for z in t.audible_zones
+                 if z not in config.zones]
     return problems
 
 

@@ -8,9 +8,12 @@ are switched off. Ctrl-C stops the daemon (relays OFF) and then the simulators.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +28,23 @@ log = logging.getLogger("gauged.demo")
 
 async def run_demo(config: Config, scenario: Path, speed: float, until_end: bool) -> int:
     """Play `scenario` through simulators and daemon; 0 when every relay ends OFF."""
+    with _fresh_state(config):
+        return await _play(config, scenario, speed, until_end)
+
+
+@contextlib.contextmanager
+def _fresh_state(config: Config) -> Iterator[None]:
+    """Each demo starts from a fresh state in a temporary folder (a stage restored from an
+    earlier demo would silence this one), unless `[state] path` is given."""
+    if "path" in config.state.model_fields_set:
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="gauged-demo-") as folder:
+        config.state.path = Path(folder) / "state.sqlite3"
+        yield
+
+
+async def _play(config: Config, scenario: Path, speed: float, until_end: bool) -> int:
     # The simulators stand alone (DESIGN §3): only the demo brings both sides together.
     from simulators.clock import SimClock
     from simulators.fleet import Fleet

@@ -1,20 +1,28 @@
 """The alarm engine: samples in, station states, stage transitions and broadcasts out.
 
-One `Engine.evaluate` call per cycle. The live daemon and `gauged replay` both go through
-here, so a recorded series replays exactly as it would have run. The engine is pure logic:
-no I/O, no clock (the cycle time is an argument).
+One `Engine.evaluate` call per cycle. The live daemon and `gauged replay` both follow these
+rules: replay runs them over whole records at once (`gauged/replay.py`), and a test runs
+both on the same data and compares every event. The engine is pure logic: no I/O, no clock
+(the cycle time is an argument).
+
+A station's stage comes from one or more *quantities*, each with its own stage machine: its
+own quantity (freeboard, or a rain total) and the `inputs` of its config (a quantity of this
+or another station, with thresholds for its stages 1, 2 …). `combine = "max"` (the default)
+makes the station's stage the highest of its quantities' stages, `"min"` the lowest. A
+transition names the quantity that moved the station (`level` or `rain`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
-from gauged.config import Config, StationConfig
-from gauged.level import freeboard
+from gauged.config import Config, StationConfig, StationInput
+from gauged.errors import ConfigError
+from gauged.level import LevelTrend, freeboard, minutes_to
 from gauged.quality import Quality
-from gauged.rain import RainWindow
+from gauged.rain import RainParams, RainState
 from gauged.stages import StageChange, StageMachine, StageRule
 
 
@@ -44,22 +52,35 @@ class StationState:
     stage_name: str
     level_m: float | None = None
     freeboard_m: float | None = None
+    rise_m_per_h: float | None = None  # rate of rise of the level (falling: negative)
+    minutes_to_next: float | None = None  # to the next stage's freeboard at that rate
     rain_increment_mm: float | None = None
-    rain_total_mm: float | None = None
+    rain_total_mm: float | None = None  # the stage window (defaults.rain_window_min)
+    rain_10m_mm: float | None = None
+    rain_60m_mm: float | None = None
+    rain_hour_mm: float | None = None  # the current clock hour (local time)
+    rain_24h_mm: float | None = None
+    rain_event_mm: float | None = None  # the current storm event (0 between events)
+    rain_event_start: datetime | None = None
+    rain_eff_short_mm: float | None = None  # effective rainfall, short half-life
+    rain_eff_long_mm: float | None = None  # effective rainfall, long half-life
+    rain_span_s: float | None = None  # the time the increment covers (a gap: > a cycle)
+    rain_partial: bool = False  # the stage total misses rain (a gap or a bad reading)
+    stage_value: float | None = None  # the value of the station's own stage quantity
     reason: str = ""
     fault: str = ""
 
     @property
     def quantity(self) -> float | None:
-        """The value compared with the thresholds."""
-        return self.freeboard_m if self.kind == "level" else self.rain_total_mm
+        """The value compared with the station's own thresholds."""
+        return self.stage_value
 
 
 @dataclass(frozen=True)
 class Transition:
     time: datetime
     station: str
-    quantity: str  # "level" or "rain"
+    quantity: str  # "level" or "rain": the kind of the quantity that moved the station
     from_stage: int
     to_stage: int
     from_name: str
@@ -88,9 +109,29 @@ class CycleResult:
     broadcasts: list[BroadcastRequest] = field(default_factory=list)
 
 
-def stage_rule(config: Config, station: StationConfig) -> StageRule:
-    """The stage rule of a station, with the config's defaults filled in."""
+@dataclass(frozen=True)
+class Quantity:
+    """One quantity a station's stage depends on."""
+
+    source: str  # the station whose derived value it is
+    name: str  # "freeboard" or a rain quantity (gauged.rain.QUANTITIES)
+    kind: str  # "level" or "rain"
+    rule: StageRule
+
+
+def rain_params(config: Config) -> RainParams:
     d = config.defaults
+    return RainParams(window_s=d.rain_window_min * 60.0,
+                      clock=d.rain_window_mode == "clock_hour", dry_s=d.rain_event_dry_h * 3600.0,
+                      half_lives_s=(d.rain_half_life_short_h * 3600.0,
+                                    d.rain_half_life_long_h * 3600.0),
+                      timezone=config.gateway.timezone)
+
+
+def stage_rule(config: Config, station: StationConfig) -> StageRule:
+    """The stage rule of a station's own quantity, with the config's defaults filled in."""
+    d = config.defaults
+    rise = tuple(s.rise_m_per_h for s in station.stages)
     return StageRule(
         names=("normal", *(s.name for s in station.stages)),
         thresholds=tuple(s.threshold for s in station.stages),
@@ -98,70 +139,205 @@ def stage_rule(config: Config, station: StationConfig) -> StageRule:
         margin=config.station_margin(station),
         clear_samples=station.clear_samples or d.clear_samples,
         confirm_samples=station.confirm_samples or d.confirm_samples,
+        dwell_s=(station.dwell_min if station.dwell_min is not None else d.dwell_min) * 60.0,
+        rise=rise if any(r is not None for r in rise) else (),
     )
+
+
+def quantities(config: Config, sid: str) -> list[Quantity]:
+    """The quantities of a station: its own first, then its inputs."""
+    st = config.stations[sid]
+    own = Quantity(sid, st.stage_quantity, st.kind, stage_rule(config, st))
+    return [own, *(_input(config, sid, st, inp) for inp in st.inputs)]
+
+
+def _input(config: Config, sid: str, st: StationConfig, inp: StationInput) -> Quantity:
+    base = stage_rule(config, st)
+    source = inp.station or sid
+    level = inp.quantity == "freeboard"
+    margin = inp.margin if inp.margin is not None else (
+        config.defaults.level_margin_m if level else config.defaults.rain_margin_mm)
+    rule = StageRule(names=base.names[:len(inp.thresholds) + 1],
+                     thresholds=tuple(inp.thresholds),
+                     direction="falling" if level else "rising", margin=margin,
+                     clear_samples=base.clear_samples, confirm_samples=base.confirm_samples,
+                     dwell_s=base.dwell_s)
+    return Quantity(source, inp.quantity, "level" if level else "rain", rule)
+
+
+def combine_problems(config: Config) -> list[str]:
+    """Rules of `inputs` that span stations, as `station X: inputs[i].field: message`."""
+    problems = []
+    for sid, st in config.stations.items():
+        for i, inp in enumerate(st.inputs):
+            source = inp.station or sid
+            other = config.stations.get(source)
+            where = f"station {sid}: inputs[{i}]"
+            if other is None:
+                problems.append(f"{where}.station: unknown station {source!r}")
+            elif (inp.quantity == "freeboard") != (other.kind == "level"):
+                problems.append(f"{where}.quantity: {inp.quantity!r} is not a quantity of "
+                                f"{other.kind} station {source}")
+    return problems
+
+
+def combined(stages: list[int], rule: str) -> int:
+    return max(stages) if rule == "max" else min(stages)
+
+
+def mover(moved: list[tuple[Quantity, StageChange, float]], before: int,
+          after: int) -> tuple[Quantity, float]:
+    """Which of the quantities that moved this cycle moved the station from `before` to
+    `after`: the first that moved the same way and now holds `after`, else the first that
+    held `before`, else the first that moved the same way."""
+    same = [m for m in moved if m[1].upward == (after > before)]
+    q, _, value = next((m for m in same if m[1].to_stage == after), None) or \
+        next((m for m in same if m[1].from_stage == before), same[0])
+    return q, value
+
+
+@dataclass
+class _Derived:
+    """A station's derivations for one cycle: the values its quantities compare."""
+
+    state: StationState
+    good: bool
+    values: dict[str, float | None]
+    partial: dict[str, bool]
+    rate: float | None = None
 
 
 class Engine:
     """Derivations, stages and broadcast decisions for every station of a config."""
 
     def __init__(self, config: Config) -> None:
+        problems = combine_problems(config)
+        if problems:
+            raise ConfigError([f"{config.source}: {p}" for p in problems])
         self.config = config
-        self.machines = {sid: StageMachine(stage_rule(config, st))
-                         for sid, st in config.stations.items()}
-        window_s = config.defaults.rain_window_min * 60.0
-        self.rain = {sid: RainWindow(window_s)
+        d = config.defaults
+        self.quantities = {sid: quantities(config, sid) for sid in config.stations}
+        self.inputs = {sid: [StageMachine(q.rule) for q in qs]
+                       for sid, qs in self.quantities.items()}
+        # the machine of each station's own quantity
+        self.machines = {sid: ms[0] for sid, ms in self.inputs.items()}
+        self.stages = {sid: 0 for sid in config.stations}
+        self.trends = {sid: LevelTrend(d.rise_readings, d.rise_window_min * 60.0)
+                       for sid, st in config.stations.items() if st.kind == "level"}
+        params = rain_params(config)
+        self.rain = {sid: RainState(params)
                      for sid, st in config.stations.items() if st.kind == "rain"}
+
+    def restore(self, station: str, stage: int, entered: datetime | None = None) -> None:
+        """Set a station's stage (state restored after a restart): every quantity of the
+        station holds it (as far as it has stages) until its own data clear it."""
+        ts = entered.timestamp() if entered is not None else None
+        self.inputs[station] = [StageMachine(q.rule, min(stage, len(q.rule.thresholds)), ts)
+                                for q in self.quantities[station]]
+        self.machines[station] = self.inputs[station][0]
+        self.stages[station] = combined([m.stage for m in self.inputs[station]],
+                                        self.config.stations[station].combine)
 
     def evaluate(self, time: datetime, samples: Mapping[str, Sample]) -> CycleResult:
         """Process one cycle's samples (stations absent from `samples` are left as they are)."""
         result = CycleResult()
         ts = time.timestamp()
-        for sid, sample in samples.items():
-            st = self.config.stations[sid]
-            machine = self.machines[sid]
-            state = StationState(station=sid, kind=st.kind, time=time, quality=sample.quality,
-                                 stage=machine.stage, stage_name=machine.name,
-                                 reason=sample.reason, fault=sample.fault)
-            good = sample.quality.usable and sample.value is not None
-            if st.kind == "level":
-                assert st.crest_m is not None  # cross_check guarantees it
-                if sample.value is not None:
-                    state.level_m = sample.value
-                    state.freeboard_m = round(freeboard(st.crest_m, sample.value), 6)
-                value = state.freeboard_m
-            else:
-                window = self.rain[sid]
-                if sample.quality.usable and sample.value is not None:
-                    window.add(ts, sample.value)
-                state.rain_increment_mm = sample.value
-                state.rain_total_mm = window.total(ts)
-                # the first reading of a counter has no increment yet, but the total is known
-                good = sample.quality.usable
-                value = state.rain_total_mm
-            change = machine.update(value, good)
-            state.stage, state.stage_name = machine.stage, machine.name
-            result.states.append(state)
-            if change is not None and value is not None:
-                self._record(result, time, sid, st, change, value)
+        derived = {sid: self._derive(sid, time, ts, samples[sid])
+                   for sid in self.config.stations if sid in samples}
+        for sid, st in self.config.stations.items():
+            moved: list[tuple[Quantity, StageChange, float]] = []
+            updated = False
+            for q, machine in zip(self.quantities[sid], self.inputs[sid], strict=True):
+                d = derived.get(q.source)
+                if d is None:
+                    continue
+                updated = True
+                value = d.values[q.name]
+                change = machine.update(value, d.good, rate=d.rate, partial=d.partial[q.name],
+                                        ts=ts)
+                if change is not None and value is not None:
+                    moved.append((q, change, value))
+            if not updated:
+                continue
+            before = self.stages[sid]
+            after = combined([m.stage for m in self.inputs[sid]], st.combine)
+            self.stages[sid] = after
+            if sid in derived:
+                self._finish(derived[sid], st, after)
+            if after != before:
+                q, value = mover(moved, before, after)
+                self._record(result, time, sid, st, StageChange(before, after), q.kind, value)
+        result.states = [d.state for d in derived.values()]
         return result
 
+    def _derive(self, sid: str, time: datetime, ts: float, sample: Sample) -> _Derived:
+        st = self.config.stations[sid]
+        state = StationState(station=sid, kind=st.kind, time=time, quality=sample.quality,
+                             stage=self.stages[sid], stage_name="", reason=sample.reason,
+                             fault=sample.fault)
+        if st.kind == "level":
+            assert st.crest_m is not None  # cross_check guarantees it
+            good = sample.quality.usable and sample.value is not None
+            trend = self.trends[sid]
+            if sample.value is not None:
+                state.level_m = sample.value
+                state.freeboard_m = round(freeboard(st.crest_m, sample.value), 6)
+                if good:
+                    trend.add(ts, sample.value)
+            state.rise_m_per_h = trend.rate(ts)
+            values: dict[str, float | None] = {"freeboard": state.freeboard_m}
+            return _Derived(state, good, values, {"freeboard": False}, state.rise_m_per_h)
+        figures = self.rain[sid].update(ts, sample.value, sample.quality)
+        t = figures.totals
+        state.rain_increment_mm = sample.value
+        state.rain_total_mm, state.rain_10m_mm, state.rain_60m_mm = \
+            t["total"], t["10m"], t["60m"]
+        state.rain_hour_mm, state.rain_24h_mm, state.rain_event_mm = \
+            t["hour"], t["24h"], t["event"]
+        state.rain_eff_short_mm = round(t["effective_short"], 3)
+        state.rain_eff_long_mm = round(t["effective_long"], 3)
+        state.rain_span_s = figures.span_s
+        state.rain_event_start = None if figures.event_start is None else \
+            datetime.fromtimestamp(figures.event_start, UTC)
+        state.rain_partial = figures.partial[st.stage_quantity]
+        # the first reading of a counter has no increment yet, but the totals are known
+        return _Derived(state, sample.quality.usable, dict(t), figures.partial)
+
+    def _finish(self, d: _Derived, st: StationConfig, stage: int) -> None:
+        state = d.state
+        state.stage, state.stage_name = stage, self.machines[state.station].rule.names[stage]
+        state.stage_value = d.values[st.stage_quantity]
+        if st.kind == "level" and stage < len(st.stages) and state.freeboard_m is not None \
+                and d.good:
+            state.minutes_to_next = minutes_to(state.freeboard_m, st.stages[stage].threshold,
+                                               state.rise_m_per_h)
+
     def _record(self, result: CycleResult, time: datetime, sid: str, st: StationConfig,
-                change: StageChange, value: float) -> None:
+                change: StageChange, kind: str, value: float) -> None:
         names = self.machines[sid].rule.names
         result.transitions.append(Transition(
-            time=time, station=sid, quantity=st.kind, from_stage=change.from_stage,
+            time=time, station=sid, quantity=kind, from_stage=change.from_stage,
             to_stage=change.to_stage, from_name=names[change.from_stage],
             to_name=names[change.to_stage], value=value))
-        if not change.upward:
-            return  # broadcasts on upward transitions only
-        # A skipped stage broadcasts only the highest stage entered that has a sequence.
-        for stage in range(change.to_stage, change.from_stage, -1):
-            seq_id = st.stages[stage - 1].sequence
-            if seq_id is None:
-                continue
-            seq = self.config.sequences[seq_id]
-            for zone in st.zones:
-                result.broadcasts.append(BroadcastRequest(
-                    time=time, zone=zone, station=sid, stage=stage, stage_name=names[stage],
-                    sequence=seq_id, siren_s=seq.siren_s, clips=tuple(seq.clips)))
-            return
+        for request in broadcasts(self.config, st, sid, time, change):
+            result.broadcasts.append(request)
+
+
+def broadcasts(config: Config, st: StationConfig, sid: str, time: datetime,
+               change: StageChange) -> list[BroadcastRequest]:
+    """What a station transition sounds: on the way up only, the sequence of the highest
+    stage entered that has one (a skipped stage broadcasts only the highest), on every zone
+    of the station."""
+    if not change.upward:
+        return []
+    names = ("normal", *(s.name for s in st.stages))
+    for stage in range(change.to_stage, change.from_stage, -1):
+        seq_id = st.stages[stage - 1].sequence
+        if seq_id is None:
+            continue
+        seq = config.sequences[seq_id]
+        return [BroadcastRequest(time=time, zone=zone, station=sid, stage=stage,
+                                 stage_name=names[stage], sequence=seq_id,
+                                 siren_s=seq.siren_s, clips=tuple(seq.clips))
+                for zone in st.zones]
+    return []

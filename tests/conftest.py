@@ -10,6 +10,7 @@ tests/__init__.py), so test modules `import services`.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from services import (
@@ -21,6 +22,13 @@ from services import (
     VictoriaMetrics,
     start_on_free_port,
 )
+
+
+@pytest.fixture(autouse=True)
+def _state_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A daemon a test starts keeps its state (gauged/state.py) in the test's own folder:
+    never in /var/lib/gauged, never shared with another test."""
+    monkeypatch.setenv("GAUGED_STATE__PATH", str(tmp_path / "state" / "state.sqlite3"))
 
 
 @pytest.fixture

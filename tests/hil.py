@@ -3,6 +3,9 @@
 A `Rig` writes a copy of the reference configuration with free loopback ports and a shared
 accelerated clock, starts `gauged simulate` and `gauged run` as child processes, and reads
 back what the simulators recorded (coil writes, clips played) and what the daemon serves.
+The daemon keeps its state (gauged/state.py) in the rig's folder (`GAUGED_STATE__PATH`), so
+that a daemon killed with `kill(…)` and started again finds it; its log is appended to
+across restarts.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Rig:
     def __post_init__(self) -> None:
         self.records = self.workdir / "records"
         self.records.mkdir(parents=True, exist_ok=True)
+        self.state_path = self.workdir / "state" / "state.sqlite3"
         self.anchor = time.time() + self.lead_s
         self.start_ts = next_boundary(time.time())
         self.start = datetime.fromtimestamp(self.start_ts, UTC)
@@ -77,13 +81,21 @@ class Rig:
         assert f"speed = {self.speed}" in text
         return text
 
+    def edit_config(self, edit: Callable[[str], str]) -> None:
+        """Rewrite the configuration before the processes start."""
+        text = self.config.read_text(encoding="utf-8")
+        new = edit(text)
+        assert new != text, "the edit changed nothing"
+        self.config.write_text(new, encoding="utf-8")
+
     # ---- processes -----------------------------------------------------------------
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
-        log = (self.workdir / f"{name}.log").open("w", encoding="utf-8")
+        log = (self.workdir / f"{name}.log").open("a", encoding="utf-8")
         proc = subprocess.Popen(
             [sys.executable, "-m", "gauged", *argv], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=log, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+            stderr=log, text=True, env=os.environ | {
+                "PYTHONUNBUFFERED": "1", "GAUGED_STATE__PATH": str(self.state_path)})
         self.procs[name] = proc
         return proc
 
@@ -103,6 +115,12 @@ class Rig:
         proc = self.procs[name]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
+        return proc.wait(timeout)
+
+    def kill(self, name: str, timeout: float = 10.0) -> int:
+        """`kill -9`: no handler runs, no relay is driven OFF, nothing is flushed."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
         return proc.wait(timeout)
 
     def close(self) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from gauged.cli import main
+from gauged.config import load_config
+from gauged.replay import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "minato-furukawa.toml"
@@ -73,3 +76,74 @@ def test_replay_refuses_a_bad_scenario(tmp_path: Path, capsys: pytest.CaptureFix
     scenario = write(tmp_path, text)
     assert main(["replay", "--config", str(CONFIG), str(scenario)]) == 2
     assert f"{scenario}{message}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("time,station,quantity,value\n0,rain_ward_office,rain_mm,1\n180,rain_ward_office,"
+     "rain_counter,5\n", ":3: station rain_ward_office mixes rain_mm and rain_counter rows"),
+    ("time,station,quantity,value\n0,shin_hiroo,level_m,1\n0,shirokane,level_m,1\n"
+     "0,shin_hiroo,level_m,2\n", ":4: a second row for station shin_hiroo at this time"),
+    ("time,station,quantity,value\n0,shin_hiroo,level_m,1,2\n", ":2: expected 4 fields, got 5"),
+    ("time,station,quantity,value\n0,shin_hiroo,level_m,high\n",
+     ":2: value 'high' is not a number"),
+    ("time,station,quantity,value\n2026-07-01T09:00:00,shin_hiroo,level_m,1\n",
+     ":2: time '2026-07-01T09:00:00' has no UTC offset"),
+])
+def test_replay_refuses_a_bad_scenario_naming_the_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str) -> None:
+    scenario = write(tmp_path, text)
+    assert main(["replay", "--config", str(CONFIG), str(scenario)]) == 2
+    assert f"{scenario}{message}" in capsys.readouterr().err
+
+
+def test_replay_reads_raw_tip_counters(tmp_path: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    rows = ["time,station,quantity,value"]
+    for i in range(25):  # 6 tips of 0.5 mm every 3 minutes: 60 mm/h, wrapping at 65536
+        rows.append(f"{i * 180},rain_ward_office,rain_counter,{(65500 + 6 * i) % 65536}")
+    scenario = write(tmp_path, "\n".join(rows) + "\n")
+    assert main(["replay", "--config", str(CONFIG), "--json", str(scenario)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["to"], e["value"]) for e in events if e["event"] == "stage"] == [
+        ("watch", 27.0), ("notice", 30.0), ("warning", 51.0)]
+
+
+AWKWARD = [
+    # blank lines, spaces around fields, CRLF, quotes, no final newline, fractional and
+    # negative seconds, ISO times with other offsets, "nan", exponents, a leading "+"
+    "time,station,quantity,value\n\n0, shin_hiroo ,level_m, 1.5\n180,shin_hiroo,level_m,2\n",
+    "time,station,quantity,value\r\n0,shin_hiroo,level_m,1.5\r\n180,shin_hiroo,level_m,2\r\n",
+    'time,station,quantity,value\n"0","shin_hiroo","level_m","1.5"\n',
+    "time,station,quantity,value\n0,shin_hiroo,level_m,1.5\n180,shin_hiroo,level_m,2",
+    "time,station,quantity,value\n-180.25,shin_hiroo,level_m,1.5\n0.5,shin_hiroo,level_m,+2\n"
+    "1e3,shin_hiroo,level_m,2.5e0\n1000.0000005,shin_hiroo,level_m,nan\n",
+    "time,station,quantity,value\n2026-07-01T09:00:00+09:00,shin_hiroo,level_m,1.5\n"
+    "2026-07-01T00:03:00+00:00,shin_hiroo,level_m,-0.000\n"
+    "2026-07-01T00:03:00Z,shirokane,level_m,.5\n",
+    "time,station,quantity,value\n0,rain_ward_office,rain_mm,\n0,shin_hiroo,level_m,\n"
+    "180,rain_ward_office,rain_mm,0.1234567890123456789\n180,shin_hiroo,level_m,1.\n",
+]
+
+
+@pytest.mark.parametrize("text", AWKWARD)
+def test_the_fast_parser_reads_what_the_careful_one_reads(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "scenario.csv"
+    path.write_bytes(text.encode())
+    config = load_config(CONFIG)
+    fast = read_scenario(path, config)
+    careful = _parse_careful(text, path, config, DEFAULT_START)
+    assert list(fast) == list(careful)
+    assert np.array_equal(fast.value, careful.value, equal_nan=True)
+    assert np.array_equal(np.signbit(fast.value), np.signbit(careful.value))
+
+
+def test_the_fast_parser_reads_numbers_as_float_does() -> None:
+    rng = np.random.default_rng(11)
+    numbers = [f"{v:.{d}f}" for v, d in zip(rng.normal(0, 50, 3000).tolist(),
+                                            rng.integers(0, 12, 3000).tolist(), strict=True)]
+    numbers += ["0", "-0", "+7", "007.50", ".5", "5.", "123456789012345", "1234567890123456"]
+    body = "".join(f"{i * 180},shin_hiroo,level_m,{n}\n" for i, n in enumerate(numbers))
+    config = load_config(CONFIG)
+    scenario = _parse_fast(f"time,station,quantity,value\n{body}".encode(), config,
+                           DEFAULT_START)
+    assert scenario.value.tolist() == [float(n) for n in numbers]

@@ -1,0 +1,402 @@
+"""Scheduled siren tests: a silent test and an audible test on crontab calendars.
+
+- **Silent test**: in every zone, each relay is driven ON, read back, held `[tests] hold_s`,
+  driven OFF and read back, one relay at a time: the siren while the amplifier is OFF, then
+  the amplifier while the siren is OFF and the player plays nothing. The amplifier is never
+  ON together with a player playing, and nothing is audible where the siren tone reaches the
+  loudspeakers through the zone's amplifier (as on disaster-radio loudspeaker poles). A relay
+  that does not turn OFF stops the zone's test there.
+- **Audible test**: in each of `audible_zones` (all by default), amplifier ON, the chime
+  clip `audible_clip`, amplifier OFF, each relay write read back.
+
+Results (`ok`, `failed`, `skipped`, `aborted`, `interrupted`, with one entry per relay or
+zone) are stored in the state database, published as the MQTT event `test`, and shown in
+/status.
+
+**Calendars** are crontab lines in the gateway's time zone (`"0 10 * * 1"`: Mondays at
+10:00), turned into APScheduler 3 `CronTrigger`s. Weekdays follow crontab (Sunday = 0 or 7),
+not `CronTrigger.from_crontab`, which counts from Monday = 0 in APScheduler 3 (there
+`"0 10 * * 1"` would be Tuesday). A line restricting both the day of the month and the
+weekday is refused: crontab fires on either, a CronTrigger only on both.
+
+**The calendar runs on the daemon's clock.** APScheduler's schedulers read `datetime.now()`
+and sleep in real seconds: they can neither run on the accelerated clock of the demo and
+the tests nor ignore a step of the system clock. So the calendar is driven here with
+`CronTrigger.get_next_fire_time` on the daemon's clock (monotonic after start, see
+gauged/clock.py: a step of the wall clock by ±1 h neither repeats nor skips a fire time),
+and APScheduler's three job options are implemented here, each set deliberately:
+
+- `misfire_grace_time` (`silent_grace_s`, 6 h; `audible_grace_s`, 10 min): a fire time
+  missed while the daemon was down still runs when the daemon comes back within the grace.
+  The silent test is inaudible, so running it hours late is harmless and beats losing the
+  week's test; a chime at an unexpected hour puzzles the public, so it runs nearly on time
+  or not at all (logged at WARNING as missed).
+- `coalesce=True`: several missed fire times run once, as the latest one: a test checks
+  the equipment now, and a second run in a row proves nothing more.
+- `max_instances=1`: one run at a time, for both jobs together (they share the relays); a
+  fire time that comes due while a test runs is dropped, never queued behind it.
+
+**Exactly one run per fire time, across restarts.** Before its first relay write, a run is
+recorded under its job and scheduled fire time (primary key); a second attempt for the same
+fire time finds the row and does not run. At start, fire times after the later of the last
+recorded one and the moment the calendar was armed (first configured), and within the grace,
+run once (coalesced); a run cut short by a crash is marked `interrupted` and not repeated.
+
+**Alarms come first.** A test does not start while any zone is broadcasting (`skipped`); a
+broadcast decided while a test runs aborts it (relays OFF, `aborted`) before the broadcast
+is handed to its zone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.triggers.cron import CronTrigger
+
+from drivers.errors import DriverError
+from drivers.relays import CoilRelay
+from gauged.broadcast import ZoneBroadcaster
+from gauged.clock import Clock
+from gauged.state import JobRun, StateStore
+
+log = logging.getLogger(__name__)
+
+OFF_ATTEMPTS = 3
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+_TICK = timedelta(microseconds=1)
+
+
+# ---- calendars ------------------------------------------------------------------------
+
+def cron_trigger(expr: str, timezone: str) -> CronTrigger:
+    """A crontab line (minute hour day month weekday; Sunday = 0 or 7) as a CronTrigger."""
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"{expr!r}: a crontab line has 5 fields (minute hour day month "
+                         f"weekday), not {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    if day != "*" and weekday != "*":
+        raise ValueError(f"{expr!r}: give a day of the month or a weekday, not both")
+    try:
+        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
+                           day_of_week=_weekdays(weekday), timezone=timezone)
+    except (ValueError, LookupError) as exc:
+        raise ValueError(f"{expr!r}: {exc}") from None
+
+
+def _weekdays(spec: str) -> str:
+    """A crontab weekday field as APScheduler day names ("1-5" → "mon,tue,wed,thu,fri")."""
+    days: set[int] = set()
+    for part in spec.lower().split(","):
+        span, _, step_text = part.partition("/")
+        step = int(step_text) if step_text else 1
+        if step < 1:
+            raise ValueError(f"weekday step {step_text!r}")
+        if span == "*":
+            lo, hi = 0, 6
+        elif "-" in span:
+            a, b = span.split("-", 1)
+            lo, hi = _day(a), _day(b)
+        else:
+            lo = hi = _day(span)
+        if hi < lo:
+            raise ValueError(f"weekday range {span!r} runs backwards")
+        days |= {d % 7 for d in range(lo, hi + 1, step)}
+    return "*" if len(days) == 7 else ",".join(_DAYS[d] for d in sorted(days))
+
+
+def _day(text: str) -> int:
+    if text in _DAYS:
+        return _DAYS.index(text)
+    if text.isdigit() and 0 <= int(text) <= 7:
+        return int(text)
+    raise ValueError(f"weekday {text!r} (0-7 or sun-sat)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a calendar asks for at `now`, given the fire times already dealt with."""
+
+    due: list[datetime]  # fire times within the grace, oldest first
+    first_missed: datetime | None  # the first fire time beyond the grace, if any
+    next: datetime | None  # the first fire time after now
+
+
+def plan(trigger: CronTrigger, *, after: datetime, now: datetime, grace_s: float) -> Plan:
+    """The fire times in (after, now], split by `misfire_grace_time`, and the next one."""
+    horizon = now - timedelta(seconds=grace_s)
+    first = trigger.get_next_fire_time(None, after + _TICK)
+    missed = first if first is not None and first < horizon else None
+    due: list[datetime] = []
+    t = trigger.get_next_fire_time(None, max(after + _TICK, horizon))
+    while t is not None and t <= now:
+        due.append(t)
+        t = trigger.get_next_fire_time(None, t + _TICK)
+    return Plan(due, missed, t)
+
+
+# ---- the tests themselves ---------------------------------------------------------------
+
+class TestRunner:
+    """Runs the silent and the audible test on the zones' relays and players."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, zones: Mapping[str, ZoneBroadcaster], clock: Clock, *,
+                 hold_s: float, audible_clip: str | None, audible_zones: Sequence[str],
+                 clip_path: Callable[[str], Path],
+                 on_fault: Callable[[str, str, str], None] | None = None) -> None:
+        self.zones = zones
+        self.clock = clock
+        self.hold_s = hold_s
+        self.audible_clip = audible_clip
+        self.audible_zones = list(audible_zones) or list(zones)
+        self.clip_path = clip_path
+        self.on_fault = on_fault or (lambda kind, what, detail: None)
+
+    def busy_zones(self) -> list[str]:
+        return [zid for zid, zone in self.zones.items() if zone.busy]
+
+    async def run(self, job: str) -> dict[str, Any]:
+        return await (self.silent() if job == "silent" else self.audible())
+
+    async def silent(self) -> dict[str, Any]:
+        """Each relay ON, read back, hold, OFF, read back; one at a time, nothing played."""
+        entries: list[dict[str, Any]] = []
+        for zid, zone in self.zones.items():
+            for relay in zone.relays:  # the siren first, while the amplifier is OFF
+                entry: dict[str, Any] = {"zone": zid, "relay": relay.name, "on": False,
+                                         "off": False, "error": ""}
+                entries.append(entry)
+                try:
+                    await relay.set(True)
+                    entry["on"] = True
+                    await self.clock.sleep(self.hold_s)
+                except DriverError as exc:
+                    self._fault(entry, relay, True, exc)
+                finally:
+                    await asyncio.shield(self._off(relay, entry))
+                if not entry["off"]:
+                    break  # never turn the next relay ON beside one stuck ON
+        return {"ok": all(e["on"] and e["off"] for e in entries), "relays": entries}
+
+    async def audible(self) -> dict[str, Any]:
+        """Amplifier ON, the chime, amplifier OFF, in each audible zone."""
+        assert self.audible_clip is not None  # config cross_check
+        clip = self.audible_clip
+        entries: list[dict[str, Any]] = []
+        for zid in self.audible_zones:
+            zone = self.zones[zid]
+            entry: dict[str, Any] = {"zone": zid, "clip": clip, "played": False, "error": ""}
+            entries.append(entry)
+            amp = zone.amplifier
+            try:
+                if amp is not None:
+                    entry |= {"relay": amp.name, "on": False, "off": False}
+                    await amp.set(True)
+                    entry["on"] = True
+                await zone.player.play(zid, clip, self.clip_path(clip))
+                entry["played"] = True
+            except DriverError as exc:
+                self._fault(entry, amp, True, exc)
+            except Exception as exc:  # any player failure is an audio fault
+                entry["error"] = f"audio_fault: {exc}"
+                log.error("audio_fault zone=%s clip=%s (audible test): %s", zid, clip, exc)
+                self.on_fault("audio_fault", f"{zid}/{clip}", str(exc))
+            finally:
+                if amp is not None:
+                    await asyncio.shield(self._off(amp, entry))
+        ok = all(e["played"] and e.get("off", True) and e.get("on", True) for e in entries)
+        return {"ok": ok, "zones": entries}
+
+    async def _off(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
+        error: DriverError | None = None
+        for _ in range(OFF_ATTEMPTS):
+            try:
+                await relay.set(False)
+            except DriverError as exc:
+                error = exc
+            else:
+                entry["off"] = True
+                return
+        assert error is not None
+        self._fault(entry, relay, False, error)
+
+    def _fault(self, entry: dict[str, Any], relay: CoilRelay | None, on: bool,
+               exc: Exception) -> None:
+        name = relay.name if relay is not None else "?"
+        entry["error"] = (entry["error"] + "; " if entry["error"] else "") + \
+            f"relay_fault: want {'on' if on else 'off'}: {exc}"
+        log.error("relay_fault relay=%s want=%s (scheduled test): %s", name,
+                  "on" if on else "off", exc)
+        self.on_fault("relay_fault", name, str(exc))
+
+
+# ---- the calendar -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Job:
+    """One scheduled test: its calendar and its APScheduler-style options."""
+
+    name: str  # silent or audible
+    calendar: str  # the crontab line
+    trigger: CronTrigger
+    misfire_grace_time: float  # seconds
+    coalesce: bool = True
+    max_instances: int = 1
+
+
+@dataclass
+class JobStatus:
+    calendar: str
+    next: datetime | None = None
+    last: JobRun | None = None
+    runs: int = 0  # runs since start
+
+
+class TestScheduler:
+    """Follows the calendars of the jobs on the daemon's clock and runs them (see above)."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, jobs: Sequence[Job], clock: Clock, store: StateStore, *,
+                 run: Callable[[str], Coroutine[Any, Any, dict[str, Any]]],
+                 busy: Callable[[], list[str]],
+                 on_result: Callable[[JobRun], None] = lambda run: None) -> None:
+        for job in jobs:
+            if not job.coalesce or job.max_instances != 1:
+                raise ValueError("scheduled tests run coalesced, one instance at a time")
+        self.jobs = list(jobs)
+        self.clock = clock
+        self.store = store
+        self._run = run
+        self._busy = busy
+        self.on_result = on_result
+        self._lock = asyncio.Lock()  # max_instances=1 across both jobs: they share relays
+        self._running: asyncio.Task[dict[str, Any]] | None = None
+        self._abort_reason = ""
+        self.status = {job.name: JobStatus(job.calendar, last=store.last_job_run(job.name))
+                       for job in jobs}
+
+    async def run(self) -> None:
+        """Follow every calendar until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            for job in self.jobs:
+                tg.create_task(self._follow(job), name=f"gauged[tests:{job.name}].calendar")
+
+    async def abort(self, reason: str) -> None:
+        """Stop a running test now (relays OFF) and wait until it has let go of the relays."""
+        task = self._running
+        if task is None or task.done():
+            return
+        self._abort_reason = reason
+        task.cancel()
+        await asyncio.wait({task})
+
+    async def _follow(self, job: Job) -> None:
+        tz = job.trigger.timezone
+        armed = self.store.arm_job(job.name, job.calendar, self.clock.timestamp())
+        last = self.store.last_job_run(job.name)
+        floor = max(armed, last.fire_time if last is not None else armed)
+        after = datetime.fromtimestamp(floor, tz)
+        while True:
+            now = self.clock.now().astimezone(tz)
+            p = plan(job.trigger, after=after, now=now, grace_s=job.misfire_grace_time)
+            if p.first_missed is not None:
+                log.warning("test %s missed its fire time %s and any later one older than "
+                            "misfire_grace_time (%g s): not run", job.name,
+                            p.first_missed.isoformat(), job.misfire_grace_time)
+            after = now
+            if p.due:
+                if len(p.due) > 1:
+                    log.info("test %s: %d missed fire times coalesced into one run",
+                             job.name, len(p.due))
+                await self._execute(job, p.due[-1])
+                # max_instances=1: fire times that came due while it ran are dropped
+                after = max(now, self.clock.now().astimezone(tz))
+                dropped = plan(job.trigger, after=p.due[-1], now=after,
+                               grace_s=(after - p.due[-1]).total_seconds())
+                if dropped.due:
+                    log.warning("test %s: %d fire time(s) came due while it ran: dropped "
+                                "(max_instances=1)", job.name, len(dropped.due))
+                continue
+            self.status[job.name].next = p.next
+            if p.next is None:
+                return  # the calendar has ended
+            await self.clock.sleep_until(p.next.timestamp())
+
+    async def _execute(self, job: Job, fire: datetime) -> None:
+        async with self._lock:
+            fire_ts = fire.timestamp()
+            if not self.store.job_started(job.name, fire_ts, self.clock.timestamp()):
+                log.info("test %s for %s already ran: not run again", job.name,
+                         fire.isoformat())
+                return
+            busy = self._busy()
+            if busy:
+                log.warning("test %s for %s skipped: zones broadcasting: %s", job.name,
+                            fire.isoformat(), ", ".join(busy))
+                self._finish(job, fire_ts, "skipped", {"reason": "broadcasting",
+                                                       "zones": busy})
+                return
+            log.info("test %s start fire_time=%s", job.name, fire.isoformat())
+            self._abort_reason = ""
+            task = asyncio.create_task(self._run(job.name), name=f"gauged[tests:{job.name}].run")
+            self._running = task
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:  # the daemon stops: the test stops too
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                self._finish(job, fire_ts, "aborted", {"reason": "daemon stopping"})
+                raise
+            finally:
+                self._running = None
+            if task.cancelled():
+                self._finish(job, fire_ts, "aborted", {"reason": self._abort_reason})
+            elif (exc := task.exception()) is not None:
+                log.error("test %s failed", job.name, exc_info=exc)
+                self._finish(job, fire_ts, "failed", {"error": repr(exc)})
+            else:
+                result = task.result()
+                self._finish(job, fire_ts, "ok" if result.get("ok") else "failed", result)
+
+    def _finish(self, job: Job, fire_ts: float, status: str, result: dict[str, Any]) -> None:
+        now = self.clock.timestamp()
+        self.store.job_finished(job.name, fire_ts, status, now, result)
+        run = self.store.last_job_run(job.name)
+        if run is None or run.fire_time != fire_ts:  # the store could not keep it
+            run = JobRun(job.name, fire_ts, now, now, status, result)
+        self.status[job.name].last = run
+        self.status[job.name].runs += 1
+        level = logging.INFO if status == "ok" else logging.WARNING
+        log.log(level, "test %s %s fire_time=%s", job.name, status,
+                datetime.fromtimestamp(fire_ts, job.trigger.timezone).isoformat())
+        self.on_result(run)
+
+    def snapshot(self) -> dict[str, Any]:
+        """What /status shows of the scheduled tests."""
+        return {name: {"calendar": st.calendar,
+                       "next": st.next.isoformat() if st.next else None,
+                       "runs_since_start": st.runs,
+                       "last": st.last.as_json() if st.last else None}
+                for name, st in self.status.items()}
+
+
+def jobs_from_config(silent: str, audible: str, *, timezone: str, silent_grace_s: float,
+                     audible_grace_s: float) -> list[Job]:
+    """The configured jobs (a blank calendar is no job)."""
+    jobs = []
+    for name, calendar, grace in (("silent", silent, silent_grace_s),
+                                  ("audible", audible, audible_grace_s)):
+        if calendar.strip():
+            jobs.append(Job(name, calendar, cron_trigger(calendar, timezone), grace))
+    return jobs

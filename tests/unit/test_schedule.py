@@ -1,0 +1,288 @@
+"""Scheduled tests' calendars (gauged/schedule.py): crontab weekdays, misfire grace,
+coalescing, one run per fire time across restarts, and a stepped wall clock.
+
+The calendars run on real `Clock`s, accelerated; the test itself is a stand-in (the tests
+against relays and players are in tests/integration/test_scheduled_tests.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from gauged.clock import Clock
+from gauged.config import load_config
+from gauged.errors import ConfigError
+from gauged.schedule import Job, TestScheduler, cron_trigger, plan
+from gauged.state import StateStore
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+SUNDAY = datetime(2026, 7, 5, 12, 0, tzinfo=TOKYO)  # a Sunday
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def fires(expr: str, n: int, start: datetime = SUNDAY) -> list[datetime]:
+    trigger = cron_trigger(expr, "Asia/Tokyo")
+    out: list[datetime] = []
+    t = trigger.get_next_fire_time(None, start)
+    while t is not None and len(out) < n:
+        out.append(t)
+        t = trigger.get_next_fire_time(None, t + timedelta(microseconds=1))
+    return out
+
+
+def test_weekdays_count_from_sunday_as_in_crontab() -> None:
+    # APScheduler 3's from_crontab would make "1" a Tuesday
+    assert [t.strftime("%a %H:%M") for t in fires("0 10 * * 1", 2)] == ["Mon 10:00"] * 2
+    assert fires("0 10 * * 1", 1)[0] == datetime(2026, 7, 6, 10, 0, tzinfo=TOKYO)
+    assert {t.strftime("%a") for t in fires("0 10 * * 0", 3)} == {"Sun"}
+    assert {t.strftime("%a") for t in fires("0 10 * * 7", 3)} == {"Sun"}
+    assert [t.strftime("%a") for t in fires("30 9 * * 1-5", 5)] == [
+        "Mon", "Tue", "Wed", "Thu", "Fri"]
+    assert [t.strftime("%a") for t in fires("0 0 * * */2", 4)] == ["Tue", "Thu", "Sat", "Sun"]
+    assert [t.strftime("%a") for t in fires("0 0 * * sat,sun", 2)] == ["Sat", "Sun"]
+    assert [t.strftime("%a") for t in fires("0 0 * * 5-7", 3)] == ["Fri", "Sat", "Sun"]
+
+
+def test_calendars_are_in_the_gateway_time_zone() -> None:
+    first = fires("0 17 * * *", 1)[0]
+    assert first.utcoffset() == timedelta(hours=9)
+    assert first.hour == 17
+
+
+@pytest.mark.parametrize("expr", ["0 10 * *", "0 10 * * 8", "0 25 * * *", "0 10 1 * 1",
+                                  "0 10 * * 5-1", "x 10 * * *"])
+def test_bad_calendars_are_refused(expr: str) -> None:
+    with pytest.raises(ValueError, match=r"0 10|x 10|0 25"):
+        cron_trigger(expr, "Asia/Tokyo")
+
+
+def test_config_refuses_a_bad_calendar_naming_the_field(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "minato-furukawa.toml").read_text(encoding="utf-8")
+    text = text.replace('file = "clips/', f'file = "{ROOT}/config/clips/')
+    path = tmp_path / "g.toml"
+    path.write_text(text + '\n[tests]\nsilent = "0 10 * * 9"\naudible = "0 17 * * *"\n'
+                    'audible_clip = "chime"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert any("tests: silent: '0 10 * * 9'" in p for p in err.value.problems)
+    assert any("tests: audible_clip: unknown clip 'chime'" in p for p in err.value.problems)
+
+
+def test_plan_splits_fire_times_by_misfire_grace_and_gives_the_next() -> None:
+    trigger = cron_trigger("0 * * * *", "Asia/Tokyo")  # hourly
+    now = datetime(2026, 7, 6, 10, 30, tzinfo=TOKYO)
+    p = plan(trigger, after=now - timedelta(hours=5), now=now, grace_s=2 * 3600 + 1)
+    assert [t.hour for t in p.due] == [9, 10]  # 8:30 and older: beyond the grace
+    assert p.first_missed is not None
+    assert p.first_missed.hour == 6
+    assert p.next == datetime(2026, 7, 6, 11, 0, tzinfo=TOKYO)
+    p = plan(trigger, after=datetime(2026, 7, 6, 10, 0, tzinfo=TOKYO), now=now, grace_s=1e9)
+    assert p.due == []  # 10:00 is dealt with already
+    assert p.first_missed is None
+
+
+# ---- the scheduler on an accelerated clock -------------------------------------------
+
+class Runs:
+    """A stand-in test: records when it ran; `hold` makes it wait until released."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.calls: list[tuple[str, datetime]] = []
+        self.hold = False
+        self.release = asyncio.Event()
+
+    async def __call__(self, job: str) -> dict[str, Any]:
+        self.calls.append((job, self.clock.now()))
+        if self.hold:
+            await self.release.wait()
+        return {"ok": True}
+
+
+async def until(condition: Callable[[], bool], within_s: float, what: str) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {within_s:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+def clock_at(local: str, speed: float, wall: Callable[[], float] = time.time) -> Clock:
+    return Clock(speed, datetime.fromisoformat(local).replace(tzinfo=TOKYO), wall=wall)
+
+
+@contextlib.asynccontextmanager
+async def following(scheduler: TestScheduler) -> AsyncIterator[TestScheduler]:
+    task = asyncio.create_task(scheduler.run(), name="test[tests].schedule")
+    try:
+        yield scheduler
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def scheduler(store: StateStore, clock: Clock, runs: Runs, calendar: str = "0 10 * * *",
+              grace_s: float = 6 * 3600, busy: Callable[[], list[str]] = list,
+              name: str = "silent") -> TestScheduler:
+    job = Job(name, calendar, cron_trigger(calendar, "Asia/Tokyo"), grace_s)
+    return TestScheduler([job], clock, store, run=runs, busy=busy)
+
+
+def next_is(s: TestScheduler, local: str, job: str = "silent") -> Callable[[], bool]:
+    want = datetime.fromisoformat(local).replace(tzinfo=TOKYO)
+    return lambda: s.status[job].next == want
+
+
+async def test_sch_2_a_restart_just_after_a_test_does_not_run_it_again(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:50", 100.0)  # 10 s before the fire time
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs)) as s:
+            await until(lambda: s.status["silent"].runs == 1, 5.0, "the 10:00 run")
+        clock = clock_at("2026-07-06T10:00:30", 100.0)  # restarted 30 s after
+        again = Runs(clock)
+        async with following(scheduler(store, clock, again)) as s:
+            await until(next_is(s, "2026-07-07T10:00"), 5.0, "waiting for tomorrow")
+        assert [job for job, _ in runs.calls] == ["silent"]
+        assert again.calls == []
+        assert [(r.fire_time, r.status) for r in store.job_runs("silent")] == [
+            (datetime(2026, 7, 6, 10, 0, tzinfo=TOKYO).timestamp(), "ok")]
+
+
+async def test_sch_2_a_restart_across_the_fire_time_runs_it_once(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:00", 100.0)
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs)) as s:  # armed, then stopped
+            await until(next_is(s, "2026-07-06T10:00"), 5.0, "armed")
+        assert runs.calls == []
+        clock = clock_at("2026-07-06T10:01:00", 100.0)  # back a minute after 10:00
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs)) as s:
+            await until(next_is(s, "2026-07-07T10:00"), 5.0, "the catch-up, then tomorrow")
+        assert len(runs.calls) == 1
+        assert runs.calls[0][1] < datetime(2026, 7, 6, 10, 2, tzinfo=TOKYO)  # at once
+        assert [r.status for r in store.job_runs("silent")] == ["ok"]
+
+
+async def test_a_first_start_after_the_fire_time_does_not_catch_up(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T10:05:00", 100.0)  # never armed before
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs)) as s:
+            await until(next_is(s, "2026-07-07T10:00"), 5.0, "tomorrow")
+        assert runs.calls == []
+
+
+async def test_missed_fire_times_are_coalesced_into_one_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cal = "*/15 * * * *"
+    with StateStore.open(tmp_path / "s.sqlite3") as store, \
+            caplog.at_level(logging.INFO, "gauged.schedule"):
+        clock = clock_at("2026-07-06T08:59:00", 100.0)
+        async with following(scheduler(store, clock, Runs(clock), cal)) as s:
+            await until(next_is(s, "2026-07-06T09:00"), 5.0, "armed")
+        clock = clock_at("2026-07-06T10:07:00", 100.0)  # 09:00 … 10:00 were missed
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs, cal)) as s:
+            await until(next_is(s, "2026-07-06T10:15"), 5.0, "the next quarter")
+        assert len(runs.calls) == 1
+        assert [datetime.fromtimestamp(r.fire_time, TOKYO).strftime("%H:%M")
+                for r in store.job_runs("silent")] == ["10:00"]
+        assert "5 missed fire times coalesced into one run" in caplog.text
+
+
+async def test_a_fire_time_older_than_the_grace_is_missed_not_run(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store, \
+            caplog.at_level(logging.WARNING, "gauged.schedule"):
+        clock = clock_at("2026-07-06T16:59:00", 100.0)
+        async with following(scheduler(store, clock, Runs(clock), "0 17 * * *", 600.0,
+                                       name="audible")) as s:
+            await until(next_is(s, "2026-07-06T17:00", "audible"), 5.0, "armed")
+        clock = clock_at("2026-07-06T17:30:00", 100.0)  # the chime would be 30 min late
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs, "0 17 * * *", 600.0,
+                                       name="audible")) as s:
+            await until(next_is(s, "2026-07-07T17:00", "audible"), 5.0, "tomorrow")
+        assert runs.calls == []
+        assert "missed its fire time 2026-07-06T17:00:00+09:00" in caplog.text
+
+
+async def test_a_test_is_skipped_while_a_zone_broadcasts(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:58", 100.0)
+        runs = Runs(clock)
+        async with following(scheduler(store, clock, runs, busy=lambda: ["ward"])) as s:
+            await until(lambda: s.status["silent"].runs == 1, 5.0, "the 10:00 fire time")
+        assert runs.calls == []
+        run = store.last_job_run("silent")
+        assert run is not None
+        assert (run.status, run.result) == ("skipped", {"reason": "broadcasting",
+                                                        "zones": ["ward"]})
+
+
+async def test_an_alarm_aborts_a_running_test(tmp_path: Path) -> None:
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:58", 100.0)
+        runs = Runs(clock)
+        runs.hold = True
+        async with following(scheduler(store, clock, runs)) as s:
+            await until(lambda: bool(runs.calls), 5.0, "the test to start")
+            await s.abort("alarm broadcast")
+            await until(lambda: s.status["silent"].runs == 1, 5.0, "the result")
+        run = store.last_job_run("silent")
+        assert run is not None
+        assert (run.status, run.result) == ("aborted", {"reason": "alarm broadcast"})
+
+
+async def test_sch_3_calendar_neither_repeats_nor_skips_when_the_wall_clock_steps(
+        tmp_path: Path) -> None:
+    step = [0.0]
+    clock = clock_at("2026-07-06T09:55:00", 6000.0,  # 10 simulated minutes per 0.1 s
+                     wall=lambda: time.time() + step[0])
+    runs = Runs(clock)
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        async with following(scheduler(store, clock, runs, "*/10 * * * *")):
+            await until(lambda: len(runs.calls) >= 3, 5.0, "three runs")
+            step[0] = 3600.0 / clock.speed  # the wall clock jumps an hour ahead …
+            await until(lambda: len(runs.calls) >= 6, 5.0, "six runs")
+            step[0] = -3600.0 / clock.speed  # … then an hour back (from where it started)
+            await until(lambda: len(runs.calls) >= 9, 5.0, "nine runs")
+            assert clock.skew() == pytest.approx(-3600.0, abs=5.0)
+        times = [datetime.fromtimestamp(r.fire_time, TOKYO) for r in store.job_runs("silent")]
+    assert len(times) >= 9
+    assert times[0] == datetime(2026, 7, 6, 10, 0, tzinfo=TOKYO)
+    assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(times))
+
+
+async def test_fire_times_that_pass_while_a_test_runs_are_dropped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = clock_at("2026-07-06T09:59:00", 6000.0)  # 10 simulated minutes per 0.1 s
+    runs = Runs(clock)
+    runs.hold = True
+    with StateStore.open(tmp_path / "s.sqlite3") as store, \
+            caplog.at_level(logging.WARNING, "gauged.schedule"):
+        async with following(scheduler(store, clock, runs, "*/10 * * * *")) as s:
+            await until(lambda: bool(runs.calls), 5.0, "the 10:00 test")
+            await until(lambda: clock.now() >= datetime(2026, 7, 6, 10, 25, tzinfo=TOKYO),
+                        5.0, "10:25")  # 10:10 and 10:20 came due meanwhile
+            runs.hold = False
+            runs.release.set()
+            await until(lambda: s.status["silent"].runs == 2, 5.0, "the next test")
+        fired = [datetime.fromtimestamp(r.fire_time, TOKYO).strftime("%H:%M")
+                 for r in store.job_runs("silent")]
+    assert fired == ["10:00", "10:30"]
+    assert "2 fire time(s) came due while it ran: dropped (max_instances=1)" in caplog.text
