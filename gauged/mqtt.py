@@ -6,6 +6,8 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 - `station/<id>/state`      retained JSON: stage, stage name, value, quality, time
 - `event/transition`        JSON per stage transition
 - `event/broadcast`         JSON per finished broadcast
+- `event/fault`             JSON per relay or audio fault during a broadcast
+- `event/test`              JSON per scheduled siren test result
 
 `publish_*` never blocks: the latest state per station is kept and re-published after every
 (re)connect; events wait in a bounded queue while the broker is away.
