@@ -354,10 +354,6 @@ class ModbusGauge:
                                               status.count)
         return RawReading(value, decode_status(words, status))
 
-    async def read_raw(self) -> int | float:
-        """The raw value only (kept for callers that predate `read`)."""
-        return (await self.read()).value
-
     async def _read_value(self) -> int | float:
         spec = self.spec
         if spec.kind in BIT_KINDS:
