@@ -177,3 +177,35 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip()]
+
+
+def actuation_timeline(rig: Rig) -> dict[int, list[tuple[int, bool]]]:
+    """Every relay change per coil as (cycle index, state), in order.
+
+    Zones play at the same time, so only the order per relay is defined. Two runs of one
+    scenario that move the same relays in the same cycles give the same timeline; wall-clock
+    jitter within a cycle does not show.
+    """
+    out: dict[int, list[tuple[int, bool]]] = {}
+    for r in rig.relay_log():
+        if r["value"] != r["previous"]:
+            cycle = int((datetime.fromisoformat(r["t_sim"]).timestamp() - rig.start_ts)
+                        // INTERVAL)
+            out.setdefault(int(r["coil"]), []).append((cycle, bool(r["value"])))
+    return out
+
+
+def expected_timeline(replay: list[dict[str, Any]], start_ts: float,
+                      amplifier: dict[str, int], siren: dict[str, int]
+                      ) -> dict[int, list[tuple[int, bool]]]:
+    """The timeline the replay's broadcasts call for: each broadcast in the cycle that
+    decided it, amplifier ON and OFF, and siren ON and OFF when it sounds one."""
+    out: dict[int, list[tuple[int, bool]]] = {}
+    for b in replay:
+        if b["event"] != "broadcast":
+            continue
+        cycle = int((datetime.fromisoformat(b["time"]).timestamp() - start_ts) // INTERVAL)
+        coils = [amplifier[b["zone"]]] + ([siren[b["zone"]]] if b["siren_s"] else [])
+        for coil in coils:
+            out.setdefault(coil, []).extend([(cycle, True), (cycle, False)])
+    return out

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from hil import INTERVAL, ROOT, SCENARIOS, Rig
+from hil import INTERVAL, ROOT, SCENARIOS, Rig, actuation_timeline, expected_timeline
 from services import Mosquitto, VictoriaMetrics, start_on_free_port
 
 SPEED = 180.0  # one 3-minute cycle per real second
@@ -254,3 +254,9 @@ def test_alm_1_relay_write_issued_in_the_cycle_of_the_transition(storm: StormRun
                     if r["coil"] == coil and r["value"]
                     and datetime.fromisoformat(r["t_sim"]).timestamp() >= decided)
         assert first < decided + INTERVAL, b
+
+
+def test_relay_timeline_is_the_one_replay_calls_for(storm: StormRun) -> None:
+    """The connected run's side of ALM-9 (test_alm_9_network_down.py holds the other)."""
+    assert actuation_timeline(storm.rig) == expected_timeline(
+        storm.replay, storm.rig.start_ts, AMP_COILS, SIREN_COILS)
