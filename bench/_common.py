@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from gauged.app import Daemon
+from gauged.engine import CycleResult
+from gauged.quality import Quality
 
 # A benchmark's daemon keeps its state in a throw-away folder, never in /var/lib/gauged.
 os.environ.setdefault("GAUGED_STATE__PATH", os.path.join(
@@ -179,3 +181,12 @@ def result(perf: str, value: float, baseline: float, goal: str, limit: float) ->
     out: dict[str, Any] = {"id": perf, "value": round(value, 4), "baseline": round(baseline, 4),
                            "ratio": round(ratio, 3), "goal": goal, "met": ratio <= limit}
     print(json.dumps(out, ensure_ascii=False), flush=True)
+
+
+def check_cycle(index: int, result: CycleResult, expected: Mapping[str, float]) -> None:
+    """Fail the benchmark unless every gauge was read good and at its expected level: a
+    misread must never pass for a fast cycle."""
+    bad = [(s.station, s.quality, s.reason) for s in result.states
+           if s.quality is not Quality.GOOD
+           or abs((s.level_m or 0.0) - expected[s.station]) > 0.0015]
+    assert not bad, f"cycle {index}: not every gauge read well: {bad[:5]}"
