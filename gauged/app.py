@@ -31,8 +31,9 @@ from drivers.relays import CoilRelay, RelayConfig
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
 from gauged.clock import Clock, next_boundary
 from gauged.config import Config
-from gauged.engine import CycleResult, Engine, StationState
+from gauged.engine import BroadcastRequest, CycleResult, Engine, StationState
 from gauged.influx import InfluxSink, Record
+from gauged.inhibits import Inhibits, inhibit_json
 from gauged.mqtt import MqttPublisher
 from gauged.poll import Poller
 from gauged.quality import Quality
@@ -86,6 +87,13 @@ class Daemon:
         self.faults: list[str] = []
         self.store: StateStore | None = None
         self.tests: TestScheduler | None = None
+        self.inhibits: Inhibits | None = None
+        t = config.tests
+        # the silent and audible tests, run by the calendar (and on command)
+        self.test_runner = TestRunner(
+            self.zones, self.clock, hold_s=t.hold_s, audible_clip=t.audible_clip,
+            audible_zones=t.audible_zones, clip_path=config.clip_path, on_fault=self._fault,
+            inhibited=lambda zone: bool(self.inhibits and self.inhibits.zone_inhibited(zone)))
         self.restored: dict[str, Any] = {}  # what the state store gave back at start
         self.interrupted: list[SavedBroadcast] = []
         self._stored_last: dict[str, SavedBroadcast] = {}  # last broadcast per zone at start
@@ -126,6 +134,7 @@ class Daemon:
             stack.push_async_callback(self.all_relays_off)
             await self.all_relays_off()
             self._restore(self.store)  # before the first cycle, after relays OFF
+            self.inhibits = Inhibits(self.config, self.store, self.clock.timestamp)
             self.tests = self._scheduled_tests(self.store)
             yield self
 
@@ -232,15 +241,72 @@ class Daemon:
         # The new stages are durable before anything sounds: a crash during a broadcast
         # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
         self._save(when, result)
-        if result.broadcasts and self.tests is not None:
+        requests = self._not_inhibited(result.broadcasts)
+        if requests and self.tests is not None:
             await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
-        for request in result.broadcasts:  # sirens first: nothing below may delay them
+        for request in requests:  # sirens first: nothing below may delay them
             self.zones[request.zone].submit(
                 request, self.poller.health[request.station].answered_mono)
         self.cycles += 1
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         self._record(when, result)
+        for request in result.broadcasts:
+            if request not in requests:
+                self._record_withheld(request)
         return result
+
+    def _not_inhibited(self, wanted: list[BroadcastRequest]) -> list[BroadcastRequest]:
+        """The requests no inhibit withholds (ending the inhibits whose time is up first)."""
+        if self.inhibits is None:
+            return wanted
+        self.inhibits.expire()
+        out = []
+        for request in wanted:
+            inhibit = self.inhibits.blocking(request)
+            if inhibit is None:
+                out.append(request)
+            else:
+                self.inhibits.withhold(request, inhibit)
+        return out
+
+    def _record_withheld(self, request: BroadcastRequest) -> None:
+        """A broadcast an inhibit withheld: stored and published like one that played."""
+        tags = {"gateway": self.gateway, "zone": request.zone, "station": request.station,
+                "sequence": request.sequence, "kind": request.kind}
+        if self.influx is not None:
+            self.influx.write([Record("broadcast", tags | {"outcome": "inhibited"}, {
+                "stage": request.stage, "siren_on_s": 0.0, "clips_played": 0, "faults": 0},
+                request.time)])
+        if self.mqtt is not None:
+            self.mqtt.publish_event("broadcast", {
+                "zone": request.zone, "station": request.station, "stage": request.stage,
+                "stage_name": request.stage_name, "sequence": request.sequence,
+                "kind": request.kind, "outcome": "inhibited",
+                "time": request.time.isoformat()})
+
+    # ---- inhibits (maintenance; gauged/inhibits.py) ------------------------------------
+
+    def inhibit(self, scope: str, target: str, *, minutes: float | None = None,
+                reason: str = "", by: str = "") -> dict[str, Any]:
+        """Add an inhibit (raises InhibitError); returns it as /status shows it."""
+        if self.inhibits is None:
+            raise RuntimeError("the daemon is not open")
+        inhibit = self.inhibits.add(scope, target, minutes=minutes, reason=reason, by=by)
+        self._publish_inhibits()
+        return inhibit_json(inhibit)
+
+    def release(self, scope: str, target: str, by: str = "") -> list[dict[str, Any]]:
+        """End the inhibits of a station or zone (raises InhibitError when none)."""
+        if self.inhibits is None:
+            raise RuntimeError("the daemon is not open")
+        ended = self.inhibits.release(scope, target, by)
+        self._publish_inhibits()
+        return [inhibit_json(i) for i in ended]
+
+    def _publish_inhibits(self) -> None:
+        if self.mqtt is not None and self.inhibits is not None:
+            self.mqtt.publish_event("inhibits", {"time": self.clock.now().isoformat(),
+                                                 "inhibits": self.inhibits.snapshot()})
 
     def _record(self, when: datetime, result: CycleResult) -> None:
         tz = self.config.gateway.timezone
@@ -315,7 +381,7 @@ class Daemon:
         if self.influx is not None:
             self.influx.write([Record("broadcast", {
                 "gateway": self.gateway, "zone": req.zone, "station": req.station,
-                "sequence": req.sequence}, {
+                "sequence": req.sequence, "kind": req.kind, "outcome": record.outcome}, {
                 "stage": req.stage, "siren_on_s": record.siren_on_s,
                 "clips_played": len(record.clips_played), "faults": len(record.faults),
                 "latency_ms": None if record.latency_s is None else record.latency_s * 1000},
@@ -415,9 +481,7 @@ class Daemon:
                                 audible_grace_s=t.audible_grace_s)
         if not jobs:
             return None
-        runner = TestRunner(self.zones, self.clock, hold_s=t.hold_s,
-                            audible_clip=t.audible_clip, audible_zones=t.audible_zones,
-                            clip_path=self.config.clip_path, on_fault=self._fault)
+        runner = self.test_runner
         return TestScheduler(jobs, self.clock, store, run=runner.run, busy=runner.busy_zones,
                              on_result=self._test_done)
 
@@ -461,6 +525,8 @@ class Daemon:
                           "stage_name": self.engine.machines[sid].rule.names[stage],
                           "quality": Quality.MISSING.value}
             entry["restored_stage"] = self.restored.get("stations", {}).get(sid)
+            inhibit = self.inhibits.station_inhibit(sid) if self.inhibits else None
+            entry["inhibited_until"] = inhibit_json(inhibit)["until"] if inhibit else None
             health = self.poller.health[sid]
             entry["gauge"] = {"error": health.error, "errors": health.errors,
                               "polled": health.polled, "status_word": health.status,
@@ -469,6 +535,7 @@ class Daemon:
             stations[sid] = entry
         zones = {
             zid: {"busy": z.current is not None,
+                  "inhibited": bool(self.inhibits and self.inhibits.zone_inhibited(zid)),
                   "current": broadcast_json(z.current) if z.current else None,
                   "last": broadcast_json(z.last) | {"status": "finished"} if z.last else
                   self._stored_last[zid].as_json() if zid in self._stored_last else None}
@@ -498,6 +565,7 @@ class Daemon:
                       "problem": self.store.problem if self.store else "",
                       "restored": self.restored},
             "interrupted_broadcasts": [b.as_json() for b in self.interrupted],
+            "inhibits": self.inhibits.snapshot() if self.inhibits is not None else [],
             "clock_skew_s": round(self.clock.skew(), 1),
             "tests": self.tests.snapshot() if self.tests is not None else {},
         }
@@ -519,7 +587,7 @@ def station_json(s: StationState, tz: str) -> dict[str, Any]:
 def broadcast_json(record: BroadcastRecord) -> dict[str, Any]:
     req = record.request
     return {"zone": req.zone, "station": req.station, "stage": req.stage,
-            "stage_name": req.stage_name, "sequence": req.sequence,
+            "stage_name": req.stage_name, "sequence": req.sequence, "kind": req.kind,
             "started": datetime.fromtimestamp(record.started, UTC).isoformat(),
             "outcome": record.outcome,
             "siren_on_s": round(record.siren_on_s, 3), "clips_played": record.clips_played,

@@ -119,8 +119,8 @@ class ZoneBroadcaster:
             log.info("broadcast dropped zone=%s station=%s sequence=%s: the same sequence is "
                      "already waiting", self.zone, request.station, request.sequence)
             return
-        log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s", self.zone,
-                 request.station, request.stage_name, request.sequence)
+        log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s kind=%s", self.zone,
+                 request.station, request.stage_name, request.sequence, request.kind)
         self._queue.put_nowait((-request.stage, next(self._order), record))
         self._waiting.add(request.sequence)
         current = self.current

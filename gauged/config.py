@@ -95,6 +95,8 @@ class Defaults(_Model):
     rise_readings: int = Field(default=5, ge=2)  # rate of rise: a fit over the last N good
     rise_window_min: float = Field(default=15.0, gt=0)  # readings within this many minutes
     siren_max_s: float = Field(default=60.0, gt=0)
+    inhibit_default_min: float = Field(default=60.0, gt=0)  # an inhibit asked without a time
+    inhibit_max_h: float = Field(default=24.0, gt=0)  # the longest inhibit (all expire)
 
     @field_validator("rain_window_mode")
     @classmethod
@@ -150,6 +152,9 @@ class StageConfig(_Model):
     sequence: str | None = None
     # Level stations: the stage is also reached when the river rises at least this fast.
     rise_m_per_h: float | None = Field(default=None, gt=0)
+    # While the station stays at this stage, its sequence is broadcast again every this many
+    # minutes (counted from the last time the station sounded); None: once per transition.
+    repeat_min: float | None = Field(default=None, gt=0)
 
 
 # What a stage compares: `freeboard` (level stations); for rain stations `total` (the stage
@@ -193,6 +198,8 @@ class StationConfig(_Model):
     # The station's stage from its quantities' stages: `max` (the highest) or `min`.
     combine: Literal["max", "min"] = "max"
     inputs: list[StationInput] = Field(default_factory=list)
+    # Played on the station's zones when it returns to normal after a stage that broadcast.
+    all_clear: str | None = None
 
     @field_validator("stages")
     @classmethod
@@ -477,8 +484,10 @@ def cross_check(config: Config) -> list[str]:
                 f"(freeboard = crest_m − level)")
         if st.kind == "rain" and st.crest_m is not None:
             add(f"station {name}: crest_m: only level stations have a crest")
-        if not st.zones and any(s.sequence for s in st.stages):
+        if not st.zones and (any(s.sequence for s in st.stages) or st.all_clear):
             add(f"station {name}: zones: stages broadcast but no zone is named")
+        if st.all_clear is not None and st.all_clear not in config.sequences:
+            add(f"station {name}: all_clear: unknown sequence {st.all_clear!r}")
         for zone in st.zones:
             if zone not in config.zones:
                 add(f"station {name}: zones: unknown zone {zone!r}")
@@ -498,6 +507,11 @@ def cross_check(config: Config) -> list[str]:
                 if st.kind == "rain" and not stage.threshold > prev:
                     add(f"{where}.threshold: {stage.threshold} mm must be above the previous "
                         f"stage's {prev} mm")
+            if stage.repeat_min is not None and stage.sequence is None:
+                add(f"{where}.repeat_min: the stage has no sequence to repeat")
+            if stage.repeat_min is not None and stage.repeat_min * 60 < interval:
+                add(f"{where}.repeat_min: {stage.repeat_min:g} min is shorter than the poll "
+                    f"interval ({interval} s)")
             if stage.sequence is not None:
                 seq = config.sequences.get(stage.sequence)
                 if seq is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from gauged.config import Config, StationConfig, StationInput
 from gauged.errors import ConfigError
@@ -100,6 +100,9 @@ class BroadcastRequest:
     sequence: str
     siren_s: float
     clips: tuple[str, ...]
+    # "stage" (an upward transition), "repeat" (the stage still stands, `repeat_min`) or
+    # "all_clear" (back to normal after a stage that broadcast; stage 0, lowest priority)
+    kind: str = "stage"
 
 
 @dataclass
@@ -227,6 +230,7 @@ class Engine:
         params = rain_params(config)
         self.rain = {sid: RainState(params)
                      for sid, st in config.stations.items() if st.kind == "rain"}
+        self.announcers = {sid: Announcer(config, sid) for sid in config.stations}
 
     def restore(self, station: str, stage: int, entered: datetime | None = None) -> None:
         """Set a station's stage (state restored after a restart): every quantity of the
@@ -237,6 +241,7 @@ class Engine:
         self.machines[station] = self.inputs[station][0]
         self.stages[station] = combined([m.stage for m in self.inputs[station]],
                                         self.config.stations[station].combine)
+        self.announcers[station].restored(self.stages[station])
 
     def evaluate(self, time: datetime, samples: Mapping[str, Sample]) -> CycleResult:
         """Process one cycle's samples (stations absent from `samples` are left as they are)."""
@@ -267,6 +272,8 @@ class Engine:
             if after != before:
                 q, value = mover(moved, before, after)
                 self._record(result, time, sid, st, StageChange(before, after), q.kind, value)
+            else:
+                result.broadcasts += self.announcers[sid].held(time, after)
         result.states = [d.state for d in derived.values()]
         return result
 
@@ -319,8 +326,7 @@ class Engine:
             time=time, station=sid, quantity=kind, from_stage=change.from_stage,
             to_stage=change.to_stage, from_name=names[change.from_stage],
             to_name=names[change.to_stage], value=value))
-        for request in broadcasts(self.config, st, sid, time, change):
-            result.broadcasts.append(request)
+        result.broadcasts += self.announcers[sid].changed(time, change)
 
 
 def broadcasts(config: Config, st: StationConfig, sid: str, time: datetime,
@@ -341,3 +347,80 @@ def broadcasts(config: Config, st: StationConfig, sid: str, time: datetime,
                                  siren_s=seq.siren_s, clips=tuple(seq.clips))
                 for zone in st.zones]
     return []
+
+
+class Announcer:
+    """When one station sounds, beyond its upward transitions (the same rules live and in
+    replay): a stage with `repeat_min` broadcasts its sequence again while the station stays
+    at it, `repeat_min` after the station last sounded (a transition's broadcast or a
+    repeat); a station with `all_clear` plays that sequence when it returns to normal after
+    a stage that broadcast. Times are whole microseconds, as replay counts them.
+
+    After a restart the repeat clock starts again at the first cycle (a restored stage never
+    sounds at once), and an all-clear follows if the restored stage is one that broadcasts.
+    """
+
+    def __init__(self, config: Config, sid: str) -> None:
+        self.config = config
+        self.sid = sid
+        self.station = st = config.stations[sid]
+        self.names = ("normal", *(s.name for s in st.stages))
+        self.repeat_us = tuple(None if s.repeat_min is None else round(s.repeat_min * 60e6)
+                               for s in st.stages)
+        self.sounded_us: int | None = None  # when the station last sounded (this episode)
+        self.episode = False  # a stage broadcast since the station was last normal
+
+    def restored(self, stage: int) -> None:
+        self.sounded_us = None
+        self.episode = any(s.sequence for s in self.station.stages[:stage])
+
+    def changed(self, time: datetime, change: StageChange) -> list[BroadcastRequest]:
+        """What a transition sounds: its broadcast, or the all-clear."""
+        requests = broadcasts(self.config, self.station, self.sid, time, change)
+        if requests:
+            self.sounded_us, self.episode = _us(time), True
+        elif change.to_stage == 0:
+            if self.episode and self.station.all_clear is not None:
+                requests = self._requests(time, 0, self.station.all_clear, "all_clear")
+            self.sounded_us, self.episode = None, False
+        return requests
+
+    def next_repeat_us(self, stage: int) -> int | None:
+        """When a repeat of `stage` falls due (None: never, or not known yet)."""
+        every = self.repeat_us[stage - 1] if stage > 0 else None
+        if every is None or self.sounded_us is None:
+            return None
+        return self.sounded_us + every
+
+    def held(self, time: datetime, stage: int) -> list[BroadcastRequest]:
+        """A cycle in which the station stayed at `stage`: a repeat when one is due."""
+        if stage == 0 or self.repeat_us[stage - 1] is None:
+            return []
+        us = _us(time)
+        due = self.next_repeat_us(stage)
+        if due is None:  # restored: the clock starts now
+            self.sounded_us = us
+            return []
+        if us < due:
+            return []
+        self.sounded_us = us
+        seq = self.station.stages[stage - 1].sequence
+        assert seq is not None  # cross_check: repeat_min needs a sequence
+        return self._requests(time, stage, seq, "repeat")
+
+    def _requests(self, time: datetime, stage: int, seq_id: str,
+                  kind: str) -> list[BroadcastRequest]:
+        seq = self.config.sequences[seq_id]
+        name = "all-clear" if kind == "all_clear" else self.names[stage]
+        return [BroadcastRequest(time=time, zone=zone, station=self.sid, stage=stage,
+                                 stage_name=name, sequence=seq_id, siren_s=seq.siren_s,
+                                 clips=tuple(seq.clips), kind=kind)
+                for zone in self.station.zones]
+
+
+def _us(time: datetime) -> int:
+    """Whole microseconds since the epoch (as replay keeps times)."""
+    return (time - _EPOCH) // timedelta(microseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -33,11 +33,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gauged.config import Config
 from gauged.engine import (
+    Announcer,
     BroadcastRequest,
     Engine,
     Quantity,
     Sample,
-    broadcasts,
     combined,
     mover,
     quantities,
@@ -438,7 +438,7 @@ def _stage_event(time: datetime, station: str, quantity: str, from_name: str, to
 def _broadcast_event(b: BroadcastRequest) -> dict[str, Any]:
     return {"time": b.time.isoformat(), "event": "broadcast", "zone": b.zone,
             "station": b.station, "stage": b.stage_name, "sequence": b.sequence,
-            "siren_s": b.siren_s, "clips": list(b.clips)}
+            "kind": b.kind, "siren_s": b.siren_s, "clips": list(b.clips)}
 
 
 # ---- the same over whole records -----------------------------------------------------
@@ -523,6 +523,11 @@ def replay(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
                           for us, a, b, v in _quantity_events(q, series[q.source])]
         moves.sort(key=lambda m: (m[0], m[1]))
         stages = [0] * len(qs)
+        announcer = Announcer(config, sid)
+        # the cycles that evaluate this station: those with a reading of one of its sources
+        cycles = np.unique(np.concatenate(
+            [series[q.source].time_us for q in qs if q.source in series] or
+            [np.zeros(0, dtype=np.int64)]))
         k = 0
         while k < len(moves):
             us = moves[k][0]
@@ -540,12 +545,32 @@ def replay(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
             time = _time(us)
             keyed.append(((us, 0, pos, 0), _stage_event(time, sid, q.kind, names[before],
                                                         names[after], value)))
-            for z, request in enumerate(broadcasts(config, st, sid, time,
-                                                   StageChange(before, after))):
+            for z, request in enumerate(announcer.changed(time, StageChange(before, after))):
                 keyed.append(((us, 1, pos, z), _broadcast_event(request)))
+            until = moves[k][0] if k < len(moves) else None
+            keyed += _repeats(announcer, after, cycles, us, until, pos)
     keyed.sort(key=lambda e: e[0])
     for _, event in keyed:
         yield event
+
+
+def _repeats(announcer: Announcer, stage: int, cycles: Int64Array, since: int,
+             until: int | None, pos: int) -> list[tuple[tuple[int, int, int, int],
+                                                         dict[str, Any]]]:
+    """The repeats of `stage` in the cycles after `since` and before `until` (the next
+    transition), jumping from one due time to the next."""
+    out = []
+    start = int(np.searchsorted(cycles, since, side="right"))
+    while (due := announcer.next_repeat_us(stage)) is not None:
+        i = int(np.searchsorted(cycles, due, side="left"))
+        i = max(i, start)
+        if i >= len(cycles) or (until is not None and cycles[i] >= until):
+            break
+        us = int(cycles[i])
+        for z, request in enumerate(announcer.held(_time(us), stage)):
+            out.append(((us, 1, pos, z), _broadcast_event(request)))
+        start = i + 1
+    return out
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -554,5 +579,6 @@ def describe(event: dict[str, Any]) -> str:
         return (f"{event['time']}  {event['station']:<20} {event['quantity']:<5} "
                 f"{event['from']} → {event['to']}  ({event['value']:g})")
     siren = f"siren {event['siren_s']:g} s, " if event["siren_s"] else ""
-    return (f"{event['time']}  {event['station']:<20} broadcast on {event['zone']}: "
+    kind = {"repeat": "repeat ", "all_clear": "all-clear "}.get(event.get("kind", ""), "")
+    return (f"{event['time']}  {event['station']:<20} {kind}broadcast on {event['zone']}: "
             f"{siren}{', '.join(event['clips'])}")

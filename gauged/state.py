@@ -89,7 +89,7 @@ CREATE TABLE broadcasts (
 CREATE TABLE inhibits (
     id INTEGER PRIMARY KEY, scope TEXT NOT NULL CHECK (scope IN ('station', 'zone')),
     target TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
-    expires REAL, cleared REAL
+    expires REAL, cleared REAL, by TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE jobs (job TEXT PRIMARY KEY, calendar TEXT NOT NULL, armed REAL NOT NULL)
     WITHOUT ROWID;
@@ -144,6 +144,7 @@ class Inhibit:
     created: float
     expires: float | None
     cleared: float | None
+    by: str = ""  # who asked for it (a command's sender)
 
 
 @dataclass(frozen=True)
@@ -341,10 +342,10 @@ class StateStore:
     # ---- inhibits (the table; what they do is the broadcasts' business) ---------------
 
     def add_inhibit(self, scope: str, target: str, reason: str, created: float,
-                    expires: float | None) -> int | None:
+                    expires: float | None, by: str = "") -> int | None:
         return self._write("an inhibit", lambda db: db.execute(
-            "INSERT INTO inhibits (scope, target, reason, created, expires) VALUES "
-            "(?, ?, ?, ?, ?)", (scope, target, reason, created, expires)).lastrowid)
+            "INSERT INTO inhibits (scope, target, reason, created, expires, by) VALUES "
+            "(?, ?, ?, ?, ?, ?)", (scope, target, reason, created, expires, by)).lastrowid)
 
     def clear_inhibit(self, inhibit_id: int, cleared: float) -> None:
         self._write("an inhibit", lambda db: db.execute(
@@ -354,7 +355,8 @@ class StateStore:
     def inhibits(self, now: float) -> list[Inhibit]:
         """Inhibits in force at `now` (not cleared, not expired)."""
         return [Inhibit(*r) for r in self._rows(
-            "SELECT * FROM inhibits WHERE cleared IS NULL AND (expires IS NULL OR expires > ?) "
+            "SELECT id, scope, target, reason, created, expires, cleared, by FROM inhibits "
+            "WHERE cleared IS NULL AND (expires IS NULL OR expires > ?) "
             "ORDER BY id", now)]
 
     # ---- scheduled jobs --------------------------------------------------------------
