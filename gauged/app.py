@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,10 +31,11 @@ from drivers.registry import make_hub
 from drivers.relays import CoilRelay, RelayConfig
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
 from gauged.clock import Clock, next_boundary
+from gauged.commands import Command, CommandHandler, Outcome, Refused
 from gauged.config import Config
 from gauged.engine import BroadcastRequest, CycleResult, Engine, StationState
 from gauged.influx import InfluxSink, Record
-from gauged.inhibits import Inhibits, inhibit_json
+from gauged.inhibits import InhibitError, Inhibits, inhibit_json
 from gauged.mqtt import MqttPublisher
 from gauged.poll import Poller
 from gauged.quality import Quality
@@ -88,6 +90,9 @@ class Daemon:
         self.store: StateStore | None = None
         self.tests: TestScheduler | None = None
         self.inhibits: Inhibits | None = None
+        self.commands: CommandHandler | None = None
+        self._manual = itertools.count(1)
+        self._command_test: asyncio.Task[dict[str, Any]] | None = None
         t = config.tests
         # the silent and audible tests, run by the calendar (and on command)
         self.test_runner = TestRunner(
@@ -135,6 +140,7 @@ class Daemon:
             await self.all_relays_off()
             self._restore(self.store)  # before the first cycle, after relays OFF
             self.inhibits = Inhibits(self.config, self.store, self.clock.timestamp)
+            self.commands = self._command_handler(self.store)
             self.tests = self._scheduled_tests(self.store)
             yield self
 
@@ -142,7 +148,8 @@ class Daemon:
         """Run until `stop()` (or after one cycle with `once`)."""
         async with self.opened(), StatusServer(
                 self.config.status.host, self.config.status.port, self.snapshot,
-                self.health) as status:
+                self.health, token=self.config.status.token.get_secret_value(),
+                control=self.http_command if self.commands is not None else None) as status:
             self.status = status
             async with asyncio.TaskGroup() as tg:
                 zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
@@ -242,8 +249,8 @@ class Daemon:
         # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
         self._save(when, result)
         requests = self._not_inhibited(result.broadcasts)
-        if requests and self.tests is not None:
-            await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
+        if requests:
+            await self._abort_tests()
         for request in requests:  # sirens first: nothing below may delay them
             self.zones[request.zone].submit(
                 request, self.poller.health[request.station].answered_mono)
@@ -254,6 +261,15 @@ class Daemon:
             if request not in requests:
                 self._record_withheld(request)
         return result
+
+    async def _abort_tests(self) -> None:
+        """An alarm needs the zones: a running test lets go of the relays (OFF) first."""
+        if self.tests is not None:
+            await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
+        task = self._command_test
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
     def _not_inhibited(self, wanted: list[BroadcastRequest]) -> list[BroadcastRequest]:
         """The requests no inhibit withholds (ending the inhibits whose time is up first)."""
@@ -308,6 +324,120 @@ class Daemon:
             self.mqtt.publish_event("inhibits", {"time": self.clock.now().isoformat(),
                                                  "inhibits": self.inhibits.snapshot()})
 
+    # ---- operator commands (gauged/commands.py) ----------------------------------------
+
+    def _command_handler(self, store: StateStore) -> CommandHandler | None:
+        c = self.config.commands
+        if not c.enabled:
+            return None
+        handler = CommandHandler(
+            c, execute=self._execute, now=self.clock.timestamp, audit=self._audit,
+            seen=lambda cid, now: store.command_seen(cid, now,
+                                                     c.max_ttl_s + c.clock_skew_s + 60))
+        if self.mqtt is not None:
+            self.mqtt.on_command = self.mqtt_command
+        return handler
+
+    async def mqtt_command(self, payload: bytes, retained: bool) -> dict[str, Any]:
+        assert self.commands is not None
+        outcome = await self.commands.handle(payload, retained=retained, via="mqtt")
+        return outcome.reply(self.clock.timestamp())
+
+    async def http_command(self, payload: bytes) -> dict[str, Any]:
+        """POST /command (the status server has checked the token); the reply goes to
+        MQTT too, so that every outcome is on the reply topic."""
+        assert self.commands is not None
+        outcome = await self.commands.handle(payload, via="http")
+        reply = outcome.reply(self.clock.timestamp())
+        if self.mqtt is not None:
+            self.mqtt.publish_event_to("command/reply", reply)
+        return reply
+
+    def _audit(self, when: float, outcome: Outcome) -> None:
+        cmd = outcome.command
+        sender, action = (cmd.sender, cmd.action) if cmd else ("", "")
+        detail = {"result": outcome.result} | (
+            {"command": cmd.model_dump(exclude_defaults=True)} if cmd else {})
+        if self.store is not None:
+            self.store.audit_command(when, outcome.id, sender, action, outcome.status,
+                                     outcome.reason, detail)
+        if self.influx is not None:
+            self.influx.write([Record("command", {
+                "gateway": self.gateway, "action": action or "-", "status": outcome.status},
+                {"ok": int(outcome.status == "done")}, datetime.fromtimestamp(when, UTC))])
+
+    async def _execute(self, command: Command) -> dict[str, Any]:
+        """Run an authenticated, fresh, first-seen command; Refused says why not."""
+        match command.action:
+            case "silence":
+                return self._zone(command.zone).silence()
+            case "broadcast":
+                return self._manual_broadcast(command)
+            case "inhibit":
+                assert command.scope is not None
+                assert command.target is not None
+                try:
+                    return self.inhibit(command.scope, command.target, minutes=command.minutes,
+                                        reason=command.reason, by=command.sender)
+                except InhibitError as exc:
+                    raise Refused(str(exc)) from None
+            case "release":
+                assert command.scope is not None
+                assert command.target is not None
+                try:
+                    return {"released": self.release(command.scope, command.target,
+                                                     by=command.sender)}
+                except InhibitError as exc:
+                    raise Refused(str(exc)) from None
+            case "test":
+                return await self._test_on_command(command)
+        raise Refused(f"unknown action {command.action!r}")  # the schema rules this out
+
+    def _zone(self, zone: str | None) -> ZoneBroadcaster:
+        if zone not in self.zones:
+            raise Refused(f"unknown zone {zone!r}")
+        return self.zones[zone]
+
+    def _manual_broadcast(self, command: Command) -> dict[str, Any]:
+        zone = self._zone(command.zone)
+        unknown = [c for c in command.clips if c not in self.config.clips]
+        if unknown:
+            raise Refused(f"unknown clip {unknown[0]!r}")
+        if self.inhibits is not None and self.inhibits.zone_inhibited(zone.zone):
+            raise Refused(f"zone {zone.zone} is inhibited")
+        request = BroadcastRequest(
+            time=self.clock.now(), zone=zone.zone, station="", stage=0, stage_name="manual",
+            sequence=f"manual-{next(self._manual)}", siren_s=0.0, clips=tuple(command.clips),
+            kind="manual")
+        zone.submit(request)
+        return {"queued": {"zone": zone.zone, "clips": command.clips}}
+
+    async def _test_on_command(self, command: Command) -> dict[str, Any]:
+        runner = self.test_runner
+        if command.job == "audible" and self.config.tests.audible_clip is None:
+            raise Refused("no audible test is configured (tests.audible_clip)")
+        if busy := runner.busy_zones():
+            raise Refused(f"zones broadcasting: {', '.join(busy)}")
+        if self.tests is not None and self.tests.running:
+            raise Refused("a scheduled test is running")
+        assert command.job is not None
+        log.info("test %s start on command id=%s sender=%s", command.job, command.id,
+                 command.sender)
+        task = asyncio.create_task(runner.run(command.job), name="gauged[tests].on-command")
+        self._command_test = task
+        try:
+            await asyncio.wait({task})
+        finally:
+            self._command_test = None
+        if task.cancelled():
+            return {"ok": False, "aborted": "alarm broadcast"}
+        result = task.result()
+        if self.mqtt is not None:
+            self.mqtt.publish_event("test", {"job": command.job, "manual": True,
+                                             "id": command.id, "result": result,
+                                             "gateway": self.gateway})
+        return result
+
     def _record(self, when: datetime, result: CycleResult) -> None:
         tz = self.config.gateway.timezone
         for t in result.transitions:
@@ -333,7 +463,9 @@ class Daemon:
                     "quality": s.quality.code, "fault": int(bool(s.fault)),
                     "stage": s.stage}, when))
             if self.mqtt is not None:
-                self.mqtt.publish_state(s.station, station_json(s, tz))
+                shown = station_json(s, tz)
+                self.mqtt.publish_state(s.station, shown)
+                self.mqtt.publish_reading(s.station, shown)
         self._log_cycle(when, result)
         for t in result.transitions:
             records.append(Record("stage_change", {
@@ -566,6 +698,7 @@ class Daemon:
                       "restored": self.restored},
             "interrupted_broadcasts": [b.as_json() for b in self.interrupted],
             "inhibits": self.inhibits.snapshot() if self.inhibits is not None else [],
+            "commands": self.commands.snapshot() if self.commands is not None else None,
             "clock_skew_s": round(self.clock.skew(), 1),
             "tests": self.tests.snapshot() if self.tests is not None else {},
         }

@@ -132,6 +132,30 @@ class ZoneBroadcaster:
             current.outcome = "pre-empted"
             self._playing.cancel()
 
+    def silence(self) -> dict[str, object]:
+        """An operator's silence: the playing broadcast stops (relays OFF, outcome
+        `silenced`) and the waiting ones are dropped. Stages stand; a later transition or
+        repeat broadcasts as usual."""
+        dropped = []
+        while not self._queue.empty():
+            _, _, record = self._queue.get_nowait()
+            self._queue.task_done()
+            record.outcome = "silenced"
+            dropped.append(record.request)
+        self._waiting.clear()
+        current = self.current
+        stopped = None
+        if current is not None and self._playing is not None:
+            current.outcome = "silenced"
+            self._playing.cancel()
+            stopped = current.request
+        log.warning("broadcast silenced zone=%s playing=%s dropped=%d", self.zone,
+                    f"{stopped.station}/{stopped.stage_name}" if stopped else "-", len(dropped))
+        return {"stopped": None if stopped is None else {
+                    "station": stopped.station, "stage": stopped.stage_name,
+                    "sequence": stopped.sequence},
+                "dropped": [f"{r.station}/{r.stage_name}" for r in dropped]}
+
     async def idle(self) -> None:
         """Wait until every queued broadcast has finished."""
         await self._queue.join()

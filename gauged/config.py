@@ -57,6 +57,20 @@ class GatewayConfig(_Model):
 class StatusConfig(_Model):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Bearer token for the control endpoints (POST /command); "" leaves them switched off.
+    token: SecretStr = SecretStr("")
+
+
+class CommandsConfig(_Model):
+    """Operator commands over MQTT and HTTP (gauged/commands.py)."""
+
+    enabled: bool = False
+    secret: SecretStr = SecretStr("")  # the HMAC-SHA256 key shared with the senders
+    max_bytes: int = Field(default=4096, ge=256, le=65536)
+    max_ttl_s: float = Field(default=3600.0, gt=0, le=86400)
+    clock_skew_s: float = Field(default=30.0, ge=0)  # `issued` may be this far ahead
+    rate_per_min: float = Field(default=6.0, gt=0)  # commands executed, on average
+    burst: int = Field(default=5, ge=1)  # … and at once
 
 
 class InfluxConfig(_Model):
@@ -76,6 +90,10 @@ class MqttConfig(_Model):
     username: str = ""
     password: SecretStr = SecretStr("")
     topic_prefix: str = "gauged"
+    tls: bool = False
+    ca_file: Path | None = None  # the broker's CA (the system's when None)
+    cert_file: Path | None = None  # a client certificate, when the broker asks for one
+    key_file: Path | None = None
 
 
 class Defaults(_Model):
@@ -321,6 +339,7 @@ class Config(BaseSettings):
     status: StatusConfig = StatusConfig()
     influx: InfluxConfig = InfluxConfig()
     mqtt: MqttConfig = MqttConfig()
+    commands: CommandsConfig = CommandsConfig()
     defaults: Defaults = Defaults()
     clock: ClockConfig = ClockConfig()
     state: StateConfig = StateConfig()
@@ -421,6 +440,9 @@ def cross_check(config: Config) -> list[str]:
     problems: list[str] = []
     add = problems.append
     interval = config.gateway.poll_interval_s
+
+    if config.commands.enabled and len(config.commands.secret.get_secret_value()) < 16:
+        add("commands: secret: commands need a shared secret of at least 16 characters")
 
     for name, bus in config.buses.items():
         attempts = 1 + getattr(bus, "retries", 0)

@@ -7,10 +7,17 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 - `event/transition`        JSON per stage transition
 - `event/broadcast`         JSON per finished broadcast
 - `event/fault`             JSON per relay or audio fault during a broadcast
-- `event/test`              JSON per scheduled siren test result
+- `event/test`              JSON per siren test result (scheduled, or run on command)
+- `event/inhibits`          JSON with the inhibits in force, after each change
+- `station/<id>/reading`    JSON per cycle and station (not retained; live only: while the
+                            broker is away readings are not queued, the spool keeps them)
+- `command`                 operator commands, subscribed (gauged/commands.py)
+- `command/reply`           JSON per command: done or refused, with the reason
 
 `publish_*` never blocks: the latest state per station is kept and re-published after every
-(re)connect; events wait in a bounded queue while the broker is away.
+(re)connect (with `online`); events wait in a bounded queue while the broker is away.
+TLS (`tls = true`, `ca_file`, optional client `cert_file` and `key_file`) and
+username/password are taken from `[mqtt]`.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiomqtt
@@ -44,6 +53,10 @@ class MqttPublisher:
         self._wakeup = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.connected = False
+        self._readings: dict[str, str] = {}  # the latest cycle's, sent once when connected
+        # set by the daemon: runs a command payload (bytes, retained?) and returns the reply
+        self.on_command: Callable[[bytes, bool], Awaitable[dict[str, Any]]] | None = None
+        self.command_topic = f"{self.base}/command"
 
     def publish_state(self, station: str, state: dict[str, Any]) -> None:
         """Set the retained state of a station."""
@@ -53,8 +66,21 @@ class MqttPublisher:
 
     def publish_event(self, kind: str, event: dict[str, Any]) -> None:
         """Queue an event (`transition`, `broadcast`)."""
-        self._events.append((f"{self.base}/event/{kind}",
-                             json.dumps(event, ensure_ascii=False, sort_keys=True)))
+        self._queue(f"{self.base}/event/{kind}", event)
+
+    def publish_event_to(self, suffix: str, message: dict[str, Any]) -> None:
+        """Queue a message on `<base>/<suffix>` (the command replies)."""
+        self._queue(f"{self.base}/{suffix}", message)
+
+    def publish_reading(self, station: str, reading: dict[str, Any]) -> None:
+        """The cycle's reading of a station, for live subscribers (dropped while away)."""
+        if self.connected:
+            self._readings[f"{self.base}/station/{station}/reading"] = json.dumps(
+                reading, ensure_ascii=False, sort_keys=True)
+            self._wakeup.set()
+
+    def _queue(self, topic: str, message: dict[str, Any]) -> None:
+        self._events.append((topic, json.dumps(message, ensure_ascii=False, sort_keys=True)))
         self._wakeup.set()
 
     async def run(self) -> None:
@@ -76,30 +102,63 @@ class MqttPublisher:
             else:
                 return
 
+    def _tls(self) -> aiomqtt.TLSParameters | None:
+        c = self.config
+        if not c.tls:
+            return None
+        return aiomqtt.TLSParameters(
+            ca_certs=str(c.ca_file) if c.ca_file else None,
+            certfile=str(c.cert_file) if c.cert_file else None,
+            keyfile=str(c.key_file) if c.key_file else None,
+            cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+
     async def _session(self) -> None:
         will = aiomqtt.Will(f"{self.base}/availability", "offline", qos=1, retain=True)
         async with aiomqtt.Client(
             self.config.host, self.config.port, identifier=self.client_id,
             username=self.config.username or None,
             password=self.config.password.get_secret_value() or None,
-            will=will, keepalive=30,
+            will=will, keepalive=30, tls_params=self._tls(),
         ) as client:
             self._client = client
+            if self.on_command is not None:
+                await client.subscribe(self.command_topic, qos=1)
             await client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
             self.connected = True
             log.info("uplink mqtt up host=%s port=%d", self.config.host, self.config.port)
-            sent: dict[str, str] = {}
-            while True:
-                self._wakeup.clear()
-                for topic, payload in list(self._retained.items()):
-                    if sent.get(topic) != payload:
-                        await client.publish(topic, payload, qos=1, retain=True)
-                        sent[topic] = payload
-                while self._events:
-                    topic, payload = self._events[0]
-                    await client.publish(topic, payload, qos=1)
-                    self._events.popleft()
-                await self._wakeup.wait()
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._publish(client), name="gauged[mqtt].send")
+                if self.on_command is not None:
+                    tg.create_task(self._commands(client), name="gauged[mqtt].commands")
+
+    async def _publish(self, client: aiomqtt.Client) -> None:
+        sent: dict[str, str] = {}  # what this session has published of the retained state
+        while True:
+            self._wakeup.clear()
+            for topic, payload in list(self._retained.items()):
+                if sent.get(topic) != payload:
+                    await client.publish(topic, payload, qos=1, retain=True)
+                    sent[topic] = payload
+            readings, self._readings = self._readings, {}
+            for topic, payload in readings.items():
+                await client.publish(topic, payload, qos=0)
+            while self._events:
+                topic, payload = self._events[0]
+                await client.publish(topic, payload, qos=1)
+                self._events.popleft()
+            await self._wakeup.wait()
+
+    async def _commands(self, client: aiomqtt.Client) -> None:
+        """Hand each message on the command topic to the daemon, one at a time."""
+        assert self.on_command is not None
+        async for message in client.messages:
+            if not message.topic.matches(self.command_topic):
+                continue
+            raw = message.payload
+            payload = raw if isinstance(raw, bytes | bytearray) else \
+                b"" if raw is None else str(raw).encode()
+            reply = await self.on_command(bytes(payload), bool(message.retain))
+            self.publish_event_to("command/reply", reply)
 
     async def close(self) -> None:
         """Say `offline` before a clean disconnect (the will covers only unclean ones)."""

@@ -301,6 +301,10 @@ class TestScheduler:
             for job in self.jobs:
                 tg.create_task(self._follow(job), name=f"gauged[tests:{job.name}].calendar")
 
+    @property
+    def running(self) -> bool:
+        return self._running is not None and not self._running.done()
+
     async def abort(self, reason: str) -> None:
         """Stop a running test now (relays OFF) and wait until it has let go of the relays."""
         task = self._running

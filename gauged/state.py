@@ -13,6 +13,8 @@ What is kept (all times are UNIX seconds, UTC, on the daemon's clock):
   `interrupted`;
 - `inhibits`: maintenance inhibits per station or zone (the table; the logic lives with the
   broadcasts);
+- `command_ids`, `command_audit`: the ids of the commands received while they may live
+  (each runs at most once, across restarts) and the outcome of every authenticated command;
 - `jobs`, `job_runs`: the scheduled tests: since when each calendar is armed, and every run
   by its scheduled fire time (at most one run per fire time, see gauged/schedule.py).
 
@@ -65,6 +67,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 T = TypeVar("T")
 RAIN_KEEP_S = 86400.0  # rain readings kept for the longest rolling window (24 h)
+AUDIT_KEEP = 10_000  # command audit rows kept
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -90,6 +93,12 @@ CREATE TABLE inhibits (
     id INTEGER PRIMARY KEY, scope TEXT NOT NULL CHECK (scope IN ('station', 'zone')),
     target TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
     expires REAL, cleared REAL, by TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE command_ids (id TEXT PRIMARY KEY, received REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE command_audit (
+    seq INTEGER PRIMARY KEY, time REAL NOT NULL, id TEXT, sender TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL DEFAULT '', status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
+    detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE jobs (job TEXT PRIMARY KEY, calendar TEXT NOT NULL, armed REAL NOT NULL)
     WITHOUT ROWID;
@@ -358,6 +367,37 @@ class StateStore:
             "SELECT id, scope, target, reason, created, expires, cleared, by FROM inhibits "
             "WHERE cleared IS NULL AND (expires IS NULL OR expires > ?) "
             "ORDER BY id", now)]
+
+    # ---- commands: ids executed at most once, and the audit record --------------------
+
+    def command_seen(self, command_id: str, received: float, keep_s: float) -> bool:
+        """Record a command id; False when it was recorded before (or cannot be recorded:
+        a command whose id cannot be kept is not run, so it can never run twice). Ids are
+        kept `keep_s` (longer than any command may live)."""
+        def work(db: sqlite3.Connection) -> bool:
+            cur = db.execute("INSERT OR IGNORE INTO command_ids (id, received) VALUES (?, ?)",
+                             (command_id, received))
+            # ids older than the longest TTL can no longer be replayed: forget them
+            db.execute("DELETE FROM command_ids WHERE received < ?", (received - keep_s,))
+            return cur.rowcount == 1
+        return bool(self._write("a command id", work))
+
+    def audit_command(self, when: float, command_id: str | None, sender: str, action: str,
+                      status: str, reason: str, detail: dict[str, Any]) -> None:
+        def work(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO command_audit (time, id, sender, action, status, reason, "
+                       "detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (when, command_id, sender, action, status, reason,
+                        json.dumps(detail, ensure_ascii=False, default=str)))
+            db.execute("DELETE FROM command_audit WHERE seq <= (SELECT max(seq) FROM "
+                       "command_audit) - ?", (AUDIT_KEEP,))
+        self._write("the command audit", work)
+
+    def command_audit(self) -> list[dict[str, Any]]:
+        return [{"time": _iso(r[0]), "id": r[1], "sender": r[2], "action": r[3],
+                 "status": r[4], "reason": r[5], "detail": json.loads(r[6])}
+                for r in self._rows("SELECT time, id, sender, action, status, reason, detail "
+                                    "FROM command_audit ORDER BY seq")]
 
     # ---- scheduled jobs --------------------------------------------------------------
 

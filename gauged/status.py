@@ -1,14 +1,17 @@
 """The status server: `/healthz` and `/status` (JSON) on 127.0.0.1 by default.
 
-Read-only; it never touches a relay. `/healthz` answers 200 while cycles run on time, or
-503 naming the failing check.
+Read-only without a token: every GET is. `/healthz` answers 200 while cycles run on time,
+or 503 naming the failing check. The one control endpoint, `POST /command`, takes a signed
+command (gauged/commands.py) and needs `Authorization: Bearer <status.token>`; without a
+configured token (or with commands off) it answers 403 and nothing else changes.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -20,7 +23,11 @@ class StatusServer:
     """Serves what `snapshot()` and `health()` return."""
 
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
-                 health: Callable[[], list[str]]) -> None:
+                 health: Callable[[], list[str]], *, token: str = "",
+                 control: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
+                 ) -> None:
+        self._token = token
+        self._control = control
         self.host = host
         self.port = port
         self._snapshot = snapshot
@@ -33,6 +40,7 @@ class StatusServer:
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
+        app.router.add_post("/command", self._command)
         # a status reader must never hold up a stop (aiohttp waits 60 s by default)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -55,6 +63,22 @@ class StatusServer:
         if failing:
             return web.json_response({"status": "failing", "failing": failing}, status=503)
         return web.json_response({"status": "ok"})
+
+    async def _command(self, request: web.Request) -> web.Response:
+        if self._control is None or not self._token:
+            return web.json_response({"status": "refused", "reason": "control is off (no "
+                                      "status.token, or commands disabled)"}, status=403)
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self._token}".encode()):
+            log.warning("status server: POST /command refused: wrong or missing token "
+                        "from=%s", request.remote)
+            return web.json_response({"status": "refused", "reason": "token"}, status=401,
+                                     headers={"WWW-Authenticate": "Bearer"})
+        payload = await request.content.read(65537)
+        reply = await self._control(payload)
+        code = 200 if reply["status"] == "done" else 422 if reply["status"] == "refused" \
+            else 500
+        return web.json_response(reply, status=code)
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot(),
