@@ -350,7 +350,7 @@ class Daemon:
         outcome = await self.commands.handle(payload, via="http")
         reply = outcome.reply(self.clock.timestamp())
         if self.mqtt is not None:
-            self.mqtt.publish_event_to("command/reply", reply)
+            self.mqtt.publish_reply(reply)
         return reply
 
     def _audit(self, when: float, outcome: Outcome) -> None:

@@ -39,6 +39,9 @@ from gauged.config import MqttConfig
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000
+MAX_REPLIES = 1_000  # command replies wait apart: a flood of junk commands cannot push
+# events (broadcasts, faults) out of their queue
+IN_FLIGHT = 50  # publishes awaited together (the wire keeps their order)
 
 
 class MqttPublisher:
@@ -50,6 +53,7 @@ class MqttPublisher:
         self.client_id = f"gauged-{gateway_id}"
         self._retained: dict[str, str] = {}
         self._events: deque[tuple[str, str]] = deque(maxlen=MAX_EVENTS)
+        self._replies: deque[tuple[str, str]] = deque(maxlen=MAX_REPLIES)
         self._wakeup = asyncio.Event()
         self._client: aiomqtt.Client | None = None
         self.connected = False
@@ -68,9 +72,11 @@ class MqttPublisher:
         """Queue an event (`transition`, `broadcast`)."""
         self._queue(f"{self.base}/event/{kind}", event)
 
-    def publish_event_to(self, suffix: str, message: dict[str, Any]) -> None:
-        """Queue a message on `<base>/<suffix>` (the command replies)."""
-        self._queue(f"{self.base}/{suffix}", message)
+    def publish_reply(self, reply: dict[str, Any]) -> None:
+        """Queue a command reply on `<base>/command/reply`."""
+        self._replies.append((f"{self.command_topic}/reply",
+                              json.dumps(reply, ensure_ascii=False, sort_keys=True)))
+        self._wakeup.set()
 
     def publish_reading(self, station: str, reading: dict[str, Any]) -> None:
         """The cycle's reading of a station, for live subscribers (dropped while away)."""
@@ -142,10 +148,14 @@ class MqttPublisher:
             readings, self._readings = self._readings, {}
             for topic, payload in readings.items():
                 await client.publish(topic, payload, qos=0)
-            while self._events:
-                topic, payload = self._events[0]
-                await client.publish(topic, payload, qos=1)
-                self._events.popleft()
+            for queue in (self._events, self._replies):
+                while queue:  # removed only once the broker has them (at least once)
+                    batch = [queue[i] for i in range(min(IN_FLIGHT, len(queue)))]
+                    await asyncio.gather(*(client.publish(topic, payload, qos=1)
+                                           for topic, payload in batch))
+                    for item in batch:  # (a full queue may have dropped some meanwhile)
+                        if queue and queue[0] is item:
+                            queue.popleft()
             await self._wakeup.wait()
 
     async def _commands(self, client: aiomqtt.Client) -> None:
@@ -158,7 +168,7 @@ class MqttPublisher:
             payload = raw if isinstance(raw, bytes | bytearray) else \
                 b"" if raw is None else str(raw).encode()
             reply = await self.on_command(bytes(payload), bool(message.retain))
-            self.publish_event_to("command/reply", reply)
+            self.publish_reply(reply)
 
     async def close(self) -> None:
         """Say `offline` before a clean disconnect (the will covers only unclean ones)."""
