@@ -96,11 +96,15 @@ class MqttPublisher:
         while True:
             try:
                 await self._session()
-            except aiomqtt.MqttError as exc:
+            except Exception as exc:  # the uplink never takes the daemon down
                 failures += 1
                 if self.connected or failures == 1:
                     log.warning("uplink mqtt down host=%s port=%d: %s", self.config.host,
-                                self.config.port, exc)
+                                self.config.port, _reason(exc))
+                if not _is_mqtt_error(exc):
+                    log.error("uplink mqtt: unexpected error", exc_info=exc)
+                if self.connected:  # it was up: start the backoff again from the bottom
+                    backoff = 0.0
                 self.connected = False
                 self._client = None
                 backoff = min(60.0, max(0.5, backoff * 2))
@@ -178,3 +182,20 @@ class MqttPublisher:
                 await asyncio.wait_for(client.publish(
                     f"{self.base}/availability", "offline", qos=1, retain=True), 2.0)
         self.connected = False
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for e in exc.exceptions for leaf in _leaves(e)]
+    return [exc]
+
+
+def _is_mqtt_error(exc: BaseException) -> bool:
+    return all(isinstance(e, aiomqtt.MqttError) for e in _leaves(exc))
+
+
+def _reason(exc: BaseException) -> str:
+    """One line: the first error of a session's task group."""
+    first = _leaves(exc)[0]
+    return f"{first}" if isinstance(first, aiomqtt.MqttError) else \
+        f"{type(first).__name__}: {first}"

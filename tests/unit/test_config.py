@@ -106,3 +106,23 @@ def test_every_example_config_is_valid(path: Path) -> None:
     assert config.stations
     for gauge in config.gauges.values():
         assert (gauge.spec is None) != (gauge.line is None)  # one way of reading each gauge
+
+
+def test_sec_1_secrets_never_printed_by_check_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A valid config's summary and a broken config's errors name the field, never the
+    secret (pydantic keeps SecretStr values out of reprs; our error lines leave inputs out)."""
+    ref = (ROOT / "config" / "minato-furukawa.toml").read_text(encoding="utf-8")
+    ref = ref.replace('file = "clips/', f'file = "{ROOT}/config/clips/')
+    good = ref.replace('token = ""', 'token = "tok-MARKER-influx"').replace(
+        'password = ""', 'password = "pw-MARKER-mqtt"') + \
+        '\n[commands]\nenabled = true\nsecret = "hmac-MARKER-commands-long"\n'
+    bad = ref.replace('password = ""', 'password = ["pw-MARKER-in-a-list"]').replace(
+        'port = 8080', 'port = "x-MARKER-port"')
+    for name, text, code in (("good.toml", good, 0), ("bad.toml", bad, 2)):
+        path = tmp_path / name
+        path.write_text(text, encoding="utf-8")
+        assert main(["check-config", str(path)]) == code
+        out = capsys.readouterr()
+        assert "MARKER" not in out.out + out.err
+    assert "mqtt: password: Input should be a valid string" in out.err

@@ -1,0 +1,160 @@
+"""The MQTT uplink of a real daemon process through a broker outage, and secrets kept out of
+everything it says (QUALITY MQ-5, SEC-1).
+
+`gauged run` and `gauged simulate` run the design storm on an accelerated clock (one hour in
+six seconds) against a mosquitto with a password file and an ACL. A reader subscribed to the
+gateway's topics reconnects whenever it can and keeps every message it sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import pytest
+from fieldbus import until
+from hil import SCENARIOS, Rig
+from services import Mosquitto, MosquittoFactory
+
+from gauged.commands import sign
+
+SPEED = 600.0  # a 3-minute cycle in 0.3 s; an hour in 6 s
+USERS = {"gauged": "pw-4a1f-gateway-MARKER-mqtt", "reader": "reader-password"}
+ACL = "user gauged\ntopic readwrite gauged/#\n\nuser reader\ntopic read gauged/#\n" \
+      "topic write gauged/+/command\n"
+SECRETS = {
+    "mqtt password": USERS["gauged"],
+    "influx token": "tok-9c2e-influx-MARKER",
+    "command secret": "hmac-77d0-commands-MARKER",
+    "status token": "bearer-5b3a-status-MARKER",
+}
+
+
+@dataclass
+class Reader:
+    """Every message seen on gauged/#, across broker restarts."""
+
+    broker: Mosquitto
+    messages: list[tuple[str, bytes, bool]] = field(default_factory=list)
+    connects: int = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.broker.host, self.broker.port,
+                                          username="reader", password=USERS["reader"],
+                                          identifier=f"reader-{self.connects}") as client:
+                    self.connects += 1
+                    await client.subscribe("gauged/#", qos=1)
+                    async for m in client.messages:
+                        payload = m.payload if isinstance(m.payload, bytes) else b""
+                        self.messages.append((str(m.topic), payload, bool(m.retain)))
+            except aiomqtt.MqttError:
+                await asyncio.sleep(0.1)  # the broker is down: try again
+
+    def since(self, n: int) -> list[tuple[str, bytes, bool]]:
+        return self.messages[n:]
+
+
+@contextlib.asynccontextmanager
+async def reading(broker: Mosquitto) -> AsyncIterator[Reader]:
+    reader = Reader(broker)
+    task = asyncio.create_task(reader.run())
+    try:
+        yield reader
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+
+
+@pytest.fixture
+def rig(tmp_path: Path, mosquitto_factory: MosquittoFactory) -> Iterator[tuple[Rig, Mosquitto]]:
+    broker = mosquitto_factory(users=USERS, acl=ACL)
+    rig = Rig(tmp_path, SPEED, mqtt_port=broker.port,
+              influx_url="http://127.0.0.1:9")  # nothing listens: the token is sent, fails
+    rig.edit_config(lambda t: t.replace(
+        'username = ""\npassword = ""',
+        f'username = "gauged"\npassword = "{SECRETS["mqtt password"]}"').replace(
+        'token = ""', f'token = "{SECRETS["influx token"]}"') + f"""
+[commands]
+enabled = true
+secret = "{SECRETS['command secret']}"
+""")
+    rig.edit_config(lambda t: t.replace("[status]\n", f'[status]\ntoken = "'
+                                                       f'{SECRETS["status token"]}"\n', 1))
+    try:
+        yield rig, broker
+    finally:
+        rig.close()
+
+
+async def test_mq_5_and_sec_1_broker_down_an_hour_then_everything_again_and_no_secret_leaks(
+        rig: tuple[Rig, Mosquitto]) -> None:
+    hil, broker = rig
+    async with reading(broker) as reader:
+        hil.start_simulators(SCENARIOS / "design_storm_50mm.csv")
+        hil.start_daemon()
+        stations = set(hil.wait_for_status(lambda s: s["cycles"] >= 2, 60, "two cycles")
+                       ["stations"])
+
+        gateway = f"gauged/{hil.wait_for_status(lambda s: True, 5, 'status')['gateway']}"
+
+        def retained_states(msgs: list[tuple[str, bytes, bool]]) -> dict[str, dict]:
+            return {t.split("/")[-2]: json.loads(p) for t, p, _ in msgs
+                    if t.startswith(f"{gateway}/station/") and t.endswith("/state")}
+
+        await until(lambda: set(retained_states(reader.messages)) == stations, 20,
+                    "every station's state")
+        # junk and a forged command: refused, and the refusal names no secret
+        async with aiomqtt.Client(broker.host, broker.port, username="reader",
+                                  password=USERS["reader"]) as client:
+            await client.publish(f"{gateway}/command", b"{bad", qos=1)
+            await client.publish(f"{gateway}/command", sign('{"id": "f"}', "not the secret"))
+        await until(lambda: any(t.endswith("/command/reply") for t, _, _ in reader.messages),
+                    20, "the refusals")
+
+        # the broker goes away for an hour of the daemon's time (without persistence, so it
+        # comes back with no retained message at all)
+        cycles = hil.wait_for_status(lambda s: True, 5, "status")["cycles"]
+        broker.stop(kill=True)
+        hil.wait_for_status(lambda s: s["cycles"] >= cycles + 20, 60, "an hour of cycles")
+        assert hil.status()["uplinks"]["mqtt"]["connected"] is False
+        mark = len(reader.messages)
+        broker.start()
+        # `online` and every station's current stage again, without being asked
+        await until(lambda: any(t == f"{gateway}/availability" and p == b"online"
+                                for t, p, _ in reader.since(mark)), 60, "online again")
+        await until(lambda: set(retained_states(reader.since(mark))) == stations, 30,
+                    "every station's state again")
+        status = hil.wait_for_status(lambda s: s["uplinks"]["mqtt"]["connected"], 30,
+                                     "connected")
+        published = retained_states(reader.since(mark))
+        for sid in stations:  # the stage published is the daemon's (it may move on since)
+            assert published[sid]["stage_name"] in {status["stations"][sid]["stage_name"],
+                                                    *(s["stage_name"] for s in
+                                                      retained_states(reader.messages)
+                                                      .values())}
+        # a crash: the broker publishes the last will
+        mark = len(reader.messages)
+        hil.kill("daemon")
+        await until(lambda: (f"{gateway}/availability", b"offline", False) in
+                    [(t, p, False) for t, p, _ in reader.since(mark)], 20, "the last will")
+
+    # SEC-1: no secret in the log, /status, MQTT payloads or anything the CLI prints
+    status_text = json.dumps(status)
+    everything = {"daemon log": hil.log("daemon"), "status": status_text,
+                  "mqtt": b"\n".join(p for _, p, _ in reader.messages).decode("utf-8",
+                                                                              "replace")}
+    assert "influx" in everything["daemon log"]  # it did try the database (and fail)
+    for what, text in everything.items():
+        for name, secret in SECRETS.items():
+            assert secret not in text, f"{name} appears in the {what}"
+            assert "MARKER" not in text, f"a secret appears in the {what}"
