@@ -125,6 +125,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_command(args: argparse.Namespace) -> int:
+    """Sign a command with the config's secret and send it to the local daemon's
+    POST /command (with the status token); print the reply."""
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    secret = config.commands.secret.get_secret_value()
+    token = config.status.token.get_secret_value()
+    if not config.commands.enabled or not secret or not token:
+        print("gauged command: needs [commands] enabled with a secret and a [status] token "
+              f"in {args.config}", file=sys.stderr)
+        return EXIT_CONFIG
+    import getpass
+    import socket
+    import uuid
+
+    from gauged.commands import sign
+
+    fields = {"id": str(uuid.uuid4()), "issued": datetime.now().astimezone().isoformat(),
+              "ttl_s": args.ttl, "sender": args.sender or
+              f"{getpass.getuser()}@{socket.gethostname()}", "action": args.action,
+              "zone": args.zone, "clips": args.clip or None, "scope": args.scope,
+              "target": args.target, "minutes": args.minutes, "reason": args.reason,
+              "job": args.job}
+    body = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+    host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
+    url = args.url or f"http://{host}:{config.status.port}"
+    request = urllib.request.Request(
+        url.rstrip("/") + "/command", data=sign(body, secret), method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            reply = json.load(response)
+    except urllib.error.HTTPError as exc:
+        reply = json.load(exc) if exc.headers.get_content_type() == "application/json" \
+            else {"status": "failed", "reason": f"HTTP {exc.code}"}
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"gauged command: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps(reply, ensure_ascii=False, indent=1))
+    return EXIT_OK if reply.get("status") == "done" else EXIT_RUNTIME
+
+
 def _iso(text: str) -> datetime:
     when = datetime.fromisoformat(text)
     if when.tzinfo is None:
@@ -167,6 +210,22 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--until-end", action="store_true",
                       help="stop by itself once the scenario has played")
 
+    cmd = sub.add_parser("command", help="send a signed command to the local daemon",
+                         description="Sign a command with [commands] secret and POST it to "
+                         "the daemon's /command with [status] token.")
+    cmd.add_argument("action", choices=["silence", "broadcast", "inhibit", "release", "test"])
+    cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    cmd.add_argument("--zone", help="silence, broadcast: the zone")
+    cmd.add_argument("--clip", action="append", help="broadcast: a configured clip (repeat)")
+    cmd.add_argument("--scope", choices=["station", "zone"], help="inhibit, release")
+    cmd.add_argument("--target", help="inhibit, release: the station or zone id")
+    cmd.add_argument("--minutes", type=float, help="inhibit: how long")
+    cmd.add_argument("--reason", help="inhibit: why (kept in the audit record)")
+    cmd.add_argument("--job", choices=["silent", "audible"], help="test: which")
+    cmd.add_argument("--ttl", type=float, default=60.0)
+    cmd.add_argument("--sender", help="who sends it (default: user@host)")
+    cmd.add_argument("--url", help="the status server (default: from the config)")
+
     status = sub.add_parser("status", help="print the daemon's status")
     status.add_argument("--url", default="http://127.0.0.1:8080")
     status.add_argument("--json", action="store_true")
@@ -180,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.log_level)
     commands = {
         "check-config": cmd_check_config, "run": cmd_run, "replay": cmd_replay,
-        "demo": cmd_demo, "status": cmd_status,
+        "demo": cmd_demo, "status": cmd_status, "command": cmd_command,
     }
     if args.command == "simulate":
         return cmd_simulate(args, rest)

@@ -24,6 +24,7 @@ import pytest
 from fieldbus import FieldRig, field_rig, until
 from services import Mosquitto, MosquittoFactory, PtyPairFactory
 
+from gauged.cli import main
 from gauged.commands import sign
 from gauged.status import StatusServer
 
@@ -337,3 +338,32 @@ async def test_sec_2_post_command_needs_the_token_and_get_is_read_only(
                                 control=daemon.http_command) as server:
             url = f"http://127.0.0.1:{server.port}"
             assert (await asyncio.to_thread(post, TOKEN))[0] == 403
+
+
+async def test_gauged_command_signs_and_posts_a_command_to_the_local_daemon(
+        tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def edit(text: str) -> str:
+        return mqtt_section(broker)(text).replace("[status]\n", f'[status]\ntoken = "{TOKEN}"\n')
+
+    async with field_rig(tmp_path, pty_pair, speed=SPEED, edit=edit) as rig, running(rig):
+        daemon = rig.daemon
+        async with StatusServer("127.0.0.1", 0, daemon.snapshot, daemon.health, token=TOKEN,
+                                control=daemon.http_command) as server:
+            config = tmp_path / "fieldbus.toml"
+            url = f"http://127.0.0.1:{server.port}"
+            # the test daemon's clock runs 50× faster than the wall clock the CLI stamps
+            # its commands with: a long TTL keeps them fresh
+            inhibit = ["command", "inhibit", "--config", str(config), "--url", url, "--ttl",
+                       "3600", "--scope", "zone", "--target", "riverside", "--minutes", "30",
+                       "--reason", "speaker repair"]
+            assert await asyncio.to_thread(main, inhibit) == 0
+            reply = json.loads(capsys.readouterr().out)
+            assert reply["status"] == "done"
+            [shown] = daemon.snapshot()["inhibits"]
+            assert (shown["target"], shown["reason"]) == ("zone:riverside", "speaker repair")
+            assert "@" in shown["by"]  # user@host by default
+            release = ["command", "release", "--config", str(config), "--url", url, "--ttl",
+                       "3600", "--scope", "station", "--target", "tcp_9"]
+            assert await asyncio.to_thread(main, release) == 1  # refused: nothing to release
+            assert "no inhibit in force" in json.loads(capsys.readouterr().out)["reason"]
