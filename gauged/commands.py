@@ -214,6 +214,7 @@ class CommandHandler:
         if not self._take_token():
             return self._refuse("rate", "rate limit", audited=True, cid=cid, command=command)
         if not self.seen(cid, now):
+            self._tokens += 1.0  # a replayed id costs the sender nothing of the rate
             return self._refuse("duplicate", "this id was already received", audited=True,
                                 cid=cid, command=command)
         try:

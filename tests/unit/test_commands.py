@@ -142,3 +142,12 @@ async def test_refusals_are_logged_at_most_ten_a_minute(
             await h.send(b"junk")
     assert len([r for r in caplog.records if "command refused" in r.message]) == 10
     assert h.handler.refused == {"bad_json": 100}
+
+
+async def test_a_replayed_id_does_not_use_up_the_rate() -> None:
+    h = Harness(rate_per_min=1.0, burst=2)
+    assert (await h.send(sign(body(id="a"), SECRET))).status == "done"
+    for _ in range(5):
+        assert (await h.send(sign(body(id="a"), SECRET))).reason == \
+            "this id was already received"
+    assert (await h.send(sign(body(id="b"), SECRET))).status == "done"
