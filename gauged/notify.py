@@ -88,7 +88,7 @@ class Notifier:
             self._sock.sendto(message, self.address)
         except OSError as exc:
             if not self._failed:  # once: the next success says it is back
-                log.error("sd_notify failed socket=%s: %s", _show(self.address), exc)
+                log.warning("sd_notify failed socket=%s: %s", _show(self.address), exc)
             self._failed = True
             return False
         if self._failed:
