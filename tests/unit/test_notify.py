@@ -109,3 +109,32 @@ def test_sys_4_no_cycle_for_an_interval_and_a_margin_stops_the_pings() -> None:
 def test_sys_4_a_wedged_zone_stops_the_pings_a_playing_one_does_not() -> None:
     assert rule(10.0, zones={"a": (30.0, 60.0), "b": None}) == []
     assert rule(10.0, zones={"a": (61.0, 60.0)}) == ["zone a: one broadcast for 61 s, budget 60 s"]
+
+
+def test_sys_4_budgets_of_the_reference_system() -> None:
+    from gauged.app import Daemon
+    from gauged.broadcast import BroadcastRecord
+    from gauged.config import load_config
+    from gauged.engine import BroadcastRequest
+    from gauged.notify import broadcast_budget, cycle_budget, progress
+
+    root = Path(__file__).resolve().parents[2]
+    daemon = Daemon(load_config(root / "config" / "minato-furukawa.toml"))
+    rain_gauges = len(daemon.poller.by_bus["rain"])
+    # 180 s, then the rain bus (the most gauges) timing out on a connect and every gauge
+    assert cycle_budget(daemon) == 180.0 + (1 + rain_gauges) * 1.0 + MARGIN_S
+    zone = daemon.zones["furukawa_hiroo"]
+    req = BroadcastRequest(time=daemon.clock.now(), zone="furukawa_hiroo", station="shin_hiroo",
+                           stage=4, stage_name="overflow", sequence="level_overflow",
+                           siren_s=10.0, clips=())
+    record = BroadcastRecord(request=req, started=daemon.clock.timestamp())
+    seq = daemon.config.sequences["level_overflow"]
+    budget = broadcast_budget(daemon, zone, record)
+    clips = seq.repeats * len(seq.clips)
+    assert budget > seq.siren_on_s + clips * 5.0  # the siren and each clip to its timeout
+    assert budget < 3600  # and bounded: a wedged zone is noticed
+    assert progress(daemon, daemon.last_cycle_mono or 0.0, 0.0) == []
+    zone.current = record
+    assert progress(daemon, 0.0, 0.0) == []  # just started
+    record.started -= budget + 1  # playing for longer than it can last
+    assert progress(daemon, 0.0, 0.0)[0].startswith("zone furukawa_hiroo: one broadcast")
