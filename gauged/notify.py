@@ -241,7 +241,7 @@ async def watch(daemon: Daemon, notifier: Notifier, status_every_s: float = 5.0)
             if stalls:
                 log.info("watchdog pings resume: progress again")
                 stalls = ""
-        elif "; ".join(problems) != stalls and not stalls:
+        elif not stalls:  # the first stall is what the log and STATUS= show
             stalls = "; ".join(problems)
             log.error("watchdog pings stopped: %s", stalls)
         line = status_line(daemon) if not stalls else f"STALLED: {stalls}"
