@@ -225,16 +225,17 @@ def test_sys_3_ready_after_state_restore_and_relays_off_read_back(
 
 # ---- SYS-4: a stalled cycle stops the pings; "systemd" aborts and restarts it ------------
 
+@pytest.mark.parametrize("stall_in", ["poll", "evaluate"])
 def test_sys_4_stalled_cycle_stops_pings_sigabrt_restart_ready_with_relays_off(
-        rig: Rig, manager: Manager) -> None:
+        rig: Rig, manager: Manager, stall_in: str) -> None:
     watchdog_s = 2.0
     # short bus timeouts keep the cycle budget (notify.cycle_budget) short in the test
     rig.edit_config(lambda t: t.replace("timeout_s = 1.0", "timeout_s = 0.3"))
     rig.start_simulators(steady_level_csv(rig, 1.0))
-    # the test-only hook (config [test_hooks]): the 4th cycle hangs after reading its gauges,
-    # before the stage engine, with the event loop alive
+    # the test-only hook (config [test_hooks]): the 4th cycle hangs before reading its gauges
+    # (poll) or after, before the stage engine (evaluate), with the event loop alive
     proc = rig.start_daemon(env=manager.env(watchdog_s) | {
-        "GAUGED_TEST_HOOKS__STALL_IN": "evaluate", "GAUGED_TEST_HOOKS__STALL_AFTER_CYCLES": "3"})
+        "GAUGED_TEST_HOOKS__STALL_IN": stall_in, "GAUGED_TEST_HOOKS__STALL_AFTER_CYCLES": "3"})
     ready = manager.wait_for("READY", 30, proc, rig.log("daemon")[-2000:])
 
     # play systemd: note every ping; when none came for WatchdogSec, SIGABRT
@@ -254,7 +255,7 @@ def test_sys_4_stalled_cycle_stops_pings_sigabrt_restart_ready_with_relays_off(
     proc.send_signal(signal.SIGABRT)
     assert proc.wait(20) == -signal.SIGABRT
     first_log = rig.log("daemon")
-    assert "test hook: the cycle stalls in evaluate after 3 cycles" in first_log
+    assert f"test hook: the cycle stalls in {stall_in} after 3 cycles" in first_log
     assert re.search(r"watchdog pings stopped: poll: cycle under way for \d+ s, budget \d+ s",
                      first_log), first_log[-2000:]
     statuses = [m.fields["STATUS"] for m in manager.messages if "STATUS" in m.fields]
