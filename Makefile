@@ -12,7 +12,7 @@ DEMO_ARGS ?=
 # Debian package:binary pairs the tests start (on their own loopback ports, never 1883).
 SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat
 
-.PHONY: help venv deps test demo lint clean apt-install
+.PHONY: help venv deps test demo lint clean apt-install install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ demo: venv ## run simulators and daemon on the reference system
 
 lint: venv ## ruff and mypy (both run; fails if either fails)
 	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+
+install: ## install as a systemd service (DESTDIR=/some/root stages it there)
+	PYTHON=$(PYTHON) bash scripts/install.sh "$(DESTDIR)"
 
 clean: ## remove the venv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build

@@ -27,6 +27,8 @@ class AplayConfig(BaseModel):
     kind: Literal["aplay"]
     device: str = "default"
     command: str = "aplay"
+    # A clip longer than this is a hung player (a wedged ALSA device): killed, an audio fault.
+    timeout_s: float = Field(default=120.0, gt=0)
 
 
 class SinkConfig(BaseModel):
@@ -74,11 +76,15 @@ class AplayPlayer:
         except OSError as exc:
             raise AudioFault(f"clip {clip_id}: cannot run {self.config.command}: {exc}") from exc
         try:
-            _, err = await proc.communicate()
-        except asyncio.CancelledError:
+            async with asyncio.timeout(self.config.timeout_s):
+                _, err = await proc.communicate()
+        except (asyncio.CancelledError, TimeoutError) as exc:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+            if isinstance(exc, TimeoutError):
+                raise AudioFault(f"clip {clip_id}: {self.config.command} still playing after "
+                                 f"{self.config.timeout_s:g} s: killed") from exc
             raise
         if proc.returncode != 0:
             raise AudioFault(f"clip {clip_id}: {self.config.command} exited "

@@ -37,6 +37,7 @@ from gauged.engine import BroadcastRequest, CycleResult, Engine, StationState
 from gauged.influx import InfluxSink, Record
 from gauged.inhibits import InhibitError, Inhibits, inhibit_json
 from gauged.mqtt import MqttPublisher
+from gauged.notify import Notifier, status_line, watch
 from gauged.poll import Poller
 from gauged.quality import Quality
 from gauged.schedule import TestRunner, TestScheduler, jobs_from_config
@@ -86,6 +87,7 @@ class Daemon:
         self.cycles = 0
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
+        self.cycle_started_mono: float | None = None  # a cycle under way (the watchdog)
         self.faults: list[str] = []
         self.store: StateStore | None = None
         self.tests: TestScheduler | None = None
@@ -106,6 +108,10 @@ class Daemon:
         self._skew_reported = 0.0
         self._stop = asyncio.Event()
         self.ready = asyncio.Event()
+        if config.test_hooks.stall_in:
+            log.warning("test hook set: a cycle will stall in %s after %d cycles (a test-only "
+                        "fault, never on a gateway)", config.test_hooks.stall_in,
+                        config.test_hooks.stall_after_cycles)
 
     def _relay(self, name: str, cfg: RelayConfig | None) -> CoilRelay | None:
         if cfg is None:
@@ -163,8 +169,17 @@ class Daemon:
                 tests = None if once or self.tests is None else tg.create_task(
                     self.tests.run(), name="gauged[tests].schedule")
                 self.ready.set()
+                # READY only now: config valid, state restored, relays OFF and read back
+                notifier = Notifier()
+                pinger = None
+                if notifier.enabled:
+                    notifier.ready(status_line(self))
+                    pinger = tg.create_task(watch(self, notifier), name="gauged.watchdog")
                 await self._stop.wait()
                 log.info("stopping")
+                notifier.stopping()
+                if pinger is not None:  # systemd watches the stop with TimeoutStopSec
+                    await _cancel(pinger)
                 watchdog = tg.create_task(_report_stuck_shutdown(10.0),
                                           name="gauged.shutdown-watchdog")
                 await _cancel(poll)
@@ -243,7 +258,16 @@ class Daemon:
 
     async def cycle(self, when: datetime) -> CycleResult:
         """Read, judge, derive, decide, broadcast, record: one poll cycle at time `when`."""
+        self.cycle_started_mono = time.monotonic()
+        try:
+            return await self._cycle(when)
+        finally:
+            self.cycle_started_mono = None
+
+    async def _cycle(self, when: datetime) -> CycleResult:
+        await self._test_hook("poll")
         samples = await self.poller.read(when)
+        await self._test_hook("evaluate")
         result = self.engine.evaluate(when, samples)
         # The new stages are durable before anything sounds: a crash during a broadcast
         # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
@@ -437,6 +461,15 @@ class Daemon:
                                              "id": command.id, "result": result,
                                              "gateway": self.gateway})
         return result
+
+    async def _test_hook(self, where: str) -> None:
+        """The test-only stall of `[test_hooks]` (config.py; QUALITY SYS-4): hang here for good,
+        the event loop alive, as a deadlocked await would."""
+        hook = self.config.test_hooks
+        if hook.stall_in == where and self.cycles >= hook.stall_after_cycles:
+            log.critical("test hook: the cycle stalls in %s after %d cycles", where,
+                         self.cycles)
+            await asyncio.Event().wait()
 
     def _record(self, when: datetime, result: CycleResult) -> None:
         tz = self.config.gateway.timezone

@@ -99,6 +99,8 @@ class ZoneBroadcaster:
         self._playing: asyncio.Task[None] | None = None
         self.current: BroadcastRecord | None = None
         self.last: BroadcastRecord | None = None
+        # (relay, state) whose last write failed: a stuck-OFF relay still follows an OFF
+        self._faulty: set[tuple[str, bool]] = set()
 
     @property
     def relays(self) -> list[CoilRelay]:
@@ -281,9 +283,15 @@ class ZoneBroadcaster:
         for _ in range(RELAY_ATTEMPTS):
             try:
                 await relay.set(on)
-                return
             except DriverError as exc:
                 error = exc
+            else:
+                if (relay.name, on) in self._faulty:  # the recovery, once, as the fault was
+                    self._faulty.discard((relay.name, on))
+                    log.info("relay_fault cleared zone=%s relay=%s want=%s", self.zone,
+                             relay.name, "on" if on else "off")
+                return
+        self._faulty.add((relay.name, on))
         record.faults.append(f"relay_fault: {relay.name}: {error}")
         log.error("relay_fault zone=%s relay=%s want=%s: %s", self.zone, relay.name,
                   "on" if on else "off", error)

@@ -25,10 +25,10 @@ log = logging.getLogger("gauged")
 
 
 def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # pymodbus logs every connection failure at ERROR; the hub reports transitions itself.
-    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    """stderr; under systemd with journald priorities; repetitions held back (gauged/logs.py)."""
+    from gauged.logs import setup
+
+    setup(level)
 
 
 def _load(path: Path) -> Config | None:

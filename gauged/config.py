@@ -321,6 +321,16 @@ class TestsConfig(_Model):
     audible_grace_s: float = Field(default=600.0, ge=0)
 
 
+class TestHooksConfig(_Model):
+    """Test-only fault injection; never set on a gateway. `stall_in = "poll"` (before the
+    gauges are read) or `"evaluate"` (after, before the stages) makes the cycle after
+    `stall_after_cycles` cycles hang for good while the event loop lives on, as a deadlocked
+    await would: the SYS-4 test shows the watchdog pings stop (gauged/notify.py)."""
+
+    stall_in: Literal["", "poll", "evaluate"] = ""
+    stall_after_cycles: int = Field(default=0, ge=0)
+
+
 PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
 
 # Which TOML file `Config` reads: set by load_config for the duration of one load.
@@ -344,6 +354,7 @@ class Config(BaseSettings):
     clock: ClockConfig = ClockConfig()
     state: StateConfig = StateConfig()
     tests: TestsConfig = TestsConfig()
+    test_hooks: TestHooksConfig = TestHooksConfig()
     buses: dict[str, BusConfig] = Field(default_factory=dict)
     gauges: dict[str, GaugeConfig] = Field(default_factory=dict)
     stations: dict[str, StationConfig] = Field(min_length=1)

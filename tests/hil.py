@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,26 +90,32 @@ class Rig:
 
     # ---- processes -----------------------------------------------------------------
 
-    def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen[str]:
+    def _spawn(self, name: str, argv: list[str],
+               env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         log = (self.workdir / f"{name}.log").open("a", encoding="utf-8")
         proc = subprocess.Popen(
             [sys.executable, "-m", "gauged", *argv], cwd=ROOT, stdout=subprocess.PIPE,
             stderr=log, text=True, env=os.environ | {
-                "PYTHONUNBUFFERED": "1", "GAUGED_STATE__PATH": str(self.state_path)})
+                "PYTHONUNBUFFERED": "1", "GAUGED_STATE__PATH": str(self.state_path)}
+            | dict(env or {}))
         self.procs[name] = proc
         return proc
 
-    def start_simulators(self, scenario: Path) -> None:
+    def start_simulators(self, scenario: Path, faults: Path | None = None) -> None:
+        """`faults`: a [[fault]] TOML file of knobs set at start (simulators/faults.py)."""
         proc = self._spawn("simulators", [
             "simulate", "--config", str(self.config), "--scenario", str(scenario),
             "--speed", str(self.speed), "--start", self.start.isoformat(),
-            "--anchor", repr(self.anchor), "--record", str(self.records)])
+            "--anchor", repr(self.anchor), "--record", str(self.records),
+            *(["--faults", str(faults)] if faults is not None else [])])
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until ready or exit
         assert line.strip() == "simulators ready", self.log("simulators")
 
-    def start_daemon(self, *args: str) -> subprocess.Popen[str]:
-        return self._spawn("daemon", ["run", "--config", str(self.config), *args])
+    def start_daemon(self, *args: str,
+                     env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        """`env`: more environment (NOTIFY_SOCKET, WATCHDOG_USEC, GAUGED_… overrides)."""
+        return self._spawn("daemon", ["run", "--config", str(self.config), *args], env)
 
     def stop(self, name: str, timeout: float = 20.0) -> int:
         proc = self.procs[name]

@@ -49,7 +49,8 @@ def coil_writes(rig: FieldRig, coil: int) -> list[dict[str, object]]:
 
 
 async def test_alm_7_stuck_relay_is_a_fault_within_a_second(
-        tmp_path: Path, pty_pair: PtyPairFactory) -> None:
+        tmp_path: Path, pty_pair: PtyPairFactory, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="gauged.broadcast")
     async with field_rig(tmp_path, pty_pair, speed=SPEED) as rig, zone_running(rig) as zone:
         rig.fleet.set_fault("relays", 1, stuck=True)  # acknowledges writes, coils stay put
         before = len(rig.fleet.relay_log)
@@ -68,6 +69,14 @@ async def test_alm_7_stuck_relay_is_a_fault_within_a_second(
         assert zone.last.clips_played == ["warning"]  # the announcement still went out
         status = rig.daemon.snapshot()
         assert any("relay_fault" in f for f in status["faults"])
+        # the board works again: the next broadcast logs the recovery, once
+        rig.fleet.set_fault("relays", 1, stuck=False)
+        zone.submit(request("tcp_1", 2, "warning", "warning"))
+        await zone.idle()
+        lines = [r.getMessage() for r in caplog.records if "relay_fault" in r.getMessage()]
+        assert lines[-1] == ("relay_fault cleared zone=riverside relay=riverside.amplifier "
+                             "want=on")
+        assert sum("cleared" in line for line in lines) == 1
 
 
 async def test_alm_8_missing_clip_still_sounds_the_siren(
