@@ -61,11 +61,11 @@ def render(status: Mapping[str, Any]) -> str:
     rain = {s: st for s, st in stations.items() if st.get("kind") != "level"}
     if level:
         lines += ["", f"{pad('RIVER', 30)} {pad('stage', 12)} {'freeboard':>9}  "
-                  f"{pad('trend', 30)} reading"]
+                  f"{pad('trend', 32)} reading"]
         for sid, st in level.items():
             fb = st.get("freeboard_m")
             lines.append(f"{_name(sid, st)} {pad(_stage(st), 12)} "
-                         f"{'—' if fb is None else f'{fb:.2f} m':>9}  {pad(_trend(st), 30)} "
+                         f"{'—' if fb is None else f'{fb:.2f} m':>9}  {pad(_trend(st), 32)} "
                          f"{_reading(st)}")
     if rain:
         lines += ["", f"{pad('RAIN', 30)} {pad('stage', 12)} {'10 min':>7} {'60 min':>7} "
@@ -82,7 +82,7 @@ def render(status: Mapping[str, Any]) -> str:
             f"{_hm(parse_time(last_b.get('started')), tz)} {_who(last_b)} "
             f"{last_b.get('outcome') or last_b.get('status') or ''}".rstrip())
         label = f"{zid} {z.get('name') or ''}"
-        lines.append(f"{pad(label, 30)} {state} · last: {what}")
+        lines.append(f"{pad(label, 36)} {state} · last: {what}")
     inhibits = status.get("inhibits") or []
     lines.append("")
     lines.append("INHIBITS " + ("none" if not inhibits else "; ".join(
