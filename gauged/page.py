@@ -33,7 +33,8 @@ STAGE_TEXT = ("#ffffff", "#111111", "#111111", "#ffffff", "#ffffff", "#ffffff")
 FLAT_M_PER_H = 0.005  # below 5 mm/h the page calls the river steady
 BANNER_MAX = 3  # stations named in the banner; every card shows its own stage
 
-CHART_W, CHART_H, CHART_PAD = 300.0, 64.0, 4.0
+CHART_W, CHART_H, CHART_PAD = 300.0, 64.0, 4.0  # the plot; a strip below holds the time axis
+AXIS_H = 9.0
 
 CSS = """
 *{box-sizing:border-box}
@@ -189,7 +190,6 @@ def _rain(st: Mapping[str, Any]) -> str:
             f'<span class="unit"> mm</span></span>{partial}<span class="meta">{_e(target)}'
             '</span></div><div class="totals rain">'
             f'<span>10 min <b class="rain10">{mm("rain_10m_mm")}</b> mm</span>'
-            f'<span>60 min <b>{mm("rain_60m_mm")}</b> mm</span>'
             f'<span>24 h <b class="rain24">{mm("rain_24h_mm")}</b> mm</span></div>')
 
 
@@ -258,8 +258,9 @@ def _plant(status: Mapping[str, Any], now: datetime) -> str:
         rows.append("<li>no uplink configured</li>")
     for name, bus in status.get("buses", {}).items():
         ok = "connected" if bus.get("connected") else '<span class="warn">DISCONNECTED</span>'
-        rows.append(f"<li>bus {_e(name)} ({_e(bus.get('kind', ''))}): {ok}, last read "
-                    f"{float(bus.get('read_s') or 0) * 1000:.0f} ms</li>")
+        read_s = float(bus.get("read_s") or 0)
+        took = f", last cycle read {read_s * 1000:.0f} ms" if read_s else ""
+        rows.append(f"<li>bus {_e(name)} ({_e(bus.get('kind', ''))}): {ok}{took}</li>")
     return ('<h2>Uplinks, spool, buses</h2><div class="row" id="uplinks">'
             f'<ul>{"".join(rows)}</ul></div>')
 
@@ -308,8 +309,14 @@ def _chart(st: Mapping[str, Any], points: Sequence[Point], now: datetime) -> str
     pts = [p for p in points if p.ts >= start]
     values = [p.value for p in pts if p.value is not None]
     label = "freeboard (m)" if level else "60-min rain (mm)"
-    head = (f'<svg class="chart" viewBox="0 0 {CHART_W:g} {CHART_H:g}" role="img" '
-            f'aria-label="{_e(label)}, last {HOURS:g} hours" data-points="{len(values)}">')
+    head = (f'<svg class="chart" viewBox="0 0 {CHART_W:g} {CHART_H + AXIS_H:g}" role="img" '
+            f'aria-label="{_e(label)}, last {HOURS:g} hours" data-points="{len(values)}">'
+            f'<line x1="0" x2="{CHART_W:g}" y1="{CHART_H:g}" y2="{CHART_H:g}" stroke="#ccd"/>'
+            + "".join(f'<text x="{CHART_W * i / 2:g}" y="{CHART_H + AXIS_H - 1.5:g}" '
+                      f'font-size="7" fill="#555" text-anchor="{anchor}">{text}</text>'
+                      for i, (text, anchor) in enumerate(
+                          ((f"−{HOURS:g} h", "start"), (f"−{HOURS / 2:g} h", "middle"),
+                           ("now", "end")))))
     if not values:
         return head + (f'<text x="{CHART_W / 2:g}" y="{CHART_H / 2:g}" text-anchor="middle" '
                        'font-size="10" fill="#777">no readings yet</text></svg>')
@@ -335,12 +342,16 @@ def _chart(st: Mapping[str, Any], points: Sequence[Point], now: datetime) -> str
         return CHART_PAD + (frac if level else 1.0 - frac) * inner
 
     out = [head]
-    for name, thr in thresholds:
+    above: float | None = None  # the line of the label drawn last, top to bottom
+    for name, thr in sorted(thresholds, key=lambda nt: y(nt[1])):
         if lo <= thr <= hi:
             yy = y(thr)
+            # a label too close to the line above it goes under its own line
+            ty = yy + 7 if above is not None and yy - above < 8 else yy - 1.5
+            above = yy
             out.append(f'<line x1="0" x2="{CHART_W:g}" y1="{yy:.1f}" y2="{yy:.1f}" '
                        'stroke="#c62828" stroke-width="0.6" stroke-dasharray="3 3"/>'
-                       f'<text x="2" y="{yy - 1.5:.1f}" font-size="7" fill="#c62828">'
+                       f'<text x="2" y="{ty:.1f}" font-size="7" fill="#c62828">'
                        f"{_e(name)} {thr:g}</text>")
     segments: list[list[str]] = [[]]
     for p in pts:
@@ -359,8 +370,7 @@ def _chart(st: Mapping[str, Any], points: Sequence[Point], now: datetime) -> str
     if last is not None and last.value is not None:
         out.append(f'<circle cx="{x(last.ts):.1f}" cy="{y(last.value):.1f}" r="2.2" '
                    'fill="#0d47a1"/>')
-    out.append(f'<text x="{CHART_W - 2:g}" y="{CHART_H - 2:g}" text-anchor="end" font-size="7" '
-               f'fill="#555">−{HOURS:g} h … now</text></svg>')
+    out.append("</svg>")
     return "".join(out)
 
 
