@@ -189,8 +189,14 @@ def _rain(st: Mapping[str, Any]) -> str:
     return (f'<div><span class="meta">60 min </span><span class="value rain60">{mm("rain_60m_mm")}'
             f'<span class="unit"> mm</span></span>{partial}<span class="meta">{_e(target)}'
             '</span></div><div class="totals rain">'
-            f'<span>10 min <b class="rain10">{mm("rain_10m_mm")}</b> mm</span>'
+            f'<span>10 min <b class="rain10">{mm("rain_10m_mm")}</b> mm{_intensity(st)}</span>'
             f'<span>24 h <b class="rain24">{mm("rain_24h_mm")}</b> mm</span></div>')
+
+
+def _intensity(st: Mapping[str, Any]) -> str:
+    """The last ten minutes as an hourly rate: where the 60-minute total is heading."""
+    v = st.get("rain_10m_mm")
+    return "" if not v else f' <span class="meta">(≈{v * 6:.0f} mm/h)</span>'
 
 
 def _reading(st: Mapping[str, Any], interval_s: float) -> str:

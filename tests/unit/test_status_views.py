@@ -84,7 +84,7 @@ def test_page_shows_stations_with_stage_text_values_and_local_time() -> None:
     assert "STAGE 2 · NOTICE" in page  # text with the colour
     assert re.search(r'class="value freeboard">1\.70', page)
     assert "rising 0.42 m/h · warning (1.00 m) in 1:40 h" in page
-    assert '<b class="rain10">3.0</b>' in page
+    assert '<b class="rain10">3.0</b> mm <span class="meta">(≈18 mm/h)</span>' in page
     assert '<b class="rain24">40.0</b>' in page
     assert "(partial)" in page
     assert "quality BAD" in page and "spike" in page  # noqa: PT018 (one fact: the reason shown)
