@@ -9,8 +9,12 @@ STAMP := $(VENV)/.installed-from-pyproject
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 
-# Debian package:binary pairs the tests start (on their own loopback ports, never 1883).
-SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat
+# Debian package:file pairs the tests need: services they start (on their own loopback ports,
+# never 1883); chromium, its driver and a Japanese font to load the status page as a phone
+# would (tests/integration/test_status_page.py).
+SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat \
+  chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
+  fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
 
 .PHONY: help venv deps test demo lint clean apt-install install
 
@@ -27,8 +31,8 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, python3-venv
-	@missing=$$(for s in $(SERVICES); do [ -x "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done; \
+deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, chromium, python3-venv
+	@missing=$$(for s in $(SERVICES); do [ -e "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done; \
 	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || printf 'python3-venv'); \
 	[ -z "$$missing" ] || $(MAKE) --no-print-directory apt-install PKGS="$$missing"
 

@@ -34,10 +34,13 @@ from gauged.clock import Clock, next_boundary
 from gauged.commands import Command, CommandHandler, Outcome, Refused
 from gauged.config import Config
 from gauged.engine import BroadcastRequest, CycleResult, Engine, StationState
+from gauged.history import History
 from gauged.influx import InfluxSink, Record
 from gauged.inhibits import InhibitError, Inhibits, inhibit_json
+from gauged.metrics import BroadcastTally, DaemonCollector, exposition
 from gauged.mqtt import MqttPublisher
 from gauged.notify import Notifier, status_line, watch
+from gauged.page import render_page
 from gauged.poll import Poller
 from gauged.quality import Quality
 from gauged.schedule import TestRunner, TestScheduler, jobs_from_config
@@ -84,6 +87,8 @@ class Daemon:
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
         self.status: StatusServer | None = None
         self.states: dict[str, StationState] = {}
+        self.history = History(config.gateway.poll_interval_s)  # the status page's charts
+        self.broadcast_tally = BroadcastTally()  # /metrics
         self.cycles = 0
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
@@ -152,10 +157,13 @@ class Daemon:
 
     async def run(self, *, once: bool = False) -> None:
         """Run until `stop()` (or after one cycle with `once`)."""
+        metrics = exposition(DaemonCollector(self.snapshot, self.poller.read_latency,
+                                             self.broadcast_tally))
         async with self.opened(), StatusServer(
                 self.config.status.host, self.config.status.port, self.snapshot,
                 self.health, token=self.config.status.token.get_secret_value(),
-                control=self.http_command if self.commands is not None else None) as status:
+                control=self.http_command if self.commands is not None else None,
+                metrics=metrics, page=self.page) as status:
             self.status = status
             async with asyncio.TaskGroup() as tg:
                 zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
@@ -480,6 +488,7 @@ class Daemon:
         records: list[Record] = []
         for s in result.states:
             self.states[s.station] = s
+            self.history.add(s)
             tags = {"gateway": self.gateway, "station": s.station}
             if s.kind == "level":
                 log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
@@ -536,6 +545,7 @@ class Daemon:
 
     def _broadcast_done(self, record: BroadcastRecord) -> None:
         req = record.request
+        self.broadcast_tally.add(req.zone, record.outcome, record.latency_s)
         if self.store is not None:
             self.store.broadcast_finished(
                 req.zone, req.station, req.stage, req.stage_name, req.sequence,
@@ -681,7 +691,9 @@ class Daemon:
         stations = {}
         for sid, st in self.config.stations.items():
             s = self.states.get(sid)
-            entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones}
+            entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones,
+                                     "stages": [{"name": g.name, "threshold": g.threshold}
+                                                for g in st.stages]}
             if s is not None:
                 entry |= station_json(s, tz)
             else:  # no cycle yet: the stage restored at start (or normal)
@@ -693,13 +705,15 @@ class Daemon:
             inhibit = self.inhibits.station_inhibit(sid) if self.inhibits else None
             entry["inhibited_until"] = inhibit_json(inhibit)["until"] if inhibit else None
             health = self.poller.health[sid]
+            entry["reading_age_s"] = None if health.last_good is None else round(
+                (self.clock.now() - health.last_good).total_seconds(), 1)
             entry["gauge"] = {"error": health.error, "errors": health.errors,
                               "polled": health.polled, "status_word": health.status,
                               "last_good": health.last_good.isoformat()
                               if health.last_good else None}
             stations[sid] = entry
         zones = {
-            zid: {"busy": z.current is not None,
+            zid: {"name": self.config.zones[zid].name, "busy": z.current is not None,
                   "inhibited": bool(self.inhibits and self.inhibits.zone_inhibited(zid)),
                   "current": broadcast_json(z.current) if z.current else None,
                   "last": broadcast_json(z.last) | {"status": "finished"} if z.last else
@@ -714,6 +728,8 @@ class Daemon:
         return {
             "gateway": self.gateway,
             "time": self.clock.now().isoformat(),
+            "timezone": tz,
+            "poll_interval_s": self.config.gateway.poll_interval_s,
             "clock_speed": self.clock.speed,
             "cycles": self.cycles,
             "last_cycle": self.last_cycle.isoformat() if self.last_cycle else None,
@@ -736,6 +752,11 @@ class Daemon:
             "tests": self.tests.snapshot() if self.tests is not None else {},
         }
 
+    def page(self) -> str:
+        """The status page (gauged/page.py): /status and the last hours of every station."""
+        history = {sid: self.history.points(sid) for sid in self.config.stations}
+        return render_page(self.snapshot(), history)
+
 
 def station_json(s: StationState, tz: str) -> dict[str, Any]:
     """The JSON form of a station state (MQTT and /status)."""
@@ -744,9 +765,13 @@ def station_json(s: StationState, tz: str) -> dict[str, Any]:
                            "quality": s.quality.value, "reason": s.reason,
                            "gauge_fault": s.fault or None}
     if s.kind == "level":
-        out |= {"level_m": s.level_m, "freeboard_m": s.freeboard_m}
+        out |= {"level_m": s.level_m, "freeboard_m": s.freeboard_m,
+                "rise_m_per_h": s.rise_m_per_h, "minutes_to_next": s.minutes_to_next}
     else:
-        out |= {"rain_increment_mm": s.rain_increment_mm, "rain_60m_mm": s.rain_total_mm}
+        # rain_60m_mm has always been the stage total (60 min unless configured otherwise)
+        out |= {"rain_increment_mm": s.rain_increment_mm, "rain_60m_mm": s.rain_total_mm,
+                "rain_10m_mm": s.rain_10m_mm, "rain_24h_mm": s.rain_24h_mm,
+                "rain_event_mm": s.rain_event_mm, "rain_partial": s.rain_partial}
     return out
 
 

@@ -110,11 +110,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     url = args.url.rstrip("/") + "/status"
+    # straight to the daemon: an operator's http_proxy must not carry a loopback request
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with opener.open(url, timeout=args.timeout) as response:
             status = json.load(response)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        print(f"gauged status: cannot read {url}: {exc}", file=sys.stderr)
+    except urllib.error.HTTPError as exc:
+        print(f"gauged status: {url} answered HTTP {exc.code} {exc.reason}: is that port "
+              "a gauged daemon's status server?", file=sys.stderr)
+        return EXIT_RUNTIME
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(f"gauged status: the daemon is not reachable at {url} ({reason}).\n"
+              "Is it running (systemctl status gauged)? Does --url match [status] host and "
+              "port in its configuration?", file=sys.stderr)
+        return EXIT_RUNTIME
+    except ValueError as exc:
+        print(f"gauged status: {url} did not answer a status document ({exc})",
+              file=sys.stderr)
         return EXIT_RUNTIME
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=1))
@@ -226,9 +239,11 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--sender", help="who sends it (default: user@host)")
     cmd.add_argument("--url", help="the status server (default: from the config)")
 
-    status = sub.add_parser("status", help="print the daemon's status")
-    status.add_argument("--url", default="http://127.0.0.1:8080")
-    status.add_argument("--json", action="store_true")
+    status = sub.add_parser("status", help="print the daemon's status (one screen)")
+    status.add_argument("--url", default="http://127.0.0.1:8080",
+                        help="the status server (default: %(default)s)")
+    status.add_argument("--json", action="store_true", help="the raw /status document")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
     return p
 
 

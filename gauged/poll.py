@@ -19,6 +19,7 @@ from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportErr
 from drivers.registry import AnyHub, make_gauge
 from gauged.config import Config
 from gauged.engine import Sample
+from gauged.metrics import READ_BUCKETS, Histogram
 from gauged.quality import Judgement, Quality, QualityTracker
 from gauged.rain import CounterTracker
 
@@ -88,6 +89,8 @@ class Poller:
         self.by_bus: dict[str, list[str]] = {}
         self.health: dict[str, GaugeHealth] = {}
         self.bus_read_s: dict[str, float] = {}
+        # per station: how long each read of its gauge took, failed ones included (/metrics)
+        self.read_latency = {sid: Histogram(READ_BUCKETS) for sid in config.stations}
         self._config_faults: set[str] = set()
         self._by_kind: dict[str, list[str]] = {"level": [], "rain": []}
         for sid, st in config.stations.items():
@@ -115,6 +118,7 @@ class Poller:
                 if not schedule.due():
                     outcomes[sid] = None
                     continue
+                started = time.monotonic()
                 try:
                     outcomes[sid] = await self.gauges[sid].read()
                     self.health[sid].answered_mono = time.monotonic()
@@ -131,6 +135,7 @@ class Poller:
                     schedule.answered()
                 else:
                     schedule.answered()
+                self.read_latency[sid].observe(time.monotonic() - started)
             self.bus_read_s[bus] = time.monotonic() - t0
 
         async with asyncio.TaskGroup() as tg:

@@ -1,9 +1,14 @@
-"""The status server: `/healthz` and `/status` (JSON) on 127.0.0.1 by default.
+"""The status server, on 127.0.0.1 by default (SEC-2):
 
-Read-only without a token: every GET is. `/healthz` answers 200 while cycles run on time,
-or 503 naming the failing check. The one control endpoint, `POST /command`, takes a signed
-command (gauged/commands.py) and needs `Authorization: Bearer <status.token>`; without a
-configured token (or with commands off) it answers 403 and nothing else changes.
+- `/`        the status page for an operator's phone (gauged/page.py), refreshing itself;
+- `/status`  everything the page shows, as JSON (`gauged status` reads it);
+- `/metrics` the Prometheus text format (gauged/metrics.py);
+- `/healthz` 200 while cycles run on time, or 503 naming the failing check.
+
+Read-only without a token: GET (and HEAD) only, any other method is answered 405; nothing
+here touches a relay, a stage or the configuration. The one control endpoint, `POST
+/command`, takes a signed command (gauged/commands.py) and needs `Authorization: Bearer
+<status.token>`; without a configured token (or with commands off) it answers 403.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gauged.metrics import CONTENT_TYPE_LATEST
+
 log = logging.getLogger(__name__)
 
 
@@ -25,13 +32,16 @@ class StatusServer:
     def __init__(self, host: str, port: int, snapshot: Callable[[], dict[str, Any]],
                  health: Callable[[], list[str]], *, token: str = "",
                  control: Callable[[bytes], Awaitable[dict[str, Any]]] | None = None,
-                 ) -> None:
+                 metrics: Callable[[], bytes] | None = None,
+                 page: Callable[[], str] | None = None) -> None:
         self._token = token
         self._control = control
         self.host = host
         self.port = port
         self._snapshot = snapshot
         self._health = health
+        self._metrics = metrics
+        self._page = page
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> StatusServer:
@@ -41,6 +51,10 @@ class StatusServer:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/status", self._status)
         app.router.add_post("/command", self._command)
+        if self._metrics is not None:
+            app.router.add_get("/metrics", self._metrics_text)
+        if self._page is not None:
+            app.router.add_get("/", self._page_html)
         # a status reader must never hold up a stop (aiohttp waits 60 s by default)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -83,3 +97,13 @@ class StatusServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self._snapshot(),
                                  dumps=lambda o: json.dumps(o, ensure_ascii=False, indent=1))
+
+    async def _metrics_text(self, request: web.Request) -> web.Response:
+        assert self._metrics is not None
+        return web.Response(body=self._metrics(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _page_html(self, request: web.Request) -> web.Response:
+        assert self._page is not None
+        # always the current state: no cache between the page and the operator
+        return web.Response(text=self._page(), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})

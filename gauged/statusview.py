@@ -1,35 +1,160 @@
-"""`gauged status`: the /status JSON as a terminal page."""
+"""`gauged status`: the /status document as one terminal screen.
+
+The same facts as the status page (gauged/page.py), for an operator on a console: whether
+the daemon is alive, the highest stage, every station (stage, freeboard and trend, or rain
+totals; reading age and quality), the zones and their last broadcasts, inhibits, uplinks
+and buses, the last faults. Local times (gateway.timezone); columns are aligned in terminal
+cells, so Japanese names (two cells a character) line up too.
+"""
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from gauged.metrics import unix_time
+from gauged.page import ago, parse_time, zone_info
+
+FLAT_M_PER_H = 0.005
 
 
-def render(status: dict[str, Any]) -> str:
-    """A compact, fixed-width view of a /status document."""
-    lines = [
-        f"gauged {status['gateway']}  time {status['time']}  cycles {status['cycles']}  "
-        f"health {', '.join(status['health'])}",
-        "",
-        f"{'station':<20} {'kind':<5} {'stage':<9} {'value':>12} {'quality':<8} reading time",
-    ]
-    for sid, st in status["stations"].items():
-        if st["kind"] == "level":
-            v = st.get("freeboard_m")
-            value = "—" if v is None else f"{v:.2f} m"
-        else:
-            v = st.get("rain_60m_mm")
-            value = "—" if v is None else f"{v:.1f} mm/h"
-        lines.append(f"{sid:<20} {st['kind']:<5} {st['stage_name']:<9} {value:>12} "
-                     f"{st['quality']:<8} {st.get('local_time', '—')}")
+def cells(text: str) -> int:
+    """Terminal cells `text` takes (wide and full-width characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def pad(text: str, width: int) -> str:
+    """`text` cut or padded to `width` terminal cells."""
+    out, used = [], 0
+    for c in text:
+        w = cells(c)
+        if used + w > width:
+            break
+        out.append(c)
+        used += w
+    return "".join(out) + " " * (width - used)
+
+
+def render(status: Mapping[str, Any]) -> str:
+    """A one-screen view of a /status document."""
+    tz = zone_info(status.get("timezone"))
+    now = parse_time(status.get("time"))
+    health = [h for h in status.get("health", []) if h != "ok"]
+    alive = "RUNNING, healthy" if not health else "FAILING: " + "; ".join(health)
+    last = parse_time(status.get("last_cycle"))
+    cycle = "no cycle yet" if last is None else (
+        f"cycle {status.get('cycles', 0)} at {_hm(last, tz)}"
+        + ("" if now is None else f" ({ago((now - last).total_seconds())})"))
+    speed = status.get("clock_speed") or 1.0
+    lines = [f"gauged {status.get('gateway', '?')} · {alive} · "
+             f"{'?' if now is None else now.astimezone(tz).strftime('%Y-%m-%d %H:%M:%S %Z')}"
+             f" · {cycle}" + ("" if speed == 1.0 else f" · clock ×{speed:g}")]
+    stations: Mapping[str, Any] = status.get("stations", {})
+    raised = sorted(((st.get("stage", 0), sid) for sid, st in stations.items()
+                     if st.get("stage", 0) > 0), reverse=True)
+    lines.append("All stations normal" if not raised else "Raised: " + ", ".join(
+        f"{sid} {_stage(stations[sid])}" for _, sid in raised))
+    level = {s: st for s, st in stations.items() if st.get("kind") == "level"}
+    rain = {s: st for s, st in stations.items() if st.get("kind") != "level"}
+    if level:
+        lines += ["", f"{pad('RIVER', 30)} {pad('stage', 12)} {'freeboard':>9}  "
+                  f"{pad('trend', 32)} reading"]
+        for sid, st in level.items():
+            fb = st.get("freeboard_m")
+            lines.append(f"{_name(sid, st)} {pad(_stage(st), 12)} "
+                         f"{'—' if fb is None else f'{fb:.2f} m':>9}  {pad(_trend(st), 32)} "
+                         f"{_reading(st)}")
+    if rain:
+        lines += ["", f"{pad('RAIN', 30)} {pad('stage', 12)} {'10 min':>7} {'60 min':>7} "
+                  f"{'24 h':>7}  reading"]
+        for sid, st in rain.items():
+            lines.append(f"{_name(sid, st)} {pad(_stage(st), 12)} {_mm(st, 'rain_10m_mm')} "
+                         f"{_mm(st, 'rain_60m_mm')} {_mm(st, 'rain_24h_mm')}  {_reading(st)}")
+    lines += ["", "ZONES"]
+    for zid, z in status.get("zones", {}).items():
+        current = z.get("current")
+        state = f"BROADCASTING {_who(current)}" if z.get("busy") and current else "idle"
+        last_b = z.get("last")
+        what = "none" if not last_b else (
+            f"{_hm(parse_time(last_b.get('started')), tz)} {_who(last_b)} "
+            f"{last_b.get('outcome') or last_b.get('status') or ''}".rstrip())
+        label = f"{zid} {z.get('name') or ''}"
+        lines.append(f"{pad(label, 36)} {state} · last: {what}")
+    inhibits = status.get("inhibits") or []
     lines.append("")
-    for zid, z in status["zones"].items():
-        last = z.get("last")
-        what = "—" if not last else (f"{last['sequence']} ({last['station']}, "
-                                     f"{last['started']})")
-        lines.append(f"zone {zid:<20} {'BROADCASTING' if z['busy'] else 'idle':<13} "
-                     f"last: {what}")
-    for name, up in status.get("uplinks", {}).items():
-        lines.append(f"uplink {name}: {'up' if up.get('connected') else 'DOWN'}"
-                     + (f", queued {up['queued']}" if "queued" in up else ""))
+    lines.append("INHIBITS " + ("none" if not inhibits else "; ".join(
+        f"{i.get('target', '?')} until {_hm(parse_time(i.get('until')), tz)} "
+        f"({i.get('reason', '')}, {i.get('by', '')})" for i in inhibits)))
+    ups = [f"{name} {_uplink(up)}" for name, up in sorted(status.get("uplinks", {}).items())]
+    lines.append("UPLINKS " + ("; ".join(ups) if ups else "none configured"))
+    lines.append("BUSES " + "; ".join(
+        f"{name} {'up' if b.get('connected') else 'DOWN'} "
+        f"{float(b.get('read_s') or 0) * 1000:.0f} ms"
+        for name, b in status.get("buses", {}).items()))
+    faults = status.get("faults") or []
+    if faults:
+        lines.append("FAULTS (last 3): " + " | ".join(str(f) for f in faults[-3:]))
     return "\n".join(lines)
+
+
+def _name(sid: str, st: Mapping[str, Any]) -> str:
+    return pad(f"{sid} {st.get('name') or ''}", 30)
+
+
+def _stage(st: Mapping[str, Any]) -> str:
+    stage = int(st.get("stage", 0))
+    return "normal" if stage == 0 else f"{stage} {str(st.get('stage_name', '')).upper()}"
+
+
+def _trend(st: Mapping[str, Any]) -> str:
+    rate = st.get("rise_m_per_h")
+    if rate is None:
+        trend = "—"
+    elif abs(rate) < FLAT_M_PER_H:
+        trend = "steady"
+    else:
+        trend = f"{'↑' if rate > 0 else '↓'} {abs(rate):.2f} m/h"
+    minutes = st.get("minutes_to_next")
+    stages = st.get("stages") or []
+    stage = int(st.get("stage", 0))
+    if minutes is not None and stage < len(stages):
+        trend += f", {stages[stage]['name']} in {minutes:.0f} min"
+    return trend
+
+
+def _mm(st: Mapping[str, Any], key: str) -> str:
+    v = st.get(key)
+    return f"{'—' if v is None else f'{v:.1f}':>7}"
+
+
+def _reading(st: Mapping[str, Any]) -> str:
+    age = st.get("reading_age_s")
+    quality = str(st.get("quality", "missing"))
+    when = "never read well" if age is None else ago(float(age))
+    out = f"{when}, {quality if quality == 'good' else quality.upper()}"
+    fault = st.get("gauge_fault")
+    return out + (f" ({fault})" if fault else "")
+
+
+def _who(b: Mapping[str, Any]) -> str:
+    return f"{b.get('station', '?')} {b.get('stage_name', '')}"
+
+
+def _uplink(up: Mapping[str, Any]) -> str:
+    parts = ["up" if up.get("connected") else "DOWN"]
+    for key in ("queued", "spool_depth", "written", "dropped", "quarantined", "errors"):
+        if key in up:
+            parts.append(f"{key.replace('_', ' ')} {up[key]}")
+    ts = unix_time(up.get("last_success"))
+    if ts is not None:
+        parts.append(f"last write {ago(datetime.now().timestamp() - ts)}")
+    if up.get("last_error"):
+        parts.append(f"last error: {up['last_error']}")
+    return ", ".join(parts)
+
+
+def _hm(when: datetime | None, tz: ZoneInfo) -> str:
+    return "?" if when is None else when.astimezone(tz).strftime("%H:%M")

@@ -1,0 +1,294 @@
+"""`/metrics`: the daemon's state in the Prometheus text format.
+
+A custom collector builds every family from the daemon's state at scrape time (the same
+`snapshot()` that `/status` serves, so the two never disagree), on a registry of the daemon's
+own: no process-global registry, so that several daemons can live in one process (tests do).
+The only state kept for metrics alone is what a snapshot cannot hold: latency histograms
+(per gauge read, per broadcast) and the count of finished broadcasts.
+
+Names follow the Prometheus conventions: `gauged_` prefix, base units in the name
+(`_seconds`, `_meters`, `_millimeters`), counters end in `_total`. Times from the daemon's
+clock (simulated under `clock.speed` in tests and the demo) are UNIX seconds; durations
+measured on the monotonic clock (latencies, bus read time) are real seconds.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+__all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "Histogram",
+           "exposition"]
+
+# A gauge read: a loopback simulator answers in about a millisecond, a real RS-485 device at
+# 9600 baud in tens of milliseconds, a dead one costs its timeout (1 s by default).
+READ_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Gauge answer to the first relay write (ALM-1: ≤ 50 ms p99).
+BROADCAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+QUALITIES = ("good", "suspect", "bad", "missing")
+RAIN_WINDOWS = {"10m": "rain_10m_mm", "60m": "rain_60m_mm", "24h": "rain_24h_mm"}
+
+
+class Histogram:
+    """Cumulative buckets of observations (the daemon's side of a Prometheus histogram)."""
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(sorted(bounds))
+        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """(upper bound, cumulative count) pairs, `+Inf` last."""
+        out, running = [], 0
+        for bound, n in zip(self.bounds, self.counts, strict=False):
+            running += n
+            out.append((_le(bound), float(running)))
+        out.append(("+Inf", float(self.count)))
+        return out
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))
+
+
+class BroadcastTally:
+    """Finished broadcasts per zone and outcome, and their latency."""
+
+    def __init__(self) -> None:
+        self.finished: Counter[tuple[str, str]] = Counter()
+        self.latency: dict[str, Histogram] = {}
+
+    def add(self, zone: str, outcome: str, latency_s: float | None) -> None:
+        self.finished[(zone, outcome)] += 1
+        if latency_s is not None:
+            self.latency.setdefault(zone, Histogram(BROADCAST_BUCKETS)).observe(latency_s)
+
+
+class DaemonCollector(Collector):
+    """Every `gauged_…` family, from a `/status` snapshot and the latency histograms."""
+
+    def __init__(self, snapshot: Callable[[], dict[str, Any]],
+                 read_latency: Mapping[str, Histogram], broadcasts: BroadcastTally) -> None:
+        self._snapshot = snapshot
+        self._read_latency = read_latency
+        self._broadcasts = broadcasts
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._snapshot()
+        yield from _daemon(status)
+        yield from _stations(status["stations"])
+        yield from self._gauges(status["stations"])
+        yield from _buses(status)
+        yield from _uplinks(status.get("uplinks", {}))
+        yield from self._zones(status["zones"])
+
+    def _gauges(self, stations: Mapping[str, Any]) -> Iterator[Metric]:
+        errors = CounterMetricFamily("gauged_gauge_read_errors", "Failed reads of the "
+                                     "station's gauge since start", labels=["station"])
+        last = GaugeMetricFamily("gauged_gauge_last_good_timestamp_seconds",
+                                 "Time of the gauge's last good reading (daemon clock)",
+                                 labels=["station"])
+        latency = HistogramMetricFamily("gauged_gauge_read_duration_seconds",
+                                        "Time one read of the gauge took, failed ones included "
+                                        "(real seconds)", labels=["station"])
+        for sid, st in stations.items():
+            gauge = st.get("gauge", {})
+            errors.add_metric([sid], float(gauge.get("errors", 0)))
+            ts = _timestamp(gauge.get("last_good"))
+            if ts is not None:
+                last.add_metric([sid], ts)
+            h = self._read_latency.get(sid)
+            if h is not None:
+                latency.add_metric([sid], h.buckets(), h.sum)
+        yield from (errors, last, latency)
+
+    def _zones(self, zones: Mapping[str, Any]) -> Iterator[Metric]:
+        busy = GaugeMetricFamily("gauged_zone_broadcasting",
+                                 "1 while a broadcast plays on the zone", labels=["zone"])
+        last = GaugeMetricFamily("gauged_zone_last_broadcast_timestamp_seconds",
+                                 "Start of the zone's last finished broadcast (daemon clock)",
+                                 labels=["zone"])
+        for zid, z in zones.items():
+            busy.add_metric([zid], 1.0 if z.get("busy") else 0.0)
+            ts = _timestamp((z.get("last") or {}).get("started"))
+            if ts is not None:
+                last.add_metric([zid], ts)
+        finished = CounterMetricFamily("gauged_broadcasts", "Broadcasts finished since start, "
+                                       "by zone and outcome (done, pre-empted)",
+                                       labels=["zone", "outcome"])
+        for (zone, outcome), n in sorted(self._broadcasts.finished.items()):
+            finished.add_metric([zone, outcome], float(n))
+        latency = HistogramMetricFamily("gauged_broadcast_latency_seconds",
+                                        "From the gauge's answer to the broadcast's first "
+                                        "relay write (real seconds)", labels=["zone"])
+        for zone, h in sorted(self._broadcasts.latency.items()):
+            latency.add_metric([zone], h.buckets(), h.sum)
+        yield from (busy, last, finished, latency)
+
+
+def _daemon(status: Mapping[str, Any]) -> Iterator[Metric]:
+    info = GaugeMetricFamily("gauged_info", "The gateway this daemon serves",
+                             labels=["gateway"])
+    info.add_metric([str(status["gateway"])], 1.0)
+    yield info
+    yield CounterMetricFamily("gauged_cycles", "Poll cycles completed since start",
+                              value=float(status["cycles"]))
+    ts = _timestamp(status.get("last_cycle"))
+    if ts is not None:
+        yield GaugeMetricFamily("gauged_last_cycle_timestamp_seconds",
+                                "Time of the last completed cycle (daemon clock)", value=ts)
+    failing = [h for h in status.get("health", []) if h != "ok"]
+    yield GaugeMetricFamily("gauged_healthy", "1 when every health check passes "
+                            "(what /healthz answers 200 for)", value=0.0 if failing else 1.0)
+    inhibits = status.get("inhibits")
+    if inhibits is not None:
+        yield GaugeMetricFamily("gauged_inhibits_active", "Maintenance inhibits in force",
+                                value=float(len(inhibits)))
+
+
+def _stations(stations: Mapping[str, Any]) -> Iterator[Metric]:
+    labels = ["station", "kind"]
+    stage = GaugeMetricFamily("gauged_station_stage", "Stage of the station (0 normal)",
+                              labels=labels)
+    quality = GaugeMetricFamily("gauged_station_quality", "1 for the quality of the station's "
+                                "last reading, 0 for the others", labels=["station", "quality"])
+    age = GaugeMetricFamily("gauged_station_reading_age_seconds",
+                            "Age of the station's last good reading (daemon clock)",
+                            labels=["station"])
+    level = GaugeMetricFamily("gauged_station_level_meters",
+                              "Water level above the gauge datum", labels=["station"])
+    freeboard = GaugeMetricFamily("gauged_station_freeboard_meters", "Distance from the water "
+                                  "surface down to the top of the river wall",
+                                  labels=["station"])
+    rise = GaugeMetricFamily("gauged_station_rise_meters_per_hour",
+                             "Rate of rise of the level (falling: negative)",
+                             labels=["station"])
+    eta = GaugeMetricFamily("gauged_station_next_stage_eta_seconds", "Time until the level "
+                            "reaches the next stage at its rate of rise (only while rising)",
+                            labels=["station"])
+    rain = GaugeMetricFamily("gauged_station_rain_millimeters", "Rain totals over a window "
+                             "(10m, 60m rolling; 24h)", labels=["station", "window"])
+    for sid, st in stations.items():
+        stage.add_metric([sid, st["kind"]], float(st["stage"]))
+        for q in QUALITIES:
+            quality.add_metric([sid, q], 1.0 if st.get("quality") == q else 0.0)
+        _maybe(age, [sid], st.get("reading_age_s"))
+        if st["kind"] == "level":
+            _maybe(level, [sid], st.get("level_m"))
+            _maybe(freeboard, [sid], st.get("freeboard_m"))
+            _maybe(rise, [sid], st.get("rise_m_per_h"))
+            minutes = st.get("minutes_to_next")
+            _maybe(eta, [sid], None if minutes is None else minutes * 60.0)
+        else:
+            for window, key in RAIN_WINDOWS.items():
+                _maybe(rain, [sid, window], st.get(key))
+    yield from (stage, quality, age, level, freeboard, rise, eta, rain)
+
+
+def _buses(status: Mapping[str, Any]) -> Iterator[Metric]:
+    connected = GaugeMetricFamily("gauged_bus_connected", "1 while the bus is connected",
+                                  labels=["bus"])
+    read = GaugeMetricFamily("gauged_bus_read_seconds", "Time the last cycle spent reading "
+                             "the bus's gauges (real seconds)", labels=["bus"])
+    load = GaugeMetricFamily("gauged_bus_load_ratio", "Share of the poll interval the last "
+                             "cycle spent reading the bus", labels=["bus"])
+    interval = status.get("poll_interval_s")
+    speed = status.get("clock_speed") or 1.0
+    for name, bus in status.get("buses", {}).items():
+        connected.add_metric([name], 1.0 if bus.get("connected") else 0.0)
+        read_s = float(bus.get("read_s") or 0.0)
+        read.add_metric([name], read_s)
+        if interval:
+            load.add_metric([name], read_s / (float(interval) / float(speed)))
+    yield from (connected, read, load)
+
+
+# The spool (another component) reports under the influx uplink; older daemons without it
+# report `queued` only. Each metric is emitted when one of its keys is there.
+_SPOOL_GAUGES = {
+    "gauged_spool_depth_points": (("spool_depth", "depth", "spooled", "queued"),
+                                  "Points waiting to be written to the TSDB"),
+    "gauged_spool_bytes": (("spool_bytes", "bytes"), "Size of the spool on disk"),
+}
+_SPOOL_COUNTERS = {
+    "gauged_spool_dropped_points": (("dropped",), "Points dropped (spool or buffer full)"),
+    "gauged_spool_quarantined_points": (("quarantined",),
+                                        "Points the TSDB rejected, set aside"),
+    "gauged_influx_written_points": (("written",), "Points the TSDB accepted"),
+    "gauged_influx_write_errors": (("errors",), "Failed writes to the TSDB"),
+}
+
+
+def _uplinks(uplinks: Mapping[str, Any]) -> Iterator[Metric]:
+    connected = GaugeMetricFamily("gauged_uplink_connected", "1 while the uplink works",
+                                  labels=["uplink"])
+    for name, up in sorted(uplinks.items()):
+        connected.add_metric([name], 1.0 if up.get("connected") else 0.0)
+    yield connected
+    influx = uplinks.get("influx", {})
+    for name, (keys, doc) in _SPOOL_GAUGES.items():
+        value = _first(influx, keys)
+        if value is not None:
+            yield GaugeMetricFamily(name, doc, value=value)
+    for name, (keys, doc) in _SPOOL_COUNTERS.items():
+        value = _first(influx, keys)
+        if value is not None:
+            yield CounterMetricFamily(name, doc, value=value)
+    ts = unix_time(influx.get("last_success"))
+    if ts is not None:
+        yield GaugeMetricFamily("gauged_influx_last_success_timestamp_seconds",
+                                "Time of the last accepted write (UNIX seconds)", value=ts)
+
+
+def unix_time(ts: object) -> float | None:
+    """A time the sinks report as UNIX seconds, or (today's influx sink) as the event loop's
+    monotonic clock: those are far below any UNIX time of this century and are moved onto
+    the wall clock."""
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        return None
+    if ts > 1e9:
+        return float(ts)
+    return time.time() - (time.monotonic() - float(ts))
+
+
+def _first(d: Mapping[str, Any], keys: Iterable[str]) -> float | None:
+    for k in keys:
+        v = d.get(k)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return float(v)
+    return None
+
+
+def _maybe(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
+    if value is not None:
+        family.add_metric(labels, float(value))
+
+
+def _timestamp(iso: str | None) -> float | None:
+    return None if not iso else datetime.fromisoformat(iso).timestamp()
+
+
+def exposition(collector: Collector) -> Callable[[], bytes]:
+    """A function that renders `collector` in the text format, on a registry of its own."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return lambda: generate_latest(registry)

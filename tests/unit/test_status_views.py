@@ -1,0 +1,249 @@
+"""The status page, the terminal view and the metrics collector as pure functions of a
+/status document (the integration test reads them from a running daemon)."""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gauged.engine import StationState
+from gauged.history import History, Point
+from gauged.metrics import BroadcastTally, DaemonCollector, Histogram, exposition, unix_time
+from gauged.page import refresh_s, render_page
+from gauged.quality import Quality
+from gauged.statusview import cells, pad, render
+
+NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
+EVIL = '<script>alert("x")</script>&'
+
+
+def snapshot(**changes: Any) -> dict[str, Any]:
+    """A /status document of the shape gauged.app.Daemon.snapshot() returns."""
+    level_stages = [{"name": "watch", "threshold": 2.58}, {"name": "notice", "threshold": 2.0},
+                    {"name": "warning", "threshold": 1.0},
+                    {"name": "overflow", "threshold": 0.0}]
+    rain_stages = [{"name": "watch", "threshold": 25.0}, {"name": "notice", "threshold": 30.0},
+                   {"name": "warning", "threshold": 50.0}]
+    gauge = {"error": "", "errors": 2, "polled": True, "status_word": None,
+             "last_good": (NOW - timedelta(seconds=180)).isoformat()}
+    doc: dict[str, Any] = {
+        "gateway": "minato-furukawa", "time": NOW.isoformat(), "timezone": "Asia/Tokyo",
+        "poll_interval_s": 180, "clock_speed": 1.0, "cycles": 42,
+        "last_cycle": (NOW - timedelta(seconds=60)).isoformat(), "health": ["ok"],
+        "stations": {
+            "shin_hiroo": {"name": "新広尾公園", "kind": "level", "zones": ["furukawa_hiroo"],
+                           "stages": level_stages, "stage": 2, "stage_name": "notice",
+                           "quality": "good", "reason": "", "gauge_fault": None,
+                           "level_m": 2.9, "freeboard_m": 1.7, "rise_m_per_h": 0.42,
+                           "minutes_to_next": 100.0, "reading_age_s": 60.0,
+                           "gauge": dict(gauge)},
+            "rain_ward_office": {"name": "港区役所", "kind": "rain", "zones": ["ward"],
+                                 "stages": rain_stages, "stage": 0, "stage_name": "normal",
+                                 "quality": "bad", "reason": "spike", "gauge_fault": None,
+                                 "rain_increment_mm": 1.0, "rain_60m_mm": 12.5,
+                                 "rain_10m_mm": 3.0, "rain_24h_mm": 40.0,
+                                 "rain_event_mm": 40.0, "rain_partial": True,
+                                 "reading_age_s": 900.0, "gauge": dict(gauge)},
+        },
+        "zones": {
+            "furukawa_hiroo": {"name": "古川沿い（広尾）", "busy": False, "current": None,
+                               "last": {"zone": "furukawa_hiroo", "station": "shin_hiroo",
+                                        "stage": 2, "stage_name": "notice",
+                                        "sequence": "level_notice",
+                                        "started": (NOW - timedelta(minutes=9)).isoformat(),
+                                        "outcome": "done", "status": "finished"}},
+            "ward": {"name": "区内全域", "busy": False, "current": None, "last": None},
+        },
+        "buses": {"river": {"kind": "modbus_tcp", "connected": True, "read_s": 0.018}},
+        "uplinks": {"influx": {"connected": True, "queued": 3, "written": 100, "dropped": 0,
+                               "errors": 1, "last_error": "", "last_success": None},
+                    "mqtt": {"connected": False}},
+        "faults": [],
+    }
+    doc.update(changes)
+    return doc
+
+
+def history() -> dict[str, list[Point]]:
+    t0 = NOW.timestamp() - 10 * 180
+    level = [Point(t0 + i * 180, 2.5 - 0.08 * i, 1, "good") for i in range(10)]
+    level[4] = Point(level[4].ts, None, 1, "missing")  # a gap
+    return {"shin_hiroo": level, "rain_ward_office": []}
+
+
+def test_page_shows_stations_with_stage_text_values_and_local_time() -> None:
+    page = render_page(snapshot(), history())
+    assert "RUNNING · healthy" in page
+    assert "2026-07-01 12:00:00 JST" in page  # the gateway's time zone, not UTC
+    assert "STAGE 2 · NOTICE" in page  # text with the colour
+    assert re.search(r'class="value freeboard">1\.70', page)
+    assert "rising 0.42 m/h · warning (1.00 m) in 1:40 h" in page
+    assert '<b class="rain10">3.0</b> mm <span class="meta">(≈18 mm/h)</span>' in page
+    assert '<b class="rain24">40.0</b>' in page
+    assert "(partial)" in page
+    assert "quality BAD" in page and "spike" in page  # noqa: PT018 (one fact: the reason shown)
+    assert "STALE" in page  # 900 s > two cycles
+    assert "新広尾公園 stage 2 notice · level_notice · done" in page
+    assert "none since the state store began" in page
+    assert "<form" not in page and "<button" not in page  # noqa: PT018 (read-only)
+    assert "<script" not in page and "http://" not in page  # noqa: PT018 (no assets)
+
+
+def test_page_escapes_everything_from_config_and_devices() -> None:
+    doc = snapshot()
+    doc["gateway"] = EVIL
+    doc["stations"]["shin_hiroo"]["name"] = EVIL
+    doc["stations"]["shin_hiroo"]["stages"][2]["name"] = EVIL
+    doc["stations"]["rain_ward_office"]["reason"] = EVIL
+    doc["zones"]["ward"]["name"] = EVIL
+    doc["uplinks"]["influx"]["last_error"] = EVIL
+    doc["faults"] = [EVIL]
+    doc["inhibits"] = [{"target": "zone:ward", "until": NOW.isoformat(), "reason": EVIL,
+                        "by": EVIL}]
+    page = render_page(doc, history())
+    assert "<script" not in page
+    assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;") >= 8
+
+
+def test_page_inhibits_none_or_listed() -> None:
+    assert 'id="inhibits">none<' in render_page(snapshot(), {})
+    assert 'id="inhibits">none<' in render_page(snapshot(inhibits=[]), {})
+    until = (NOW + timedelta(hours=2)).isoformat()
+    page = render_page(snapshot(inhibits=[
+        {"target": "station:shin_hiroo", "until": until, "reason": "gauge swap", "by": "ito"}]),
+        {})
+    assert "<b>station:shin_hiroo</b> until 07-01 14:00 JST — gauge swap (ito)" in page
+    assert "INHIBITED until 07-01 14:00 JST — gauge swap" in page  # on the station's card
+
+
+def test_page_health_failing_and_refresh() -> None:
+    page = render_page(snapshot(health=["poll loop: no cycle for two intervals"]), {})
+    assert "FAILING: poll loop: no cycle for two intervals" in page
+    assert refresh_s(snapshot()) == 30
+    assert refresh_s(snapshot(clock_speed=60.0)) == 2
+    assert '<meta http-equiv="refresh" content="30">' in page
+
+
+def test_chart_draws_water_rising_upwards_with_gaps_and_thresholds() -> None:
+    page = render_page(snapshot(), history())
+    card = page[page.index('id="station-shin_hiroo"'):page.index('id="station-rain_ward')]
+    lines = re.findall(r'<polyline[^>]*points="([^"]+)"', card)
+    assert len(lines) == 2  # split at the missing reading
+    pts = [tuple(map(float, p.split(","))) for line in lines for p in line.split()]
+    assert len(pts) == 9
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    assert xs == sorted(xs)
+    assert ys == sorted(ys, reverse=True)  # freeboard falls: the line climbs
+    assert "notice 2</text>" in card  # the next stage's threshold is in view
+    rain = page[page.index('id="station-rain_ward'):]
+    assert "no readings yet" in rain
+
+
+def test_history_keeps_six_hours_and_shows_bad_readings_as_gaps() -> None:
+    h = History(180)
+    assert h.size == 120
+    for i in range(130):
+        q = Quality.BAD if i == 129 else Quality.GOOD
+        h.add(StationState("s", "level", NOW + timedelta(seconds=180 * i), q, 0, "normal",
+                           level_m=1.0, freeboard_m=3.0 - i / 100))
+    pts = h.points("s")
+    assert len(pts) == 120
+    assert pts[0].ts == (NOW + timedelta(seconds=180 * 10)).timestamp()
+    assert pts[-1].value is None
+    assert pts[-1].quality == "bad"
+    assert h.points("unknown") == []
+
+
+def test_terminal_view_is_one_aligned_screen() -> None:
+    text = render(snapshot(inhibits=[{"target": "zone:ward", "until": NOW.isoformat(),
+                                      "reason": "speaker repair", "by": "ito"}]))
+    lines = text.splitlines()
+    assert len(lines) <= 24
+    assert lines[0].startswith("gauged minato-furukawa · RUNNING, healthy · 2026-07-01 "
+                               "12:00:00 JST · cycle 42 at 11:59 (60 s ago)")
+    assert lines[1] == "Raised: shin_hiroo 2 NOTICE"
+    shin = next(x for x in lines if x.startswith("shin_hiroo"))
+    rain = next(x for x in lines if x.startswith("rain_ward_office"))
+    # the stage column starts in the same terminal cell whatever the name's script
+    assert cells(shin[:shin.index("2 NOTICE")]) == 31
+    assert cells(rain[:rain.index("normal")]) == 31
+    assert "1.70 m" in shin
+    assert "↑ 0.42 m/h, warning in 100 min" in shin
+    assert "3.0" in rain and "12.5" in rain and "40.0" in rain  # noqa: PT018
+    assert "15 min ago, BAD" in rain
+    assert any(x.startswith("furukawa_hiroo 古川沿い（広尾）") and "last: 11:51 shin_hiroo "
+               "notice done" in x for x in lines)
+    assert "INHIBITS zone:ward until 12:00 (speaker repair, ito)" in lines
+    assert "UPLINKS influx up, queued 3, written 100, dropped 0, errors 1; mqtt DOWN" in lines
+    assert all(cells(x) <= 120 for x in lines), max(lines, key=cells)
+
+
+def test_pad_counts_wide_characters_as_two_cells() -> None:
+    assert cells("港区役所") == 8
+    assert pad("港区役所", 5) == "港区 "
+    assert pad("ab", 4) == "ab  "
+
+
+def scrape(doc: dict[str, Any], tally: BroadcastTally | None = None,
+           latency: dict[str, Histogram] | None = None) -> dict[str, dict[Any, float]]:
+    text = exposition(DaemonCollector(lambda: copy.deepcopy(doc), latency or {},
+                                      tally or BroadcastTally()))().decode()
+    out: dict[str, dict[Any, float]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def test_metrics_from_a_snapshot_with_and_without_the_spool() -> None:
+    m = scrape(snapshot())
+    assert m["gauged_station_stage"][(("kind", "level"), ("station", "shin_hiroo"))] == 2
+    assert m["gauged_station_freeboard_meters"][(("station", "shin_hiroo"),)] == 1.7
+    assert m["gauged_station_next_stage_eta_seconds"][(("station", "shin_hiroo"),)] == 6000
+    assert m["gauged_station_quality"][(("quality", "bad"), ("station", "rain_ward_office"))] \
+        == 1
+    assert m["gauged_cycles_total"][()] == 42
+    assert m["gauged_spool_depth_points"][()] == 3  # today: the influx queue
+    assert "gauged_spool_bytes" not in m
+    assert "gauged_inhibits_active" not in m
+    assert m["gauged_bus_load_ratio"][(("bus", "river"),)] == pytest.approx(0.018 / 180)
+    assert m["gauged_uplink_connected"][(("uplink", "mqtt"),)] == 0
+    doc = snapshot(inhibits=[{"target": "zone:ward"}])
+    doc["uplinks"]["influx"] |= {"spool_depth": 5000, "spool_bytes": 1 << 20,
+                                 "quarantined": 2, "last_success": time.time() - 5}
+    m = scrape(doc)
+    assert m["gauged_spool_depth_points"][()] == 5000
+    assert m["gauged_spool_bytes"][()] == 1 << 20
+    assert m["gauged_spool_quarantined_points_total"][()] == 2
+    assert m["gauged_inhibits_active"][()] == 1
+    assert time.time() - m["gauged_influx_last_success_timestamp_seconds"][()] < 10
+
+
+def test_histograms_are_cumulative() -> None:
+    h = Histogram((0.01, 0.1))
+    for v in (0.005, 0.01, 0.05, 3.0):
+        h.observe(v)
+    assert h.buckets() == [("0.01", 2.0), ("0.1", 3.0), ("+Inf", 4.0)]
+    tally = BroadcastTally()
+    tally.add("ward", "done", 0.004)
+    tally.add("ward", "pre-empted", None)
+    m = scrape(snapshot(), tally, {"shin_hiroo": h})
+    assert m["gauged_broadcasts_total"][(("outcome", "done"), ("zone", "ward"))] == 1
+    assert m["gauged_broadcasts_total"][(("outcome", "pre-empted"), ("zone", "ward"))] == 1
+    assert m["gauged_broadcast_latency_seconds_count"][(("zone", "ward"),)] == 1
+    assert m["gauged_gauge_read_duration_seconds_bucket"][
+        (("le", "0.1"), ("station", "shin_hiroo"))] == 3
+
+
+def test_unix_time_moves_monotonic_times_onto_the_wall_clock() -> None:
+    assert unix_time(None) is None
+    assert unix_time(1.7e9) == 1.7e9
+    mono = unix_time(time.monotonic() - 10)
+    assert mono is not None
+    assert abs(time.time() - 10 - mono) < 1
