@@ -29,6 +29,7 @@ from drivers.players import make_player
 from drivers.registry import make_hub
 from drivers.relays import CoilRelay, RelayConfig
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
+from gauged.cap import CapSink
 from gauged.clock import Clock, next_boundary
 from gauged.config import Config
 from gauged.engine import CycleResult, Engine, StationState
@@ -78,6 +79,8 @@ class Daemon:
         }
         self.influx = InfluxSink(config.influx) if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
+        self.cap = CapSink(config, self.mqtt.publish_cap if self.mqtt else None) \
+            if config.cap.enabled else None
         self.status: StatusServer | None = None
         self.states: dict[str, StationState] = {}
         self.cycles = 0
@@ -126,6 +129,8 @@ class Daemon:
             stack.push_async_callback(self.all_relays_off)
             await self.all_relays_off()
             self._restore(self.store)  # before the first cycle, after relays OFF
+            if self.cap is not None:  # open CAP alerts follow the restored stages
+                self.cap.open(self.engine.stages, self.clock.now())
             self.tests = self._scheduled_tests(self.store)
             yield self
 
@@ -143,6 +148,8 @@ class Daemon:
                     uplinks.append(tg.create_task(self.influx.run(), name="gauged[influx].write"))
                 if self.mqtt is not None:
                     uplinks.append(tg.create_task(self.mqtt.run(), name="gauged[mqtt].publish"))
+                if self.cap is not None:
+                    uplinks.append(tg.create_task(self.cap.run(), name="gauged[cap].write"))
                 poll = tg.create_task(self._poll(once), name="gauged.poll")
                 tests = None if once or self.tests is None else tg.create_task(
                     self.tests.run(), name="gauged[tests].schedule")
@@ -204,6 +211,8 @@ class Daemon:
             self._skew_reported = skew
 
     async def _flush_uplinks(self) -> None:
+        if self.cap is not None and not await self.cap.flush(2.0):
+            log.warning("stopping with %d CAP documents not written", self.cap.health.queued)
         if self.influx is not None and not await self.influx.flush(2.0):
             log.warning("stopping with %d points not written to influx",
                         self.influx.health.queued)
@@ -277,6 +286,8 @@ class Daemon:
                 self.mqtt.publish_event("transition", {
                     "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
                     "from": t.from_name, "to": t.to_name, "value": t.value})
+        if self.cap is not None:  # never raises; the folder is written by its own task
+            self.cap.transitions(result.transitions)
         if self.influx is not None:
             self.influx.write(records)
 
@@ -425,6 +436,10 @@ class Daemon:
         """A scheduled test has a result: stored already; published here."""
         if self.mqtt is not None:
             self.mqtt.publish_event("test", run.as_json() | {"gateway": self.gateway})
+        if self.cap is not None and run.job == "audible":  # people heard it: an Exercise
+            played = [z["zone"] for z in run.result.get("zones", []) if z.get("played")]
+            self.cap.test_played(played, datetime.fromtimestamp(run.fire_time, UTC),
+                                 self.clock.now())
         if self.influx is not None:
             items = run.result.get("relays") or run.result.get("zones") or []
             self.influx.write([Record("scheduled_test", {
@@ -479,6 +494,8 @@ class Daemon:
             uplinks["influx"] = asdict(self.influx.health)
         if self.mqtt is not None:
             uplinks["mqtt"] = {"connected": self.mqtt.connected}
+        if self.cap is not None:
+            uplinks["cap"] = self.cap.snapshot()
         return {
             "gateway": self.gateway,
             "time": self.clock.now().isoformat(),

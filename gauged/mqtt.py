@@ -8,6 +8,9 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 - `event/broadcast`         JSON per finished broadcast
 - `event/fault`             JSON per relay or audio fault during a broadcast
 - `event/test`              JSON per scheduled siren test result
+- `cap`                     a CAP 1.2 XML document per alert, update, cancel and exercise
+                            (gauged/cap.py); QoS 1, not retained (a stream of messages that
+                            reference each other; the CAP folder is the durable record)
 
 `publish_*` never blocks: the latest state per station is kept and re-published after every
 (re)connect; events wait in a bounded queue while the broker is away.
@@ -55,6 +58,11 @@ class MqttPublisher:
         """Queue an event (`transition`, `broadcast`)."""
         self._events.append((f"{self.base}/event/{kind}",
                              json.dumps(event, ensure_ascii=False, sort_keys=True)))
+        self._wakeup.set()
+
+    def publish_cap(self, topic: str, document: str) -> None:
+        """Queue a CAP document on `<base>/<topic>` (in order with the events, not retained)."""
+        self._events.append((f"{self.base}/{topic}", document))
         self._wakeup.set()
 
     async def run(self) -> None:
