@@ -38,15 +38,19 @@ LEVEL_STATIONS = [f"{b}_{i}" for b in ("tcp", "rs485") for i in range(1, 11)] + 
 
 
 def write_scenario(path: Path, levels: dict[str, float], rain_mm: float = 0.5,
-                   rows: int = 200, noise_mm: int = 20, seed: int = 7) -> None:
+                   rows: int = 200, noise_mm: int = 20, seed: int = 7,
+                   ramps: dict[str, list[float]] | None = None) -> None:
     """Each river station around its level (± `noise_mm`, whole millimetres, so that no
-    gauge flat-lines by chance), rain at a steady rate; one row per cycle."""
+    gauge flat-lines by chance), rain at a steady rate; one row per cycle. A station in
+    `ramps` follows its list instead, row by row (then holds the last value)."""
     rng = random.Random(seed)
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["time", "station", "quantity", "value"])
         for i in range(rows):
             for sid, level in levels.items():
+                if ramps and sid in ramps:
+                    level = ramps[sid][min(i, len(ramps[sid]) - 1)]
                 jitter = rng.randint(-noise_mm, noise_mm) / 1000 if noise_mm else 0.0
                 w.writerow([i * 180, sid, "level_m", f"{level + jitter:.3f}"])
             w.writerow([i * 180, "line_rain", "rain_mm", f"{rain_mm:.1f}" if i else "0.0"])
@@ -82,7 +86,8 @@ class FieldRig:
 async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
                     levels: dict[str, float] | None = None,
                     edit: Callable[[str], str] = lambda t: t,
-                    speed: float = 1.0) -> AsyncIterator[FieldRig]:
+                    speed: float = 1.0,
+                    ramps: dict[str, list[float]] | None = None) -> AsyncIterator[FieldRig]:
     """Start the simulators and open the daemon (relays OFF); yield the rig."""
     ptys = {name: pty_factory(name) for name in ("rs485", "line")}
     text = TEMPLATE.read_text(encoding="utf-8")
@@ -95,7 +100,7 @@ async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
     config_path = tmp_path / "fieldbus.toml"
     config_path.write_text(edit(text), encoding="utf-8")
     scenario = tmp_path / "steady.csv"
-    write_scenario(scenario, levels or dict.fromkeys(LEVEL_STATIONS, 1.0))
+    write_scenario(scenario, levels or dict.fromkeys(LEVEL_STATIONS, 1.0), ramps=ramps)
     config = load_config(config_path)
     now = [T0.timestamp()]
     # `speed` sets how fast simulated durations (sirens, clips) pass; time itself is injected
