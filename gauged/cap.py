@@ -241,10 +241,11 @@ def stage_infos(config: Config, sid: str, stage: int, sent: datetime,
     params = {"station": sid, "stage": name, "stage_number": str(stage)}
     if value is not None:
         params["freeboard_m" if st.kind == "level" else "rain_mm"] = f"{value:g}"
+    stage_label = reading.label or CapTexts(ja=name, en=name)
     out = []
     for lang, language in LANGUAGES.items():
-        headline = (f"{getattr(label, lang)}：{event.ja}（{name}）" if lang == "ja" else
-                    f"{event.en} {name}: {label.en}")
+        headline = (f"{label.ja}：{event.ja}（{stage_label.ja}）" if lang == "ja" else
+                    f"{event.en} {stage_label.en}: {label.en}")
         text = announcement(config, st, stage, lang) or headline
         out.append(Info(
             language=language, category=cap.category, event=getattr(event, lang),

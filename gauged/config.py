@@ -353,6 +353,7 @@ class CapStage(_Model):
     certainty: CapCertainty
     response: CapResponse | None = None  # CAP responseType
     instruction: CapTexts | None = None  # what to do; none: the announcement says it
+    label: CapTexts | None = None  # the stage's name in headlines; none: its config name
 
 
 # Defaults for the reference stages (DESIGN §1): the level and the rain are measured, so the
@@ -360,22 +361,26 @@ class CapStage(_Model):
 CAP_STAGE_DEFAULTS: dict[str, dict[str, CapStage]] = {
     "level": {
         "notice": CapStage(urgency="Expected", severity="Moderate", certainty="Likely",
-                           response="Monitor", instruction=CapTexts(
+                           response="Monitor", label=CapTexts(ja="注意", en="notice"),
+                           instruction=CapTexts(
                                ja="今後の気象情報に注意してください。",
                                en="Watch the weather information.")),
         "warning": CapStage(urgency="Immediate", severity="Severe", certainty="Likely",
-                            response="Prepare", instruction=CapTexts(
+                            response="Prepare", label=CapTexts(ja="警戒", en="warning"),
+                            instruction=CapTexts(
                                 ja="建物や地下室の浸水に注意してください。",
                                 en="Beware of flooding of buildings and basements.")),
         "overflow": CapStage(urgency="Immediate", severity="Extreme", certainty="Observed",
-                             response="Prepare", instruction=CapTexts(
+                             response="Prepare", label=CapTexts(ja="氾濫危険", en="overflow"),
+                             instruction=CapTexts(
                                  ja="避難の準備をしてください。", en="Prepare to evacuate.")),
     },
     "rain": {
         "notice": CapStage(urgency="Expected", severity="Moderate", certainty="Observed",
-                           response="Monitor"),
+                           response="Monitor", label=CapTexts(ja="注意", en="notice")),
         "warning": CapStage(urgency="Immediate", severity="Severe", certainty="Observed",
-                            response="Prepare", instruction=CapTexts(
+                            response="Prepare", label=CapTexts(ja="警戒", en="warning"),
+                            instruction=CapTexts(
                                 ja="建物や地下室の浸水に厳重に注意してください。",
                                 en="Take strict care against flooding of buildings and "
                                    "basements.")),

@@ -208,7 +208,9 @@ def test_texts_and_readings_come_from_the_config(config: Config) -> None:
     assert text(en, "senderName") == "Minato City Furukawa flood watch"
     assert text(ja, "area/areaDesc") == "古川沿い（広尾・新広尾公園付近）"
     assert text(en, "area/areaDesc") == "Along the Furukawa, Hiroo (Shin-Hiroo Park)"
-    assert "新広尾公園" in text(ja, "headline")
+    assert text(ja, "headline") == "新広尾公園：河川の増水（氾濫危険）"
+    assert text(en, "headline") == \
+        "River flood overflow: Along the Furukawa, Hiroo (Shin-Hiroo Park)"
     assert params(ja) == {"station": "shin_hiroo", "stage": "overflow", "stage_number": "4",
                           "freeboard_m": "-0.05"}
     assert ja.find("cap:expires", {"cap": NS}) is None  # none configured
@@ -243,7 +245,7 @@ def test_a_sequence_without_texts_falls_back_to_the_stage_name(config: Config) -
     assert doc is not None
     info = infos(parse(doc))
     assert "notice" in text(info["en-US"], "description")
-    assert "notice" in text(info["ja-JP"], "description")
+    assert "注意" in text(info["ja-JP"], "description")  # the stage's label in Japanese
 
 
 def test_the_audible_test_is_an_exercise(config: Config) -> None:
