@@ -30,6 +30,7 @@ from drivers.players import make_player
 from drivers.registry import make_hub
 from drivers.relays import CoilRelay, RelayConfig
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
+from gauged.cap import CapSink
 from gauged.clock import Clock, next_boundary
 from gauged.commands import Command, CommandHandler, Outcome, Refused
 from gauged.config import Config
@@ -85,6 +86,8 @@ class Daemon:
         }
         self.influx = InfluxSink(config.influx) if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
+        self.cap = CapSink(config, self.mqtt.publish_cap if self.mqtt else None) \
+            if config.cap.enabled else None
         self.status: StatusServer | None = None
         self.states: dict[str, StationState] = {}
         self.history = History(config.gateway.poll_interval_s)  # the status page's charts
@@ -152,6 +155,8 @@ class Daemon:
             self._restore(self.store)  # before the first cycle, after relays OFF
             self.inhibits = Inhibits(self.config, self.store, self.clock.timestamp)
             self.commands = self._command_handler(self.store)
+            if self.cap is not None:  # open CAP alerts follow the restored stages
+                self.cap.open(self.engine.stages, self.clock.now())
             self.tests = self._scheduled_tests(self.store)
             yield self
 
@@ -173,6 +178,8 @@ class Daemon:
                     uplinks.append(tg.create_task(self.influx.run(), name="gauged[influx].write"))
                 if self.mqtt is not None:
                     uplinks.append(tg.create_task(self.mqtt.run(), name="gauged[mqtt].publish"))
+                if self.cap is not None:
+                    uplinks.append(tg.create_task(self.cap.run(), name="gauged[cap].write"))
                 poll = tg.create_task(self._poll(once), name="gauged.poll")
                 tests = None if once or self.tests is None else tg.create_task(
                     self.tests.run(), name="gauged[tests].schedule")
@@ -243,6 +250,8 @@ class Daemon:
             self._skew_reported = skew
 
     async def _flush_uplinks(self) -> None:
+        if self.cap is not None and not await self.cap.flush(2.0):
+            log.warning("stopping with %d CAP documents not written", self.cap.health.queued)
         if self.influx is not None and not await self.influx.flush(2.0):
             log.warning("stopping with %d points not written to influx",
                         self.influx.health.queued)
@@ -517,6 +526,10 @@ class Daemon:
                 self.mqtt.publish_event("transition", {
                     "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
                     "from": t.from_name, "to": t.to_name, "value": t.value})
+        if self.cap is not None:  # never raises; the folder is written by its own task
+            inhibits = self.inhibits
+            self.cap.transitions([t for t in result.transitions if inhibits is None or
+                                  inhibits.station_inhibit(t.station) is None])
         if self.influx is not None:
             self.influx.write(records)
 
@@ -664,6 +677,10 @@ class Daemon:
         """A scheduled test has a result: stored already; published here."""
         if self.mqtt is not None:
             self.mqtt.publish_event("test", run.as_json() | {"gateway": self.gateway})
+        if self.cap is not None and run.job == "audible":  # people heard it: an Exercise
+            played = [z["zone"] for z in run.result.get("zones", []) if z.get("played")]
+            self.cap.test_played(played, datetime.fromtimestamp(run.fire_time, UTC),
+                                 self.clock.now())
         if self.influx is not None:
             items = run.result.get("relays") or run.result.get("zones") or []
             self.influx.write([Record("scheduled_test", {
@@ -725,6 +742,8 @@ class Daemon:
             uplinks["influx"] = asdict(self.influx.health)
         if self.mqtt is not None:
             uplinks["mqtt"] = {"connected": self.mqtt.connected}
+        if self.cap is not None:
+            uplinks["cap"] = self.cap.snapshot()
         return {
             "gateway": self.gateway,
             "time": self.clock.now().isoformat(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 import math
+import re
 import tomllib
 from datetime import datetime
 from pathlib import Path
@@ -201,6 +202,53 @@ class StationInput(_Model):
         return thresholds
 
 
+CapUrgency = Literal["Immediate", "Expected", "Future", "Past", "Unknown"]
+CapSeverity = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown"]
+CapCertainty = Literal["Observed", "Likely", "Possible", "Unlikely", "Unknown"]
+CapResponse = Literal["Shelter", "Evacuate", "Prepare", "Execute", "Avoid", "Monitor", "Assess",
+                      "AllClear", "None"]
+CapCategory = Literal["Geo", "Met", "Safety", "Security", "Rescue", "Fire", "Health", "Env",
+                      "Transport", "Infra", "CBRNE", "Other"]
+# CAP 1.2 §3.3.2 (polygon, circle): WGS 84 "lat,lon" pairs; a circle adds a radius in km.
+_POINT = r"-?\d{1,2}(\.\d+)?,-?\d{1,3}(\.\d+)?"
+
+
+class CapTexts(_Model):
+    """A text in the two languages of the announcements."""
+
+    ja: str = Field(min_length=1)
+    en: str = Field(min_length=1)
+
+
+class CapArea(_Model):
+    """Where a station's alerts apply (CAP `<area>`); every field is optional."""
+
+    desc: str = ""  # areaDesc in Japanese; default: the names of the station's zones
+    desc_en: str = ""  # areaDesc in English; default: `desc`
+    polygon: list[str] = Field(default_factory=list)  # "lat,lon lat,lon …", first = last
+    circle: list[str] = Field(default_factory=list)  # "lat,lon radius_km"
+    geocode: dict[str, str] = Field(default_factory=dict)  # valueName = value
+
+    @field_validator("polygon")
+    @classmethod
+    def _closed_polygons(cls, polygons: list[str]) -> list[str]:
+        for i, polygon in enumerate(polygons):
+            points = polygon.split()
+            if len(points) < 4 or points[0] != points[-1] or not all(
+                    re.fullmatch(_POINT, p) for p in points):
+                raise ValueError(f"[{i}]: a polygon is at least 4 \"lat,lon\" points separated "
+                                 f"by spaces, the first equal to the last")
+        return polygons
+
+    @field_validator("circle")
+    @classmethod
+    def _circles(cls, circles: list[str]) -> list[str]:
+        for i, circle in enumerate(circles):
+            if not re.fullmatch(_POINT + r" \d+(\.\d+)?", circle):
+                raise ValueError(f"[{i}]: a circle is \"lat,lon radius_km\"")
+        return circles
+
+
 class StationConfig(_Model):
     name: str = ""
     kind: Literal["level", "rain"]
@@ -218,6 +266,7 @@ class StationConfig(_Model):
     inputs: list[StationInput] = Field(default_factory=list)
     # Played on the station's zones when it returns to normal after a stage that broadcast.
     all_clear: str | None = None
+    area: CapArea = CapArea()  # where its CAP alerts apply (gauged/cap.py)
 
     @field_validator("stages")
     @classmethod
@@ -329,6 +378,75 @@ class TestHooksConfig(_Model):
 
     stall_in: Literal["", "poll", "evaluate"] = ""
     stall_after_cycles: int = Field(default=0, ge=0)
+class CapStage(_Model):
+    """How a stage reads in a CAP alert."""
+
+    urgency: CapUrgency
+    severity: CapSeverity
+    certainty: CapCertainty
+    response: CapResponse | None = None  # CAP responseType
+    instruction: CapTexts | None = None  # what to do; none: the announcement says it
+    label: CapTexts | None = None  # the stage's name in headlines; none: its config name
+
+
+# Defaults for the reference stages (DESIGN §1): the level and the rain are measured, so the
+# stage is `Observed` from warning on; what it means for buildings is `Likely`.
+CAP_STAGE_DEFAULTS: dict[str, dict[str, CapStage]] = {
+    "level": {
+        "notice": CapStage(urgency="Expected", severity="Moderate", certainty="Likely",
+                           response="Monitor", label=CapTexts(ja="注意", en="notice"),
+                           instruction=CapTexts(
+                               ja="今後の気象情報に注意してください。",
+                               en="Watch the weather information.")),
+        "warning": CapStage(urgency="Immediate", severity="Severe", certainty="Likely",
+                            response="Prepare", label=CapTexts(ja="警戒", en="warning"),
+                            instruction=CapTexts(
+                                ja="建物や地下室の浸水に注意してください。",
+                                en="Beware of flooding of buildings and basements.")),
+        "overflow": CapStage(urgency="Immediate", severity="Extreme", certainty="Observed",
+                             response="Prepare", label=CapTexts(ja="氾濫危険", en="overflow"),
+                             instruction=CapTexts(
+                                 ja="避難の準備をしてください。", en="Prepare to evacuate.")),
+    },
+    "rain": {
+        "notice": CapStage(urgency="Expected", severity="Moderate", certainty="Observed",
+                           response="Monitor", label=CapTexts(ja="注意", en="notice")),
+        "warning": CapStage(urgency="Immediate", severity="Severe", certainty="Observed",
+                            response="Prepare", label=CapTexts(ja="警戒", en="warning"),
+                            instruction=CapTexts(
+                                ja="建物や地下室の浸水に厳重に注意してください。",
+                                en="Take strict care against flooding of buildings and "
+                                   "basements.")),
+    },
+}
+
+
+class CapConfig(_Model):
+    """CAP 1.2 alert documents for the stages that broadcast (gauged/cap.py)."""
+
+    enabled: bool = False
+    # CAP `sender`: globally unique, no spaces, commas, "<" or "&" (an e-mail-like address)
+    sender: str = Field(default="", pattern=r"^[^\s,<&]*$")
+    sender_name: CapTexts = CapTexts(ja="gauged", en="gauged")
+    dir: Path | None = None  # default: the folder `cap` beside the state file
+    topic: str = Field(default="cap", pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+    category: CapCategory = "Met"
+    event_level: CapTexts = CapTexts(ja="河川の増水", en="River flood")
+    event_rain: CapTexts = CapTexts(ja="大雨", en="Heavy rain")
+    expires_h: float | None = Field(default=None, gt=0)  # none: until Updated or Cancelled
+    exercise: bool = True  # an audible scheduled test sends an `Exercise` alert
+    # urgency, severity, certainty … per stage name, for level and rain stations; merged
+    # over CAP_STAGE_DEFAULTS
+    level: dict[str, CapStage] = Field(default_factory=dict)
+    rain: dict[str, CapStage] = Field(default_factory=dict)
+
+    def stage(self, kind: str, name: str) -> CapStage | None:
+        """The CAP reading of stage `name` of a `kind` station, or None."""
+        given = self.level if kind == "level" else self.rain
+        return given.get(name) or CAP_STAGE_DEFAULTS.get(kind, {}).get(name)
+
+    def event(self, kind: str) -> CapTexts:
+        return self.event_level if kind == "level" else self.event_rain
 
 
 PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
@@ -355,6 +473,7 @@ class Config(BaseSettings):
     state: StateConfig = StateConfig()
     tests: TestsConfig = TestsConfig()
     test_hooks: TestHooksConfig = TestHooksConfig()
+    cap: CapConfig = CapConfig()
     buses: dict[str, BusConfig] = Field(default_factory=dict)
     gauges: dict[str, GaugeConfig] = Field(default_factory=dict)
     stations: dict[str, StationConfig] = Field(min_length=1)
@@ -389,6 +508,11 @@ class Config(BaseSettings):
             return station.margin
         return self.defaults.level_margin_m if station.kind == "level" else \
             self.defaults.rain_margin_mm
+
+    @property
+    def cap_dir(self) -> Path:
+        """Where CAP documents are written: `[cap] dir`, or `cap` beside the state file."""
+        return self.cap.dir if self.cap.dir is not None else self.state.path.parent / "cap"
 
 
 _SINGULAR = {
@@ -595,6 +719,7 @@ def cross_check(config: Config) -> list[str]:
             if clip not in config.clips:
                 add(f"sequence {name}: clips[{i}]: unknown clip {clip!r}")
     problems += _check_tests(config)
+    problems += _check_cap(config)
     # the rules of combined stations live with the engine that runs them
     from gauged.engine import combine_problems
 
@@ -619,6 +744,22 @@ def _check_tests(config: Config) -> list[str]:
         problems.append(f"tests: audible_clip: unknown clip {t.audible_clip!r}")
     problems += [f"tests: audible_zones: unknown zone {z!r}" for z in t.audible_zones
                  if z not in config.zones]
+    return problems
+
+
+def _check_cap(config: Config) -> list[str]:
+    """With CAP on: a sender, and a CAP reading for every stage that broadcasts."""
+    cap, problems = config.cap, list[str]()
+    if not cap.enabled:
+        return problems
+    if not cap.sender:
+        problems.append("cap: sender: CAP alerts need a sender (e.g. an e-mail address)")
+    for sid, st in config.stations.items():
+        for i, stage in enumerate(st.stages):
+            if stage.sequence is not None and cap.stage(st.kind, stage.name) is None:
+                problems.append(f"station {sid}: stages[{i}].name: no CAP urgency, severity "
+                                f"and certainty for {st.kind} stage {stage.name!r}: add "
+                                f"[cap.{st.kind}.{stage.name}]")
     return problems
 
 
@@ -648,8 +789,8 @@ def summary(config: Config) -> list[str]:
             f"{s.name} {'≤' if st.kind == 'level' else '≥'}{s.threshold:g}"
             + (f" → {s.sequence}" if s.sequence else "") for s in st.stages)
         lines.append(f"  {sid:<20} {st.kind:<5} [{unit}] {stages}; zones {', '.join(st.zones)}")
-    sinks = [n for n, on in (("influx", config.influx.enabled), ("mqtt", config.mqtt.enabled))
-             if on]
+    sinks = [n for n, on in (("influx", config.influx.enabled), ("mqtt", config.mqtt.enabled),
+                             ("cap", config.cap.enabled)) if on]
     lines.append(f"status http://{config.status.host}:{config.status.port}/; "
                  f"uplinks: {', '.join(sinks) or 'none'}")
     return lines

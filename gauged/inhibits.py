@@ -4,9 +4,10 @@ An inhibit is for work on a gauge (whose readings may then be anything) or on a 
 (where nobody should be standing next to a siren that starts). What it does:
 
 - A **station** inhibit: the station is still read, judged, staged, stored and published
-  (operators must see the river), but the broadcasts its stages request are withheld.
+  (operators must see the river), but the broadcasts its stages request are withheld, and
+  so are its CAP documents (the readings may come from the work on the gauge).
 - A **zone** inhibit: no broadcast plays on the zone, whichever station requests it, and the
-  scheduled tests leave its relays alone.
+  scheduled tests leave its relays alone; CAP documents still go out (the river is real).
 
 Every inhibit expires: it is given a duration (`defaults.inhibit_default_min` when none is
 asked for) of at most `defaults.inhibit_max_h`, so a forgotten inhibit cannot silence a

@@ -13,6 +13,9 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
                             broker is away readings are not queued, the spool keeps them)
 - `command`                 operator commands, subscribed (gauged/commands.py)
 - `command/reply`           JSON per command: done or refused, with the reason
+- `cap`                     a CAP 1.2 XML document per alert, update, cancel and exercise
+                            (gauged/cap.py); QoS 1, not retained (a stream of messages that
+                            reference each other; the CAP folder is the durable record)
 
 `publish_*` never blocks: the latest state per station is kept and re-published after every
 (re)connect (with `online`); events wait in a bounded queue while the broker is away.
@@ -87,6 +90,11 @@ class MqttPublisher:
 
     def _queue(self, topic: str, message: dict[str, Any]) -> None:
         self._events.append((topic, json.dumps(message, ensure_ascii=False, sort_keys=True)))
+        self._wakeup.set()
+
+    def publish_cap(self, topic: str, document: str) -> None:
+        """Queue a CAP document on `<base>/<topic>` (in order with the events, not retained)."""
+        self._events.append((f"{self.base}/{topic}", document))
         self._wakeup.set()
 
     async def run(self) -> None:

@@ -37,6 +37,11 @@ LEVEL_STATIONS = [f"{b}_{i}" for b in ("tcp", "rs485") for i in range(1, 11)] + 
     [f"line_{i}" for i in range(1, 4)]
 
 
+def ramp(values: list[float]) -> Callable[[int], float]:
+    """A profile (see `write_scenario`) that follows `values` cycle by cycle, then holds."""
+    return lambda cycle: values[min(cycle, len(values) - 1)]
+
+
 def write_scenario(path: Path, levels: dict[str, float], rain_mm: float = 0.5,
                    rows: int = 200, noise_mm: int = 20, seed: int = 7,
                    profiles: dict[str, Callable[[int], float]] | None = None) -> None:
