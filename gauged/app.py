@@ -76,7 +76,10 @@ class Daemon:
                 on_start=self._broadcast_started)
             for zid, z in config.zones.items()
         }
-        self.influx = InfluxSink(config.influx) if config.influx.enabled else None
+        # the spool lives next to the state file unless [influx] spool_path says otherwise
+        self.influx = InfluxSink(
+            config.influx, config.influx.spool_path or config.state.path.with_name(
+                "spool.sqlite3")) if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
         self.status: StatusServer | None = None
         self.states: dict[str, StationState] = {}
@@ -120,6 +123,8 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self._report_interrupted(self.store)
+            if self.influx is not None:  # never fails: a broken spool degrades storage only
+                stack.enter_context(self.influx.opened())
             for hub in self.hubs.values():
                 await stack.enter_async_context(hub)
             stack.push_async_callback(self._close_players)
@@ -278,7 +283,24 @@ class Daemon:
                     "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
                     "from": t.from_name, "to": t.to_name, "value": t.value})
         if self.influx is not None:
-            self.influx.write(records)
+            self.influx.write(records + self._health_records(when))
+
+    def _health_records(self, when: datetime) -> list[Record]:
+        """Gauge, bus and spool health at the cycle's time (routine telemetry)."""
+        assert self.influx is not None
+        records = []
+        for sid, h in self.poller.health.items():
+            records.append(Record("gauge", {
+                "gateway": self.gateway, "station": sid,
+                "gauge": self.config.stations[sid].gauge}, {
+                "ok": int(not h.error), "errors": h.errors, "status_word": h.status,
+                "fault": int(bool(h.fault))}, when))
+        for name, hub in self.hubs.items():
+            records.append(Record("bus", {"gateway": self.gateway, "bus": name}, {
+                "connected": int(hub.connected),
+                "read_s": self.poller.bus_read_s.get(name)}, when))
+        records.append(self.influx.health_record(self.gateway, when))
+        return records
 
     def _log_cycle(self, when: datetime, result: CycleResult) -> None:
         levels = " ".join(f"{s.station}={s.freeboard_m:.2f}m" for s in result.states

@@ -1,0 +1,432 @@
+"""The spool: every point bound for the time-series database, kept in SQLite until the
+database has accepted it.
+
+One SQLite file in WAL mode with `synchronous=FULL` (as gauged/state.py): `put` commits the
+points (one fsync'd transaction) before it returns, so a point the spool accepted survives a
+crash or a power cut. The writer (gauged/influx.py) takes a batch, sends it, and only then
+removes it (`remove`): a crash between the two re-sends that batch, which is harmless because
+a point keeps its original series and timestamp and overwrites itself in the database.
+
+Order of a batch: the *live* points first (those spooled since the last failed send, oldest
+first), then the *backlog* (everything spooled before it, oldest first). After an outage the
+dashboards and alerting built on the database are current again with the first batch, while
+the hole the outage left fills from its oldest edge, without gaps in between.
+
+Byte cap (`max_bytes`, over the line-protocol bytes of the points held): when a `put` would
+pass it, *routine* telemetry (readings, gauge, bus and spool health) is dropped, oldest
+first, and counted exactly (persisted with the deletion, in the same transaction). Points of
+the *kept* class (stage changes, broadcasts, scheduled tests, faults, commands) are never
+dropped: they may take the spool past its cap.
+
+Failure: the spool never raises and never blocks the cycle for longer than its commit. When
+the file cannot be opened or written (disk full, folder read-only), the points wait in
+memory under the same cap and the same drop rule, the spool logs one ERROR on entering that
+state and one INFO on leaving it (when a later `put` or the writer's retry gets them onto
+disk), and /status shows it. Polling, stages and sirens never depend on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+REOPEN_S = 5.0  # how often a spool that could not be opened tries again
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE points (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, time REAL NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX points_routine ON points (kept, id);
+CREATE TABLE quarantine (
+    id INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One spooled point: its line protocol, whether it must never be dropped, its time
+    (UNIX seconds) and, once on disk, its row id (negative while it waits in memory)."""
+
+    line: str
+    kept: bool
+    time: float
+    id: int = 0
+
+    @property
+    def size(self) -> int:
+        return len(self.line)
+
+
+@dataclass
+class SpoolHealth:
+    """What /status and the `spool` measurement show."""
+
+    path: str = ""
+    on_disk: bool = False  # False: the file cannot be used, points wait in memory
+    points: int = 0
+    bytes: int = 0
+    max_bytes: int = 0
+    dropped_routine: int = 0  # telemetry dropped at the byte cap, exact (kept: never)
+    quarantined: int = 0  # points the database rejected (HTTP 400), set aside
+    oldest_time: float | None = None  # the time of the first point held
+    problem: str = ""
+
+
+class Spool:
+    """The durable queue in front of the time-series database. `Spool.open(path, max_bytes)`;
+    close it (or use `with`).
+
+    Not thread-safe: the daemon calls it from its event loop only (the writer included).
+    No method raises on a storage failure (see the module docstring).
+    """
+
+    def __init__(self, path: Path | None, max_bytes: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.db: sqlite3.Connection | None = None  # public for tests (e.g. max_page_count)
+        self._memory: deque[Point] = deque()  # points that could not reach the file
+        self._memory_seq = 0
+        self._disk_points = 0
+        self._disk_bytes = 0
+        self._disk_routine_bytes = 0
+        self._live_mark = 0  # rows above it are live, at or below it the backlog
+        self._failing = False
+        self._next_open = 0.0
+        self._pending_trim = (0, 0)  # rows and bytes a transaction in progress drops
+        self.health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
+
+    # ---- opening ---------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | None, max_bytes: int) -> Spool:
+        """Open (or create) the spool at `path` (None: in memory only); never raises."""
+        spool = cls(path, max_bytes)
+        spool._try_open()
+        spool._live_mark = spool._max_id()  # what a previous run left is backlog
+        spool._update_health()
+        return spool
+
+    def _try_open(self) -> bool:
+        if self.db is not None:
+            return True
+        if self.path is None or time.monotonic() < self._next_open:
+            return False
+        self._next_open = time.monotonic() + REOPEN_S
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = _connect(self.path)
+            self._count()
+        except (OSError, sqlite3.Error, _Unusable) as exc:
+            if self.db is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.close()
+                self.db = None
+            self._failed(f"cannot open {self.path}: {exc}")
+            return False
+        return True
+
+    def _count(self) -> None:
+        assert self.db is not None
+        n, total = self.db.execute(
+            "SELECT count(*), coalesce(sum(length(line)), 0) FROM points").fetchone()
+        routine = self.db.execute(
+            "SELECT coalesce(sum(length(line)), 0) FROM points WHERE kept = 0").fetchone()[0]
+        self._disk_points, self._disk_bytes, self._disk_routine_bytes = n, total, routine
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        self.health.dropped_routine = max(self.health.dropped_routine,
+                                          int(meta.get("dropped_routine", 0)))
+        self.health.quarantined = max(self.health.quarantined,
+                                      int(meta.get("quarantined", 0)))
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- the queue -------------------------------------------------------------------
+
+    @property
+    def points(self) -> int:
+        return self._disk_points + len(self._memory)
+
+    @property
+    def bytes(self) -> int:
+        return self._disk_bytes + sum(p.size for p in self._memory)
+
+    def put(self, points: list[Point]) -> None:
+        """Make `points` durable (one transaction), dropping routine ones at the cap."""
+        if not points:
+            return
+        self._memory.extend(self._in_memory(points))
+        self._persist()
+        self._enforce_cap()
+        self._update_health()
+
+    def retry(self) -> None:
+        """Try again to move the points that wait in memory onto disk (the writer calls it
+        before each batch)."""
+        if self._memory:
+            self._persist()
+            self._update_health()
+
+    def _in_memory(self, points: list[Point]) -> Iterator[Point]:
+        for p in points:
+            self._memory_seq += 1
+            yield Point(p.line, p.kept, p.time, -self._memory_seq)
+
+    def _persist(self) -> None:
+        if not self._memory or not self._try_open():
+            return
+        rows = [(int(p.kept), p.time, p.line) for p in self._memory]
+        try:
+            with self._tx() as db:
+                db.executemany("INSERT INTO points (kept, time, line) VALUES (?, ?, ?)", rows)
+                self._trim_disk(db, extra=0)
+        except sqlite3.Error as exc:
+            self._failed(f"cannot write {self.path}: {exc}")
+            return
+        for p in self._memory:
+            self._disk_points += 1
+            self._disk_bytes += p.size
+            if not p.kept:
+                self._disk_routine_bytes += p.size
+        self._memory.clear()
+        self._recovered()
+
+    def _trim_disk(self, db: sqlite3.Connection, extra: int) -> None:
+        """Inside a transaction: drop the oldest routine rows while over the cap."""
+        over = self._disk_bytes + extra + sum(p.size for p in self._memory) - self.max_bytes
+        if over <= 0 or self._disk_routine_bytes <= 0:
+            return
+        ids, freed = [], 0
+        for row_id, size in db.execute(
+                "SELECT id, length(line) FROM points WHERE kept = 0 ORDER BY id"):
+            if freed >= over:
+                break
+            ids.append(row_id)
+            freed += size
+        db.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
+        dropped = self.health.dropped_routine + len(ids)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_routine', ?)", (dropped,))
+        # counted in memory only once the transaction commits (see _committed_trim)
+        self._pending_trim = (len(ids), freed)
+
+    def _enforce_cap(self) -> None:
+        """Over the cap: drop the oldest routine points, first from disk, then from
+        memory; counted exactly."""
+        if self.bytes <= self.max_bytes:
+            return
+        if self.db is not None and self._disk_routine_bytes > 0:
+            try:
+                with self._tx() as db:
+                    self._trim_disk(db, extra=0)
+            except sqlite3.Error as exc:
+                self._failed(f"cannot drop telemetry from {self.path}: {exc}")
+        over = self.bytes - self.max_bytes
+        if over > 0 and self._memory:
+            keep: deque[Point] = deque()
+            for p in self._memory:
+                if over > 0 and not p.kept:
+                    over -= p.size
+                    self.health.dropped_routine += 1
+                else:
+                    keep.append(p)
+            self._memory = keep
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        assert self.db is not None
+        self._pending_trim = (0, 0)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self._pending_trim = (0, 0)
+            if self.db.in_transaction:  # a failed COMMIT leaves it open
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise
+        n, freed = self._pending_trim
+        if n:
+            self.health.dropped_routine += n
+            self._disk_points -= n
+            self._disk_bytes -= freed
+            self._disk_routine_bytes -= freed
+            self._pending_trim = (0, 0)
+
+    def take(self, limit: int) -> list[Point]:
+        """Up to `limit` points to send: live ones first, then the backlog, each oldest
+        first; then points waiting in memory. Nothing is removed."""
+        batch: list[Point] = []
+        if self.db is not None and self._disk_points:
+            try:
+                for where in ("id > ?", "id <= ?"):
+                    if len(batch) >= limit:
+                        break
+                    batch += [Point(line, bool(kept), t, row_id) for row_id, kept, t, line in
+                              self.db.execute(
+                                  f"SELECT id, kept, time, line FROM points WHERE {where} "
+                                  "ORDER BY id LIMIT ?", (self._live_mark, limit - len(batch)))]
+            except sqlite3.Error as exc:
+                self._failed(f"cannot read {self.path}: {exc}")
+        for p in self._memory:
+            if len(batch) >= limit:
+                break
+            batch.append(p)
+        return batch
+
+    def mark_backlog(self) -> None:
+        """A send failed: everything held now is backlog; points spooled from now on are
+        live and go first."""
+        self._live_mark = self._max_id()
+
+    def remove(self, batch: list[Point]) -> None:
+        """The database accepted `batch`: forget it (one transaction)."""
+        self._delete(batch)
+
+    def quarantine(self, point: Point, reason: str) -> None:
+        """The database rejected `point` for good: move it aside (kept for a human, counted)
+        instead of retrying it forever."""
+        self.health.quarantined += 1
+        self._delete([point], quarantine=reason)
+
+    def _delete(self, batch: list[Point], quarantine: str = "") -> None:
+        on_disk = [p for p in batch if p.id > 0]
+        gone = {p.id for p in batch if p.id < 0}
+        if gone:
+            self._memory = deque(p for p in self._memory if p.id not in gone)
+        if on_disk and self.db is not None:
+            try:
+                with self._tx() as db:
+                    db.executemany("DELETE FROM points WHERE id = ?", [(p.id,) for p in on_disk])
+                    if quarantine:
+                        db.executemany(
+                            "INSERT INTO quarantine (line, reason, at) VALUES (?, ?, ?)",
+                            [(p.line, quarantine, time.time()) for p in on_disk])
+                        db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', ?)",
+                                   (self.health.quarantined,))
+            except sqlite3.Error as exc:
+                # the batch stays and is sent again: a duplicate, never a loss
+                self._failed(f"cannot remove sent points from {self.path}: {exc}")
+                return
+            for p in on_disk:
+                self._disk_points -= 1
+                self._disk_bytes -= p.size
+                if not p.kept:
+                    self._disk_routine_bytes -= p.size
+        self._update_health()
+
+    def quarantined(self) -> list[tuple[str, str]]:
+        """The quarantined points (line, reason), oldest first."""
+        if self.db is None:
+            return []
+        return [(line, reason) for line, reason in
+                self.db.execute("SELECT line, reason FROM quarantine ORDER BY id")]
+
+    # ---- health ----------------------------------------------------------------------
+
+    def _max_id(self) -> int:
+        if self.db is None:
+            return 0
+        try:
+            return int(self.db.execute("SELECT coalesce(max(id), 0) FROM points").fetchone()[0])
+        except sqlite3.Error:
+            return self._live_mark
+
+    def _oldest_time(self) -> float | None:
+        times = [p.time for p in self._memory]
+        if self.db is not None and self._disk_points:
+            with contextlib.suppress(sqlite3.Error):
+                # the first point held (points arrive in time order; no index on time)
+                row = self.db.execute("SELECT time FROM points ORDER BY id LIMIT 1").fetchone()
+                if row is not None:
+                    times.append(row[0])
+        return min(times, default=None)
+
+    def _update_health(self) -> None:
+        h = self.health
+        h.on_disk = self.db is not None and not self._memory
+        h.points, h.bytes = self.points, self.bytes
+        h.oldest_time = self._oldest_time()
+
+    def _failed(self, problem: str) -> None:
+        self.health.problem = problem
+        if not self._failing:
+            log.error("spool: %s: points wait in memory (cap %d bytes, oldest telemetry "
+                      "dropped first); polling, stages and sirens go on", problem,
+                      self.max_bytes)
+        self._failing = True
+        self._update_health()
+
+    def _recovered(self) -> None:
+        if self._failing:
+            log.info("spool: writing to %s again; %d points held", self.path, self.points)
+            self.health.problem = ""
+        self._failing = False
+
+
+class _Unusable(Exception):
+    """The file is not a spool this gauged can use."""
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """Open `path` as the spool, creating the schema in a new file; a file that is not a
+    usable spool is renamed aside (its points cannot be read, a fresh spool starts)."""
+    try:
+        return _connect_once(path)
+    except (sqlite3.DatabaseError, _Unusable) as exc:
+        if isinstance(exc, sqlite3.OperationalError) or not path.exists():
+            raise
+        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        log.error("spool file unusable path=%s: %s; renamed to %s, starting a fresh spool",
+                  path, exc, aside)
+        path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            extra = path.with_name(path.name + suffix)
+            if extra.exists():
+                extra.rename(aside.with_name(aside.name + suffix))
+        return _connect_once(path)
+
+
+def _connect_once(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise _Unusable(f"journal mode {mode}, not wal")
+        db.execute("PRAGMA synchronous = FULL")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if version == 0 and tables == 0:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        elif version != SCHEMA_VERSION:
+            raise _Unusable(f"schema version {version}, this gauged reads {SCHEMA_VERSION}")
+    except BaseException:
+        db.close()
+        raise
+    return db
