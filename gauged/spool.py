@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 REOPEN_S = 5.0  # how often a spool that could not be opened tries again
+RECOVER_WRITES = 3  # writes in a row that must succeed before a failing spool is well again
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -106,6 +107,7 @@ class Spool:
         self._failing = False
         self._next_open = 0.0
         self._pending_trim = (0, 0)  # rows and bytes a transaction in progress drops
+        self._streak = 0  # writes that succeeded in a row
         self.health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
 
     # ---- opening ---------------------------------------------------------------------
@@ -334,6 +336,7 @@ class Spool:
                 self._disk_bytes -= p.size
                 if not p.kept:
                     self._disk_routine_bytes -= p.size
+            self._recovered()
         self._update_health()
 
     def quarantined(self) -> list[tuple[str, str]]:
@@ -371,6 +374,7 @@ class Spool:
 
     def _failed(self, problem: str) -> None:
         self.health.problem = problem
+        self._streak = 0
         if not self._failing:
             log.error("spool: %s: points wait in memory (cap %d bytes, oldest telemetry "
                       "dropped first); polling, stages and sirens go on", problem,
@@ -379,10 +383,14 @@ class Spool:
         self._update_health()
 
     def _recovered(self) -> None:
-        if self._failing:
+        """A write succeeded. A nearly full disk lets a small write through now and then:
+        the state is left only after RECOVER_WRITES writes in a row succeeded with nothing
+        waiting in memory, so that it is logged once, not at every flap."""
+        self._streak += 1
+        if self._failing and self._streak >= RECOVER_WRITES and not self._memory:
             log.info("spool: writing to %s again; %d points held", self.path, self.points)
             self.health.problem = ""
-        self._failing = False
+            self._failing = False
 
 
 class _Unusable(Exception):
