@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gauged.config import InfluxConfig
-from gauged.spool import Point, Spool
+from gauged.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
 
@@ -196,18 +196,24 @@ class InfluxSink:
     async def run(self) -> None:
         """Send spooled points until cancelled; one request in flight at a time."""
         # Imported here: influxdb_client is heavy (≈ 50 MiB) and optional.
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+        # The synchronous client, each request in a worker thread: its urllib3 path is about
+        # twice as fast as the async client's aiohttp path for 5,000-point bodies, and the
+        # event loop stays free. A request cut short by cancellation ends on its own
+        # within `timeout_s`; it never touches the spool.
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
 
         spool = self.open()
         attempt = 0
-        async with InfluxDBClientAsync(
+        with InfluxDBClient(
             url=self.config.url, token=self.config.token.get_secret_value() or "-",
             org=self.config.org, timeout=int(self.config.timeout_s * 1000),
+            enable_gzip=False,
         ) as client:
-            api = client.write_api()
+            api = client.write_api(write_options=SYNCHRONOUS)
             while True:
                 spool.retry()
-                batch = spool.take(self.config.batch_points)
+                batch = await asyncio.to_thread(spool.take, self.config.batch_points)
                 if not batch:
                     self._idle.set()
                     self._wakeup.clear()
@@ -216,7 +222,7 @@ class InfluxSink:
                         await asyncio.wait_for(self._wakeup.wait(), 5.0)
                     continue
                 try:
-                    await self._send(api, spool, batch)
+                    await self._drain(api, spool, batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -235,11 +241,47 @@ class InfluxSink:
                     continue
                 attempt = 0
 
-    async def _send(self, api: Any, spool: Spool, batch: list[Point]) -> None:
+    async def _drain(self, api: Any, spool: Spool, batch: Batch) -> None:
+        """Send `batch` and the batches after it until the spool is empty; raises on the
+        first failure. One request in flight; while it is, a worker thread reads the next
+        batch and checkpoints the spool, so SQLite's work does not add to the network's. A
+        batch is removed as soon as it is accepted, before the next request goes out: a crash
+        re-sends at most the one batch in flight."""
+        while batch:
+            request = asyncio.create_task(self._write(api, batch), name="gauged[influx].request")
+            try:
+                following = await asyncio.to_thread(self._read_ahead, spool, batch)
+            except BaseException:
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                raise
+            try:
+                await request
+            except Exception as exc:
+                if getattr(exc, "status", None) not in REJECTED:
+                    raise
+                for half in batch.halves():  # find the rejected point(s)
+                    await self._send(api, spool, half)
+            else:
+                spool.remove(batch)
+                self._succeeded(len(batch), spool)
+            batch = following
+
+    def _read_ahead(self, spool: Spool, batch: Batch) -> Batch:
+        spool.maintain()
+        return spool.take(self.config.batch_points, after=batch)
+
+    async def _write(self, api: Any, batch: Batch) -> None:
+        def post() -> None:
+            api.write(bucket=self.config.bucket, record=batch.body(), write_precision="ms")
+
+        await asyncio.to_thread(post)
+
+    async def _send(self, api: Any, spool: Spool, batch: Batch) -> None:
         """Write `batch`; on a rejection, its halves; quarantine a single rejected point."""
         try:
-            await api.write(bucket=self.config.bucket, record="\n".join(p.line for p in batch),
-                            write_precision="ms")
+            await self._write(api, batch)
         except Exception as exc:
             status = getattr(exc, "status", None)
             if status not in REJECTED:
@@ -248,13 +290,12 @@ class InfluxSink:
                 body: Any = getattr(exc, "body", None) or b""
                 text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
                 reason = f"{_describe(exc)}: {' '.join(text.split())}"[:300]
-                spool.quarantine(batch[0], reason)
-                log.error("influx: point rejected and quarantined (%s): %s", reason[:300],
-                          batch[0].line[:200])
+                spool.quarantine(batch, reason)
+                log.error("influx: point rejected and quarantined (%s): %s", reason,
+                          batch.lines[0][:200])
                 return
-            half = len(batch) // 2
-            await self._send(api, spool, batch[:half])
-            await self._send(api, spool, batch[half:])
+            for half in batch.halves():
+                await self._send(api, spool, half)
             return
         spool.remove(batch)
         self._succeeded(len(batch), spool)

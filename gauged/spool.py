@@ -30,12 +30,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ CREATE TABLE points (
     id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, time REAL NOT NULL,
     line TEXT NOT NULL
 );
-CREATE INDEX points_routine ON points (kept, id);
 CREATE TABLE quarantine (
     id INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
 );
@@ -71,6 +71,53 @@ class Point:
         return len(self.line)
 
 
+class Batch:
+    """Points taken from the spool to send: rows (id, line, kept) in sending order. Cheap to
+    build (the rows as SQLite returns them) because a drain moves hundreds of thousands."""
+
+    __slots__ = ("backlog_hi", "live_hi", "rows")
+
+    def __init__(self, rows: list[tuple[int, str, int]], live_hi: int = 0,
+                 backlog_hi: int = 0) -> None:
+        self.rows = rows
+        self.live_hi = live_hi  # where the next batch's live and backlog rows start
+        self.backlog_hi = backlog_hi
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def lines(self) -> list[str]:
+        return [row[1] for row in self.rows]
+
+    def body(self) -> str:
+        """The request body: the lines, one per line."""
+        return "\n".join(row[1] for row in self.rows)
+
+    def halves(self) -> tuple[Batch, Batch]:
+        half = len(self.rows) // 2
+        return Batch(self.rows[:half]), Batch(self.rows[half:])
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The on-disk rows as id ranges (lo, hi). Exact: a batch is at most two runs of
+        consecutive rows (live, then backlog) and rows only ever get larger ids, so every
+        row in a range belongs to the batch (or is gone already)."""
+        out: list[tuple[int, int]] = []
+        lo = prev = 0
+        for row_id, _, _ in self.rows:
+            if row_id <= 0:
+                continue
+            if not lo:
+                lo = row_id
+            elif row_id < prev:
+                out.append((lo, prev))
+                lo = row_id
+            prev = row_id
+        if lo:
+            out.append((lo, prev))
+        return out
+
+
 @dataclass
 class SpoolHealth:
     """What /status and the `spool` measurement show."""
@@ -86,11 +133,27 @@ class SpoolHealth:
     problem: str = ""
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _locked(method: Callable[P, T]) -> Callable[P, T]:
+    """One thread at a time on the connection (the writer reads ahead in a worker thread)."""
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        spool: Any = args[0]
+        with spool._lock:
+            return method(*args, **kwargs)
+    wrapper.__doc__, wrapper.__name__ = method.__doc__, method.__name__
+    return wrapper
+
+
 class Spool:
     """The durable queue in front of the time-series database. `Spool.open(path, max_bytes)`;
     close it (or use `with`).
 
-    Not thread-safe: the daemon calls it from its event loop only (the writer included).
+    The daemon calls it from its event loop; the writer also reads the next batch (`take`)
+    and checkpoints (`maintain`) in a worker thread while a request is in flight. A lock
+    serialises the connection: a `put` waits at most for one such step (a few ms).
     No method raises on a storage failure (see the module docstring).
     """
 
@@ -108,6 +171,7 @@ class Spool:
         self._next_open = 0.0
         self._pending_trim = (0, 0)  # rows and bytes a transaction in progress drops
         self._streak = 0  # writes that succeeded in a row
+        self._lock = threading.RLock()
         self.health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
 
     # ---- opening ---------------------------------------------------------------------
@@ -153,6 +217,7 @@ class Spool:
         self.health.quarantined = max(self.health.quarantined,
                                       int(meta.get("quarantined", 0)))
 
+    @_locked
     def close(self) -> None:
         if self.db is not None:
             self.db.close()
@@ -174,6 +239,7 @@ class Spool:
     def bytes(self) -> int:
         return self._disk_bytes + sum(p.size for p in self._memory)
 
+    @_locked
     def put(self, points: list[Point]) -> None:
         """Make `points` durable (one transaction), dropping routine ones at the cap."""
         if not points:
@@ -183,6 +249,7 @@ class Spool:
         self._enforce_cap()
         self._update_health()
 
+    @_locked
     def retry(self) -> None:
         """Try again to move the points that wait in memory onto disk (the writer calls it
         before each batch)."""
@@ -276,69 +343,110 @@ class Spool:
             self._disk_routine_bytes -= freed
             self._pending_trim = (0, 0)
 
-    def take(self, limit: int) -> list[Point]:
+    @_locked
+    def take(self, limit: int, after: Batch | None = None) -> Batch:
         """Up to `limit` points to send: live ones first, then the backlog, each oldest
-        first; then points waiting in memory. Nothing is removed."""
-        batch: list[Point] = []
+        first; then points waiting in memory. Nothing is removed. With `after` (a batch in
+        flight), the points that follow it."""
+        live_from, backlog_from, skip = self._live_mark, 0, set()
+        if after is not None:
+            live_from = max(live_from, after.live_hi)
+            backlog_from = after.backlog_hi
+            skip = {row[0] for row in after.rows if row[0] < 0}
+        live: list[tuple[int, str, int]] = []
+        backlog: list[tuple[int, str, int]] = []
         if self.db is not None and self._disk_points:
             try:
-                for where in ("id > ?", "id <= ?"):
-                    if len(batch) >= limit:
-                        break
-                    batch += [Point(line, bool(kept), t, row_id) for row_id, kept, t, line in
-                              self.db.execute(
-                                  f"SELECT id, kept, time, line FROM points WHERE {where} "
-                                  "ORDER BY id LIMIT ?", (self._live_mark, limit - len(batch)))]
+                live = self.db.execute(
+                    "SELECT id, line, kept FROM points WHERE id > ? ORDER BY id LIMIT ?",
+                    (live_from, limit)).fetchall()
+                if len(live) < limit:
+                    backlog = self.db.execute(
+                        "SELECT id, line, kept FROM points WHERE id > ? AND id <= ? "
+                        "ORDER BY id LIMIT ?",
+                        (backlog_from, self._live_mark, limit - len(live))).fetchall()
             except sqlite3.Error as exc:
                 self._failed(f"cannot read {self.path}: {exc}")
+        rows = live + backlog
         for p in self._memory:
-            if len(batch) >= limit:
+            if len(rows) >= limit:
                 break
-            batch.append(p)
-        return batch
+            if p.id not in skip:
+                rows.append((p.id, p.line, int(p.kept)))
+        return Batch(rows, live[-1][0] if live else live_from,
+                     backlog[-1][0] if backlog else backlog_from)
 
+    @_locked
+    def maintain(self) -> None:
+        """Copy the write-ahead log into the database (a passive checkpoint); the writer
+        calls it while a request is in flight, so that a drain does not wait for it."""
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    @_locked
     def mark_backlog(self) -> None:
         """A send failed: everything held now is backlog; points spooled from now on are
         live and go first."""
         self._live_mark = self._max_id()
 
-    def remove(self, batch: list[Point]) -> None:
+    @_locked
+    def remove(self, batch: Batch) -> None:
         """The database accepted `batch`: forget it (one transaction)."""
         self._delete(batch)
 
-    def quarantine(self, point: Point, reason: str) -> None:
-        """The database rejected `point` for good: move it aside (kept for a human, counted)
-        instead of retrying it forever."""
-        self.health.quarantined += 1
-        self._delete([point], quarantine=reason)
+    @_locked
+    def quarantine(self, batch: Batch, reason: str) -> None:
+        """The database rejected the point(s) of `batch` for good: move them aside (kept
+        for a human, counted) instead of retrying them forever."""
+        self.health.quarantined += len(batch)
+        self._delete(batch, quarantine=reason)
 
-    def _delete(self, batch: list[Point], quarantine: str = "") -> None:
-        on_disk = [p for p in batch if p.id > 0]
-        gone = {p.id for p in batch if p.id < 0}
+    def _delete(self, batch: Batch, quarantine: str = "") -> None:
+        gone = {row[0] for row in batch.rows if row[0] < 0}
         if gone:
             self._memory = deque(p for p in self._memory if p.id not in gone)
-        if on_disk and self.db is not None:
+        runs = batch.runs()
+        if runs and self.db is not None:
+            disk = [row for row in batch.rows if row[0] > 0]
+            n = len(disk)
+            size = sum(len(row[1]) for row in disk)
+            routine = sum(len(row[1]) for row in disk if not row[2])
+            deleted = 0
             try:
+                # A removal need not survive a power cut: a lost one re-sends points that
+                # overwrite themselves. So no fsync here (WAL, synchronous=NORMAL): the
+                # drain is not bound by the disk's flush rate.
+                self.db.execute("PRAGMA synchronous = NORMAL")
                 with self._tx() as db:
-                    db.executemany("DELETE FROM points WHERE id = ?", [(p.id,) for p in on_disk])
+                    for lo, hi in runs:
+                        if quarantine:
+                            db.execute("INSERT INTO quarantine (line, reason, at) SELECT line, "
+                                       "?, ? FROM points WHERE id BETWEEN ? AND ?",
+                                       (quarantine, time.time(), lo, hi))
+                        deleted += db.execute("DELETE FROM points WHERE id BETWEEN ? AND ?",
+                                              (lo, hi)).rowcount
                     if quarantine:
-                        db.executemany(
-                            "INSERT INTO quarantine (line, reason, at) VALUES (?, ?, ?)",
-                            [(p.line, quarantine, time.time()) for p in on_disk])
                         db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', ?)",
                                    (self.health.quarantined,))
             except sqlite3.Error as exc:
                 # the batch stays and is sent again: a duplicate, never a loss
                 self._failed(f"cannot remove sent points from {self.path}: {exc}")
                 return
-            for p in on_disk:
-                self._disk_points -= 1
-                self._disk_bytes -= p.size
-                if not p.kept:
-                    self._disk_routine_bytes -= p.size
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("PRAGMA synchronous = FULL")
+            if deleted == n:
+                self._disk_points -= n
+                self._disk_bytes -= size
+                self._disk_routine_bytes -= routine
+            else:  # the cap dropped some of these meanwhile: count afresh
+                with contextlib.suppress(sqlite3.Error):
+                    self._count()
             self._recovered()
         self._update_health()
 
+    @_locked
     def quarantined(self) -> list[tuple[str, str]]:
         """The quarantined points (line, reason), oldest first."""
         if self.db is None:
@@ -417,12 +525,16 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 
 def _connect_once(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # see _locked
     try:
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode != "wal":
             raise _Unusable(f"journal mode {mode}, not wal")
         db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA cache_size = -16384")  # 16 MiB: a drain re-reads what it sends
+        # the writer checkpoints while its requests are in flight (`maintain`); this is the
+        # backstop when it does not run
+        db.execute("PRAGMA wal_autocheckpoint = 10000")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if version == 0 and tables == 0:

@@ -25,7 +25,7 @@ import influxdb_client.client.influxdb_client_async  # noqa: F401
 
 from gauged.config import InfluxConfig
 from gauged.influx import InfluxSink, Record
-from gauged.spool import Point, Spool
+from gauged.spool import Batch, Spool
 
 BASE_MS = 1_700_000_000_000  # timestamps: BASE_MS + sequence number (ms)
 SEQ = re.compile(r" seq=(\d+)i ")
@@ -35,15 +35,15 @@ def traced(spool: Spool, log: IO[str]) -> None:
     """Log the batches the writer takes and removes (the spool's own methods, wrapped)."""
     take, remove = spool.take, spool.remove
 
-    def take_logged(limit: int) -> list[Point]:
+    def take_logged(limit: int) -> Batch:
         batch = take(limit)
         if batch:
-            log.write("T " + " ".join(m.group(1) for p in batch
-                                      if (m := SEQ.search(p.line))) + "\n")
+            log.write("T " + " ".join(m.group(1) for line in batch.lines
+                                      if (m := SEQ.search(line))) + "\n")
             log.flush()
         return batch
 
-    def remove_logged(batch: list[Point]) -> None:
+    def remove_logged(batch: Batch) -> None:
         remove(batch)
         log.write("R\n")
         log.flush()

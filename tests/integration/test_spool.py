@@ -71,9 +71,9 @@ def test_spool_keeps_points_across_reopen_and_sends_live_first(tmp_path: Path) -
         assert spool.points == 5
         spool.put([Point("m v=9 9", True, 9.0)])
         batch = spool.take(3)
-        assert [p.line for p in batch] == ["m v=9 9", "m v=0 0", "m v=1 1"]
+        assert batch.lines == ["m v=9 9", "m v=0 0", "m v=1 1"]
         spool.remove(batch)
-        assert [p.line for p in spool.take(10)] == ["m v=2 2", "m v=3 3", "m v=4 4"]
+        assert spool.take(10).lines == ["m v=2 2", "m v=3 3", "m v=4 4"]
         assert spool.health.oldest_time == 2.0
 
 
@@ -82,7 +82,7 @@ def test_spool_cap_drops_oldest_routine_exactly_and_persists_the_count(tmp_path:
     line = "m v=1 {:06d}"  # 12 bytes each
     with Spool.open(path, 120) as spool:
         spool.put([Point(line.format(i), i % 3 == 0, float(i)) for i in range(20)])
-        kept = [p.line for p in spool.take(100)]
+        kept = spool.take(100).lines
         assert spool.bytes <= 120
         assert all(line.format(i) in kept for i in range(0, 20, 3))  # never dropped
         dropped = 20 - len(kept)
@@ -117,7 +117,7 @@ async def test_dur_1_a_day_of_fleet_data_with_the_tsdb_down_arrives_complete(
         sink.write(cycle(run, live, 99.0))  # spooled after the outage: sent first
         await until(lambda: sink.health.written > 0, 30.0, "the first batch after recovery")
         assert sink.spool is not None
-        held = {p.line for p in sink.spool.take(10**6)}
+        held = set(sink.spool.take(10**6).lines)
         assert not any(f" {round(live.timestamp() * 1000)}" in x for x in held)  # live gone
         assert sink.health.queued > 0  # ... while the backlog still drains
 
