@@ -65,6 +65,7 @@ class Record:
     def line(self) -> str:
         """The point in InfluxDB line protocol, with a millisecond timestamp."""
         def esc(s: str) -> str:
+            s = s.replace("\n", " ")  # one point, one line
             return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=") \
                 .replace(" ", "\\ ")
         tags = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(self.tags.items()) if v)
@@ -261,7 +262,8 @@ class InfluxSink:
             except Exception as exc:
                 if getattr(exc, "status", None) not in REJECTED:
                     raise
-                for half in batch.halves():  # find the rejected point(s)
+                rows = await asyncio.to_thread(spool.expand, batch)
+                for half in rows.halves():  # find the rejected point(s)
                     await self._send(api, spool, half)
             else:
                 spool.remove(batch)
@@ -294,7 +296,7 @@ class InfluxSink:
                 log.error("influx: point rejected and quarantined (%s): %s", reason,
                           batch.lines[0][:200])
                 return
-            for half in batch.halves():
+            for half in (await asyncio.to_thread(spool.expand, batch)).halves():
                 await self._send(api, spool, half)
             return
         spool.remove(batch)

@@ -72,29 +72,37 @@ class Point:
 
 
 class Batch:
-    """Points taken from the spool to send: rows (id, line, kept) in sending order. Cheap to
-    build (the rows as SQLite returns them) because a drain moves hundreds of thousands."""
+    """Points taken from the spool to send, in sending order. On-disk points come as
+    segments of consecutive rows (lo, hi, count, bytes, routine bytes) with their lines
+    already joined by SQLite, because a drain moves hundreds of thousands of points and
+    Python objects per point would cost more than the request; points waiting in memory,
+    and batches split to find a rejected point, come as rows (id, line, kept)."""
 
-    __slots__ = ("backlog_hi", "live_hi", "rows")
+    __slots__ = ("backlog_hi", "live_hi", "parts", "rows", "segments")
 
     def __init__(self, rows: list[tuple[int, str, int]], live_hi: int = 0,
-                 backlog_hi: int = 0) -> None:
+                 backlog_hi: int = 0,
+                 segments: list[tuple[int, int, int, int, int, str]] | None = None) -> None:
         self.rows = rows
+        self.segments = segments or []
         self.live_hi = live_hi  # where the next batch's live and backlog rows start
         self.backlog_hi = backlog_hi
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.rows) + sum(seg[2] for seg in self.segments)
 
     @property
     def lines(self) -> list[str]:
-        return [row[1] for row in self.rows]
+        body = self.body()
+        return body.split("\n") if body else []
 
     def body(self) -> str:
-        """The request body: the lines, one per line."""
-        return "\n".join(row[1] for row in self.rows)
+        """The request body: the lines, one per line (a line never holds a newline)."""
+        return "\n".join([seg[5] for seg in self.segments] + [row[1] for row in self.rows])
 
     def halves(self) -> tuple[Batch, Batch]:
+        """For a batch of rows (see Spool.expand)."""
+        assert not self.segments, "expand the batch first"
         half = len(self.rows) // 2
         return Batch(self.rows[:half]), Batch(self.rows[half:])
 
@@ -102,7 +110,7 @@ class Batch:
         """The on-disk rows as id ranges (lo, hi). Exact: a batch is at most two runs of
         consecutive rows (live, then backlog) and rows only ever get larger ids, so every
         row in a range belongs to the batch (or is gone already)."""
-        out: list[tuple[int, int]] = []
+        out = [(seg[0], seg[1]) for seg in self.segments]
         lo = prev = 0
         for row_id, _, _ in self.rows:
             if row_id <= 0:
@@ -353,28 +361,45 @@ class Spool:
             live_from = max(live_from, after.live_hi)
             backlog_from = after.backlog_hi
             skip = {row[0] for row in after.rows if row[0] < 0}
-        live: list[tuple[int, str, int]] = []
-        backlog: list[tuple[int, str, int]] = []
+        segments: list[tuple[int, int, int, int, int, str]] = []
+        live_hi, backlog_hi, taken = live_from, backlog_from, 0
         if self.db is not None and self._disk_points:
             try:
-                live = self.db.execute(
-                    "SELECT id, line, kept FROM points WHERE id > ? ORDER BY id LIMIT ?",
-                    (live_from, limit)).fetchall()
-                if len(live) < limit:
-                    backlog = self.db.execute(
-                        "SELECT id, line, kept FROM points WHERE id > ? AND id <= ? "
-                        "ORDER BY id LIMIT ?",
-                        (backlog_from, self._live_mark, limit - len(live))).fetchall()
+                for where, args in (("id > ?", (live_from,)),
+                                    ("id > ? AND id <= ?", (backlog_from, self._live_mark))):
+                    if taken >= limit:
+                        break
+                    n, lo, hi, size, routine, body = self.db.execute(
+                        "SELECT count(*), min(id), max(id), coalesce(sum(length(line)), 0), "
+                        "coalesce(sum(CASE kept WHEN 0 THEN length(line) ELSE 0 END), 0), "
+                        "group_concat(line, char(10)) FROM (SELECT id, line, kept FROM points "
+                        f"WHERE {where} ORDER BY id LIMIT ?)", (*args, limit - taken)).fetchone()
+                    if n:
+                        segments.append((lo, hi, n, size, routine, body))
+                        taken += n
+                        if where == "id > ?":
+                            live_hi = hi
+                        else:
+                            backlog_hi = hi
             except sqlite3.Error as exc:
                 self._failed(f"cannot read {self.path}: {exc}")
-        rows = live + backlog
+        rows: list[tuple[int, str, int]] = []
         for p in self._memory:
-            if len(rows) >= limit:
+            if taken + len(rows) >= limit:
                 break
             if p.id not in skip:
                 rows.append((p.id, p.line, int(p.kept)))
-        return Batch(rows, live[-1][0] if live else live_from,
-                     backlog[-1][0] if backlog else backlog_from)
+        return Batch(rows, live_hi, backlog_hi, segments)
+
+    @_locked
+    def expand(self, batch: Batch) -> Batch:
+        """The same points as rows, to split the batch (finding a rejected point)."""
+        rows: list[tuple[int, str, int]] = []
+        if self.db is not None:
+            for lo, hi, *_ in batch.segments:
+                rows += self.db.execute("SELECT id, line, kept FROM points WHERE id BETWEEN ? "
+                                        "AND ? ORDER BY id", (lo, hi)).fetchall()
+        return Batch(rows + batch.rows)
 
     @_locked
     def maintain(self) -> None:
@@ -409,9 +434,10 @@ class Spool:
         runs = batch.runs()
         if runs and self.db is not None:
             disk = [row for row in batch.rows if row[0] > 0]
-            n = len(disk)
-            size = sum(len(row[1]) for row in disk)
-            routine = sum(len(row[1]) for row in disk if not row[2])
+            n = len(disk) + sum(seg[2] for seg in batch.segments)
+            size = sum(len(row[1]) for row in disk) + sum(seg[3] for seg in batch.segments)
+            routine = sum(len(row[1]) for row in disk if not row[2]) + \
+                sum(seg[4] for seg in batch.segments)
             deleted = 0
             try:
                 # A removal need not survive a power cut: a lost one re-sends points that
