@@ -103,7 +103,7 @@ async def drain_rate(tsdb: VictoriaMetrics, folder: Path, run: str,
 
 
 def main() -> None:
-    points = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    points = int(sys.argv[1]) if len(sys.argv) > 1 else 150_000
     print(f"machine: {machine()}")
     raws: list[float] = []
     drains: list[float] = []

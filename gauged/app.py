@@ -293,8 +293,8 @@ class Daemon:
             records.append(Record("gauge", {
                 "gateway": self.gateway, "station": sid,
                 "gauge": self.config.stations[sid].gauge}, {
-                "ok": int(not h.error), "errors": h.errors, "status_word": h.status,
-                "fault": int(bool(h.fault))}, when))
+                "raw": h.raw, "ok": int(not h.error), "errors": h.errors,
+                "status_word": h.status, "fault": int(bool(h.fault))}, when))
         for name, hub in self.hubs.items():
             records.append(Record("bus", {"gateway": self.gateway, "bus": name}, {
                 "connected": int(hub.connected),
@@ -340,7 +340,8 @@ class Daemon:
                 "sequence": req.sequence}, {
                 "stage": req.stage, "siren_on_s": record.siren_on_s,
                 "clips_played": len(record.clips_played), "faults": len(record.faults),
-                "latency_ms": None if record.latency_s is None else record.latency_s * 1000},
+                "latency_ms": None if record.latency_s is None else record.latency_s * 1000,
+                **_latency(record)},
                 datetime.fromtimestamp(record.started, UTC))])
         if self.mqtt is not None:
             self.mqtt.publish_event("broadcast", broadcast_json(record) | {

@@ -72,8 +72,8 @@ class Record:
         fields = ",".join(
             f"{esc(k)}={v}i" if isinstance(v, int) and not isinstance(v, bool) else
             f"{esc(k)}={float(v)!r}"
-            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics would
-            # store a value that its own JSON export cannot print
+            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics drops NaN
+            # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
             for k, v in self.fields.items() if v is not None and math.isfinite(v))
         ms = round(self.time.timestamp() * 1000)
         return f"{esc(self.measurement)}{tags} {fields} {ms}"
