@@ -5,14 +5,17 @@ One SQLite file in WAL mode with `synchronous=FULL` (as gauged/state.py): `put` 
 points (one fsync'd transaction) before it returns, so a point the spool accepted survives a
 crash or a power cut. The writer (gauged/influx.py) takes a batch, sends it, and only then
 removes it (`remove`): a crash between the two re-sends that batch, which is harmless because
-a point keeps its original series and timestamp and overwrites itself in the database.
+a point keeps its original series and timestamp and overwrites itself in the database. For
+the same reason a removal is committed without an fsync (a removal lost in a power cut only
+re-sends), so that a drain is not bound by the disk's flush rate.
 
 Order of a batch: the *live* points first (those spooled since the last failed send, oldest
 first), then the *backlog* (everything spooled before it, oldest first). After an outage the
 dashboards and alerting built on the database are current again with the first batch, while
 the hole the outage left fills from its oldest edge, without gaps in between.
 
-Byte cap (`max_bytes`, over the line-protocol bytes of the points held): when a `put` would
+Byte cap (`max_bytes`, over the line-protocol characters of the points held, which for
+our ASCII lines are bytes; SQLite's own overhead comes on top): when a `put` would
 pass it, *routine* telemetry (readings, gauge, bus and spool health) is dropped, oldest
 first, and counted exactly (persisted with the deletion, in the same transaction). Points of
 the *kept* class (stage changes, broadcasts, scheduled tests, faults, commands) are never
@@ -295,12 +298,13 @@ class Spool:
         if over <= 0 or self._disk_routine_bytes <= 0:
             return
         ids, freed = [], 0
-        for row_id, size in db.execute(
-                "SELECT id, length(line) FROM points WHERE kept = 0 ORDER BY id"):
-            if freed >= over:
-                break
-            ids.append(row_id)
-            freed += size
+        with contextlib.closing(db.execute(
+                "SELECT id, length(line) FROM points WHERE kept = 0 ORDER BY id")) as rows:
+            for row_id, size in rows:  # the oldest first, only as far as needed
+                if freed >= over:
+                    break
+                ids.append(row_id)
+                freed += size
         db.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
         dropped = self.health.dropped_routine + len(ids)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_routine', ?)", (dropped,))
