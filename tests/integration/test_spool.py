@@ -265,3 +265,17 @@ async def test_unreachable_tsdb_counts_errors_and_keeps_points(tmp_path: Path) -
         assert h.last_error
     assert h.oldest_age_s is not None
     assert 0 <= h.oldest_age_s < 30
+
+
+def test_spool_that_cannot_open_keeps_points_in_memory_and_never_raises(
+        tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the spool's folder should be")
+    with Spool.open(blocker / "spool.sqlite3", 200) as spool:
+        assert spool.db is None
+        assert "cannot open" in spool.health.problem
+        spool.put([Point(f"m v=1 {i:03d}", i == 0, float(i)) for i in range(30)])
+        assert spool.health.on_disk is False
+        assert spool.bytes <= 200  # the cap holds in memory too
+        assert spool.take(100).lines[0] == "m v=1 000"  # the kept point is still there
+        assert spool.health.dropped_routine == 30 - spool.points
