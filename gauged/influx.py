@@ -214,10 +214,12 @@ class InfluxSink:
             api = client.write_api(write_options=SYNCHRONOUS)
             while True:
                 spool.retry()
+                self._wakeup.clear()  # before reading: a write from now on sets it again
                 batch = await asyncio.to_thread(spool.take, self.config.batch_points)
                 if not batch:
+                    if self._wakeup.is_set():  # points came in while the spool was read
+                        continue
                     self._idle.set()
-                    self._wakeup.clear()
                     # points waiting in memory (spool degraded) are retried now and then
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), 5.0)
