@@ -84,7 +84,10 @@ class Daemon:
                 on_start=self._broadcast_started)
             for zid, z in config.zones.items()
         }
-        self.influx = InfluxSink(config.influx) if config.influx.enabled else None
+        # the spool lives next to the state file unless [influx] spool_path says otherwise
+        self.influx = InfluxSink(
+            config.influx, config.influx.spool_path or config.state.path.with_name(
+                "spool.sqlite3")) if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway) if config.mqtt.enabled else None
         self.cap = CapSink(config, self.mqtt.publish_cap if self.mqtt else None) \
             if config.cap.enabled else None
@@ -147,6 +150,8 @@ class Daemon:
         async with contextlib.AsyncExitStack() as stack:
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self._report_interrupted(self.store)
+            if self.influx is not None:  # never fails: a broken spool degrades storage only
+                stack.enter_context(self.influx.opened())
             for hub in self.hubs.values():
                 await stack.enter_async_context(hub)
             stack.push_async_callback(self._close_players)
@@ -531,7 +536,24 @@ class Daemon:
             self.cap.transitions([t for t in result.transitions if inhibits is None or
                                   inhibits.station_inhibit(t.station) is None])
         if self.influx is not None:
-            self.influx.write(records)
+            self.influx.write(records + self._health_records(when))
+
+    def _health_records(self, when: datetime) -> list[Record]:
+        """Gauge, bus and spool health at the cycle's time (routine telemetry)."""
+        assert self.influx is not None
+        records = []
+        for sid, h in self.poller.health.items():
+            records.append(Record("gauge", {
+                "gateway": self.gateway, "station": sid,
+                "gauge": self.config.stations[sid].gauge}, {
+                "raw": h.raw, "ok": int(not h.error), "errors": h.errors,
+                "status_word": h.status, "fault": int(bool(h.fault))}, when))
+        for name, hub in self.hubs.items():
+            records.append(Record("bus", {"gateway": self.gateway, "bus": name}, {
+                "connected": int(hub.connected),
+                "read_s": self.poller.bus_read_s.get(name)}, when))
+        records.append(self.influx.health_record(self.gateway, when))
+        return records
 
     def _log_cycle(self, when: datetime, result: CycleResult) -> None:
         levels = " ".join(f"{s.station}={s.freeboard_m:.2f}m" for s in result.states
@@ -572,7 +594,8 @@ class Daemon:
                 "sequence": req.sequence, "kind": req.kind, "outcome": record.outcome}, {
                 "stage": req.stage, "siren_on_s": record.siren_on_s,
                 "clips_played": len(record.clips_played), "faults": len(record.faults),
-                "latency_ms": None if record.latency_s is None else record.latency_s * 1000},
+                "latency_ms": None if record.latency_s is None else record.latency_s * 1000,
+                **_latency(record)},
                 datetime.fromtimestamp(record.started, UTC))])
         if self.mqtt is not None:
             self.mqtt.publish_event("broadcast", broadcast_json(record) | {

@@ -81,7 +81,14 @@ class InfluxConfig(_Model):
     bucket: str = "gauged"
     token: SecretStr = SecretStr("")
     timeout_s: float = Field(default=5.0, gt=0)
-    max_buffer_points: int = Field(default=100_000, gt=0)
+    # The spool (gauged/spool.py): unset puts it next to the state file ([state] path), as
+    # spool.sqlite3. Over spool_max_bytes (line-protocol bytes held), the oldest routine
+    # telemetry is dropped (counted); events, alarms and broadcasts never are.
+    spool_path: Path | None = None
+    spool_max_bytes: int = Field(default=128 * 1024 * 1024, ge=4096)
+    batch_points: int = Field(default=5000, ge=1, le=100_000)
+    backoff_min_s: float = Field(default=0.5, gt=0)  # the first wait after a failure,
+    backoff_max_s: float = Field(default=60.0, gt=0)  # doubling up to this (with jitter)
 
 
 class MqttConfig(_Model):

@@ -1,37 +1,51 @@
-"""The InfluxDB sink: points queue in memory and a writer sends them in batches.
+"""The InfluxDB sink: every point goes to the spool (gauged/spool.py) first; a writer sends
+batches through influxdb-client (InfluxDB v2 write API) and removes a batch from the spool
+only after the database accepted it.
 
-`write` never blocks and never fails: the poll loop and the sirens never wait for the
-database. The writer sends the oldest points first in batches through influxdb-client
-(InfluxDB v2 write API), keeps a batch until the database accepts it, and backs off
-exponentially with jitter while the database is unreachable. The queue is bounded; when
-full, the oldest points are dropped and counted.
+`write` never blocks on the network and never fails: the poll loop and the sirens never wait
+for the database. One writer per sink, so one request in flight per endpoint. A batch is the
+live points first, then the backlog oldest first (see gauged/spool.py for why).
 
-Issue 5 replaces the memory queue with a durable SQLite spool; this module keeps the same
-interface (`write`, `run`, `flush`, `health`).
+Failures:
+- unreachable, timeout, HTTP 429, 5xx (and any other error): the batch stays; the writer
+  waits, exponentially longer (`backoff_min_s` doubling up to `backoff_max_s`) with jitter
+  (a uniform factor in [0.5, 1]), and at least as long as a `Retry-After` header asks
+  (at most RETRY_AFTER_MAX_S);
+- HTTP 400 (or 413, 422): the database refuses something in the batch. The batch is split in
+  halves and each half sent again, down to the single point that is refused: that one is
+  quarantined (moved to the spool's `quarantine` table and counted), the rest is written.
+  A batch of n points with one bad point costs at most 2·log2(n) extra requests, never a
+  retry loop.
 
-Schema (each field becomes `<measurement>_<field>` in VictoriaMetrics):
-- `level`  tags gateway, station; fields level_m, freeboard_m, quality, stage
-- `rain`   tags gateway, station; fields counter, increment_mm, total_60m_mm, quality, stage
-- `stage_change` tags gateway, station, quantity; fields from_stage, to_stage, value
-- `broadcast` tags gateway, zone, station, sequence; fields stage, siren_on_s,
-  clips_played, faults
+Schema: see README.md, "Schema" (each field becomes `<measurement>_<field>` in
+VictoriaMetrics). Measurements in ROUTINE may be dropped at the spool's byte cap (oldest
+first, counted); every other measurement (stage changes, broadcasts, scheduled tests,
+faults, commands, and any measurement added later) is never dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import random
-from collections import deque
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gauged.config import InfluxConfig
+from gauged.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 5000
+# Routine telemetry: the only measurements the byte cap may drop.
+ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
+RETRY_AFTER_MAX_S = 600.0  # a Retry-After longer than this is taken as this
+REJECTED = frozenset({400, 413, 422})  # the request, not the server: split, then quarantine
 
 
 @dataclass(frozen=True)
@@ -43,117 +57,280 @@ class Record:
     fields: dict[str, float | int | None]
     time: datetime
 
+    @property
+    def routine(self) -> bool:
+        """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
+        return self.measurement in ROUTINE
+
     def line(self) -> str:
         """The point in InfluxDB line protocol, with a millisecond timestamp."""
         def esc(s: str) -> str:
+            s = s.replace("\n", " ")  # one point, one line
             return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=") \
                 .replace(" ", "\\ ")
         tags = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(self.tags.items()) if v)
         fields = ",".join(
             f"{esc(k)}={v}i" if isinstance(v, int) and not isinstance(v, bool) else
             f"{esc(k)}={float(v)!r}"
-            for k, v in self.fields.items() if v is not None)
+            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics drops NaN
+            # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
+            for k, v in self.fields.items() if v is not None and math.isfinite(v))
         ms = round(self.time.timestamp() * 1000)
         return f"{esc(self.measurement)}{tags} {fields} {ms}"
 
 
 @dataclass
 class SinkHealth:
+    """/status `uplinks.influx`: the writer and its spool."""
+
     connected: bool = False
-    queued: int = 0
+    queued: int = 0  # points in the spool (on disk or waiting in memory)
+    queued_bytes: int = 0
     written: int = 0
-    dropped: int = 0
+    batches: int = 0
     errors: int = 0
+    dropped: int = 0  # routine telemetry dropped at the byte cap, exact
+    quarantined: int = 0
+    oldest_age_s: float | None = None  # age of the first point held
+    backoff_s: float = 0.0  # the wait before the next attempt (0: none)
     last_error: str = ""
-    last_success: float | None = None
+    last_success: float | None = None  # UNIX time of the last accepted batch
+    spool_path: str = ""
+    spool_on_disk: bool = False
+    spool_problem: str = ""
+    spool_max_bytes: int = 0
 
 
 class InfluxSink:
-    """Buffers points and writes them to InfluxDB (or anything serving /api/v2/write)."""
+    """Spools points and writes them to InfluxDB (or anything serving /api/v2/write).
 
-    def __init__(self, config: InfluxConfig) -> None:
+    `open()` (or `opened()`) opens the spool; `write` before that opens it. `run()` is the
+    writer; `flush(timeout)` waits until the spool is empty.
+    """
+
+    def __init__(self, config: InfluxConfig, spool_path: Path | None = None) -> None:
         self.config = config
-        self._queue: deque[str] = deque()
+        self.spool_path = spool_path
+        self.spool: Spool | None = None
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self.health = SinkHealth()
+        self._connected = False
+        self._written = 0
+        self._batches = 0
+        self._errors = 0
+        self._last_error = ""
+        self._last_success: float | None = None
+        self._backoff = 0.0
+
+    # ---- the spool -------------------------------------------------------------------
+
+    def open(self) -> Spool:
+        """Open the spool (never raises: a spool that cannot open keeps points in memory)."""
+        if self.spool is None:
+            self.spool = Spool.open(self.spool_path, self.config.spool_max_bytes)
+            h = self.spool.health
+            log.info("spool path=%s points=%d bytes=%d cap=%d quarantined=%d", h.path or
+                     "(memory)", h.points, h.bytes, h.max_bytes, h.quarantined)
+            if h.points:
+                self._idle.clear()
+                self._wakeup.set()
+        return self.spool
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
+
+    @contextlib.contextmanager
+    def opened(self) -> Iterator[InfluxSink]:
+        self.open()
+        try:
+            yield self
+        finally:
+            self.close()
 
     def write(self, records: list[Record]) -> None:
-        """Queue points; drops the oldest when the buffer is full (counted)."""
-        lines = [r.line() for r in records if any(v is not None for v in r.fields.values())]
-        self._queue.extend(lines)
-        overflow = len(self._queue) - self.config.max_buffer_points
-        for _ in range(max(0, overflow)):
-            self._queue.popleft()
-            self.health.dropped += 1
-        self.health.queued = len(self._queue)
-        if self._queue:
-            self._idle.clear()
-            self._wakeup.set()
+        """Spool points (durable when this returns, unless the spool is degraded)."""
+        points = [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
+                  if any(v is not None and math.isfinite(v) for v in r.fields.values())]
+        if not points:
+            return
+        self.open().put(points)
+        self._idle.clear()
+        self._wakeup.set()
+
+    @property
+    def health(self) -> SinkHealth:
+        h = SinkHealth(connected=self._connected, written=self._written,
+                       batches=self._batches, errors=self._errors,
+                       last_error=self._last_error, last_success=self._last_success,
+                       backoff_s=round(self._backoff, 3))
+        if self.spool is not None:
+            s = self.spool.health
+            h.queued, h.queued_bytes = s.points, s.bytes
+            h.dropped, h.quarantined = s.dropped_routine, s.quarantined
+            h.oldest_age_s = None if s.oldest_time is None else \
+                round(time.time() - s.oldest_time, 1)
+            h.spool_path, h.spool_on_disk = s.path, s.on_disk
+            h.spool_problem, h.spool_max_bytes = s.problem, s.max_bytes
+        return h
+
+    def health_record(self, gateway: str, when: datetime) -> Record:
+        """The `spool` point: the spool's health at `when` (routine telemetry)."""
+        h = self.health
+        return Record("spool", {"gateway": gateway}, {
+            "points": h.queued, "bytes": h.queued_bytes, "max_bytes": h.spool_max_bytes,
+            "dropped": h.dropped, "quarantined": h.quarantined,
+            "oldest_age_s": h.oldest_age_s, "connected": int(h.connected),
+            "on_disk": int(h.spool_on_disk), "errors": h.errors}, when)
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until the queue is empty (True) or the timeout passes (False)."""
+        """Wait until the spool is empty (True) or the timeout passes (False)."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout_s)
         except TimeoutError:
             return False
         return True
 
-    async def run(self) -> None:
-        """Send queued points until cancelled."""
-        # Imported here: influxdb_client is heavy (≈ 50 MiB) and optional.
-        from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-        from influxdb_client.domain.write_precision import WritePrecision
+    # ---- the writer ------------------------------------------------------------------
 
-        ms: Any = WritePrecision.MS  # a str constant that the stubs type as the class
-        backoff = 0.0
-        async with InfluxDBClientAsync(
+    async def run(self) -> None:
+        """Send spooled points until cancelled; one request in flight at a time."""
+        # Imported here: influxdb_client is heavy (≈ 50 MiB) and optional.
+        # The synchronous client, each request in a worker thread: its urllib3 path is about
+        # twice as fast as the async client's aiohttp path for 5,000-point bodies, and the
+        # event loop stays free. A request cut short by cancellation ends on its own
+        # within `timeout_s`; it never touches the spool.
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+
+        spool = self.open()
+        attempt = 0
+        with InfluxDBClient(
             url=self.config.url, token=self.config.token.get_secret_value() or "-",
             org=self.config.org, timeout=int(self.config.timeout_s * 1000),
+            enable_gzip=False,
         ) as client:
-            api = client.write_api()
+            api = client.write_api(write_options=SYNCHRONOUS)
             while True:
-                if not self._queue:
+                spool.retry()
+                self._wakeup.clear()  # before reading: a write from now on sets it again
+                batch = await asyncio.to_thread(spool.take, self.config.batch_points)
+                if not batch:
+                    if self._wakeup.is_set():  # points came in while the spool was read
+                        continue
                     self._idle.set()
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    # points waiting in memory (spool degraded) are retried now and then
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), 5.0)
                     continue
-                batch = [self._queue[i] for i in range(min(BATCH_SIZE, len(self._queue)))]
                 try:
-                    await api.write(bucket=self.config.bucket, record=batch,
-                                    write_precision=ms)
+                    await self._drain(api, spool, batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    self._failed(exc)
-                    backoff = min(60.0, max(0.5, backoff * 2))
-                    await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                    spool.mark_backlog()
+                    self._failed(exc, spool)
+                    delay = min(self.config.backoff_max_s,
+                                self.config.backoff_min_s * 2 ** attempt)
+                    delay *= random.uniform(0.5, 1.0)
+                    retry_after = _retry_after(exc)
+                    if retry_after is not None:
+                        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+                    attempt += 1
+                    self._backoff = delay
+                    await asyncio.sleep(delay)
+                    self._backoff = 0.0
                     continue
-                backoff = 0.0
-                for _ in batch:
-                    self._queue.popleft()
-                self._succeeded(len(batch))
+                attempt = 0
 
-    def _failed(self, exc: Exception) -> None:
-        self.health.errors += 1
-        self.health.last_error = _describe(exc)
-        if self.health.connected or self.health.errors == 1:
+    async def _drain(self, api: Any, spool: Spool, batch: Batch) -> None:
+        """Send `batch` and the batches after it until the spool is empty; raises on the
+        first failure. One request in flight; while it is, a worker thread reads the next
+        batch and checkpoints the spool, so SQLite's work does not add to the network's. A
+        batch is removed as soon as it is accepted, before the next request goes out: a crash
+        re-sends at most the one batch in flight."""
+        while batch:
+            request = asyncio.create_task(self._write(api, batch), name="gauged[influx].request")
+            try:
+                following = await asyncio.to_thread(self._read_ahead, spool, batch)
+            except BaseException:
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                raise
+            try:
+                await request
+            except Exception as exc:
+                if getattr(exc, "status", None) not in REJECTED:
+                    raise
+                rows = await asyncio.to_thread(spool.expand, batch)
+                for half in rows.halves():  # find the rejected point(s)
+                    await self._send(api, spool, half)
+            else:
+                spool.remove(batch)
+                self._succeeded(len(batch), spool)
+            batch = following
+
+    def _read_ahead(self, spool: Spool, batch: Batch) -> Batch:
+        spool.maintain()
+        return spool.take(self.config.batch_points, after=batch)
+
+    async def _write(self, api: Any, batch: Batch) -> None:
+        def post() -> None:
+            api.write(bucket=self.config.bucket, record=batch.body(), write_precision="ms")
+
+        await asyncio.to_thread(post)
+
+    async def _send(self, api: Any, spool: Spool, batch: Batch) -> None:
+        """Write `batch`; on a rejection, its halves; quarantine a single rejected point."""
+        try:
+            await self._write(api, batch)
+        except Exception as exc:
+            status = getattr(exc, "status", None)
+            if status not in REJECTED:
+                raise
+            if len(batch) == 1:
+                body: Any = getattr(exc, "body", None) or b""
+                text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+                reason = f"{_describe(exc)}: {' '.join(text.split())}"[:300]
+                spool.quarantine(batch, reason)
+                log.error("influx: point rejected and quarantined (%s): %s", reason,
+                          batch.lines[0][:200])
+                return
+            for half in (await asyncio.to_thread(spool.expand, batch)).halves():
+                await self._send(api, spool, half)
+            return
+        spool.remove(batch)
+        self._succeeded(len(batch), spool)
+
+    def _failed(self, exc: Exception, spool: Spool) -> None:
+        self._errors += 1
+        self._last_error = _describe(exc)
+        if self._connected or self._errors == 1:
             log.warning("uplink influx down url=%s queued=%d: %s", self.config.url,
-                        len(self._queue), self.health.last_error)
-        self.health.connected = False
+                        spool.points, self._last_error)
+        self._connected = False
 
-    def _succeeded(self, n: int) -> None:
-        if not self.health.connected:
-            log.info("uplink influx up url=%s queued=%d", self.config.url, len(self._queue))
-        self.health.connected = True
-        self.health.written += n
-        self.health.queued = len(self._queue)
-        self.health.last_success = asyncio.get_running_loop().time()
+    def _succeeded(self, n: int, spool: Spool) -> None:
+        if not self._connected:
+            log.info("uplink influx up url=%s queued=%d", self.config.url, spool.points)
+        self._connected = True
+        self._written += n
+        self._batches += 1
+        self._last_success = time.time()
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds from a `Retry-After: <seconds>` header (an HTTP date counts as absent)."""
+    value: Any = getattr(exc, "retry_after", None)
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _describe(exc: Exception) -> str:
     """A one-line reason that never carries the token (it only lives in headers)."""
     status: Any = getattr(exc, "status", None)
     return f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"[:200]
-
