@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
 
+from gauged.sqlite_file import Unusable, open_wal, set_aside
+
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
@@ -206,7 +208,7 @@ class Spool:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = _connect(self.path)
             self._count()
-        except (OSError, sqlite3.Error, _Unusable) as exc:
+        except (OSError, sqlite3.Error, Unusable) as exc:
             if self.db is not None:
                 with contextlib.suppress(sqlite3.Error):
                     self.db.close()
@@ -531,52 +533,25 @@ class Spool:
             self._failing = False
 
 
-class _Unusable(Exception):
-    """The file is not a spool this gauged can use."""
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     """Open `path` as the spool, creating the schema in a new file; a file that is not a
     usable spool is renamed aside (its points cannot be read, a fresh spool starts)."""
     try:
         return _connect_once(path)
-    except (sqlite3.DatabaseError, _Unusable) as exc:
+    except (sqlite3.DatabaseError, Unusable) as exc:
         if isinstance(exc, sqlite3.OperationalError) or not path.exists():
             raise
-        aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+        aside = set_aside(path)
+        if aside is None:
+            raise Unusable(f"{path} is unusable ({exc}) and cannot be renamed") from exc
         log.error("spool file unusable path=%s: %s; renamed to %s, starting a fresh spool",
                   path, exc, aside)
-        path.rename(aside)
-        for suffix in ("-wal", "-shm"):
-            extra = path.with_name(path.name + suffix)
-            if extra.exists():
-                extra.rename(aside.with_name(aside.name + suffix))
         return _connect_once(path)
 
 
 def _connect_once(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # see _locked
-    try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise _Unusable(f"journal mode {mode}, not wal")
-        db.execute("PRAGMA synchronous = FULL")
-        db.execute("PRAGMA cache_size = -16384")  # 16 MiB: a drain re-reads what it sends
-        # the writer checkpoints while its requests are in flight (`maintain`); this is the
-        # backstop when it does not run
-        db.execute("PRAGMA wal_autocheckpoint = 10000")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version == 0 and tables == 0:
-            db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            db.execute("COMMIT")
-        elif version != SCHEMA_VERSION:
-            raise _Unusable(f"schema version {version}, this gauged reads {SCHEMA_VERSION}")
-    except BaseException:
-        db.close()
-        raise
-    return db
+    return open_wal(path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False,  # see _locked
+                    pragmas=["cache_size = -16384",  # 16 MiB: a drain re-reads what it sends
+                             # the writer checkpoints while its requests are in flight
+                             # (`maintain`); this is the backstop when it does not run
+                             "wal_autocheckpoint = 10000"])

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from gauged.quality import Quality
+from gauged.sqlite_file import Unusable, open_wal, set_aside
 
 log = logging.getLogger(__name__)
 
@@ -108,10 +109,6 @@ CREATE TABLE job_runs (
     PRIMARY KEY (job, fire_time)
 ) WITHOUT ROWID;
 """
-
-class _Unusable(Exception):
-    """The file is SQLite but not a state database this gauged can use."""
-
 
 @dataclass(frozen=True)
 class SavedStage:
@@ -198,10 +195,10 @@ class StateStore:
         existed = path.exists()
         try:
             db = _connect(path)
-        except (sqlite3.Error, _Unusable) as exc:
+        except (sqlite3.Error, Unusable) as exc:
             if not existed:
                 return cls._in_memory(f"cannot create {path}: {exc}")
-            aside = _set_aside(path)
+            aside = set_aside(path)
             if aside is None:
                 return cls._in_memory(f"{path} is unusable ({exc}) and cannot be renamed")
             problem = f"{path} was unusable ({exc}); renamed to {aside.name}"
@@ -209,7 +206,7 @@ class StateStore:
                       "fresh state (stages are not restored)", path, exc, aside)
             try:
                 return cls(_connect(path), path, fresh=True, problem=problem)
-            except (sqlite3.Error, _Unusable) as again:
+            except (sqlite3.Error, Unusable) as again:
                 return cls._in_memory(f"{problem}; a fresh file failed too: {again}")
         store = cls(db, path, fresh=not existed)
         if existed and store.last_cycle() is None:
@@ -453,47 +450,7 @@ class StateStore:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open `path` as the state database, creating the schema in a new file."""
-    db = sqlite3.connect(path, isolation_level=None)
-    try:
-        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise _Unusable(f"journal mode {mode}, not wal")
-        db.execute("PRAGMA synchronous = FULL")
-        check = db.execute("PRAGMA quick_check").fetchone()[0]
-        if check != "ok":
-            raise _Unusable(f"integrity check: {' '.join(check.split())[:200]}")
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        if version == 0 and tables == 0:
-            with contextlib.closing(db.cursor()) as cur:
-                cur.execute("BEGIN IMMEDIATE")
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                cur.execute("COMMIT")
-        elif version != SCHEMA_VERSION:
-            raise _Unusable(f"schema version {version}, this gauged reads {SCHEMA_VERSION}")
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
-def _set_aside(path: Path) -> Path | None:
-    """Rename an unusable state file (and its WAL and shared-memory files) aside."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    try:
-        path.rename(aside)
-        for suffix in ("-wal", "-shm"):
-            extra = path.with_name(path.name + suffix)
-            if extra.exists():
-                extra.rename(aside.with_name(aside.name + suffix))
-    except OSError as exc:
-        log.error("state store: cannot rename %s aside: %s", path, exc)
-        return None
-    return aside
+    return open_wal(path, _SCHEMA, SCHEMA_VERSION, integrity_check=True)
 
 
 def _iso(ts: float | None) -> str | None:
