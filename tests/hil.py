@@ -173,6 +173,21 @@ class Rig:
         wait_until(check, timeout, what, interval=0.05)
         return seen
 
+    def steady_level(self, level_m: float) -> Path:
+        """A scenario: Shin-Hiroo at `level_m` from the start; the other gauges calm."""
+        path = self.workdir / "scenario.csv"
+        path.write_text(f"time,station,quantity,value\n0,shin_hiroo,level_m,{level_m}\n",
+                        encoding="utf-8")
+        return path
+
+    def configured_relays(self) -> set[tuple[int, int]]:
+        """(unit, coil) of every relay of the configuration's zones."""
+        from gauged.config import load_config
+
+        config = load_config(self.config)
+        return {(r.unit, r.coil) for z in config.zones.values()
+                for r in (z.siren_relay, z.amplifier_relay) if r is not None}
+
     def cycle_time(self, index: int) -> datetime:
         """The time of cycle `index` of the scenario (cycle 0 is the scenario's start)."""
         return datetime.fromtimestamp(self.start_ts + INTERVAL * index, UTC)

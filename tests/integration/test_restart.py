@@ -12,8 +12,6 @@ from typing import Any
 import pytest
 from hil import Rig
 
-from gauged.config import load_config
-
 HIROO_SIREN, HIROO_AMP = 1, 1  # unit of the relay board
 SIREN_COIL, AMP_COIL = 0, 1  # zone furukawa_hiroo
 
@@ -34,24 +32,12 @@ def rig_factory(tmp_path: Path) -> Iterator[Any]:
             rig.close()
 
 
-def steady_level(rig: Rig, level_m: float) -> Path:
-    """A scenario: Shin-Hiroo at `level_m` from the start; the other gauges calm."""
-    path = rig.workdir / "scenario.csv"
-    path.write_text(f"time,station,quantity,value\n0,shin_hiroo,level_m,{level_m}\n",
-                    encoding="utf-8")
-    return path
-
-
-def configured_relays(rig: Rig) -> set[tuple[int, int]]:
-    config = load_config(rig.config)
-    return {(r.unit, r.coil) for z in config.zones.values()
-            for r in (z.siren_relay, z.amplifier_relay) if r is not None}
 
 
 def test_alm_4_kill_9_with_stage_3_active_restores_it_without_re_sounding(
         rig_factory: Any) -> None:
     rig: Rig = rig_factory(180.0)
-    rig.start_simulators(steady_level(rig, 3.7))  # freeboard 0.9 m: stage 3, warning
+    rig.start_simulators(rig.steady_level(3.7))  # freeboard 0.9 m: stage 3, warning
     rig.start_daemon()
 
     def warned(s: dict[str, Any]) -> bool:
@@ -79,7 +65,7 @@ def test_alm_4_kill_9_with_stage_3_active_restores_it_without_re_sounding(
     after = rig.relay_log()[relays_before:]
     assert after, "the restarted daemon wrote no relay"
     assert all(r["value"] is False for r in after), after  # 0 relay activations
-    assert {(r["unit"], r["coil"]) for r in after[:5]} == configured_relays(rig)
+    assert {(r["unit"], r["coil"]) for r in after[:5]} == rig.configured_relays()
     assert rig.audio_log() == first_audio  # 0 announcement replays
     second = rig.log("daemon")[log_before:]
     assert "stages restored without re-sounding: shin_hiroo=warning" in second
@@ -91,7 +77,7 @@ def test_alm_5_kill_9_mid_siren_relays_off_first_and_no_duplicate(rig_factory: A
     rig: Rig = rig_factory(90.0)  # 60 s of siren last 0.67 s: time to catch it ON
     rig.edit_config(lambda t: t.replace("[sequences.level_overflow]\nsiren_s = 10\n",
                                         "[sequences.level_overflow]\nsiren_s = 60\n"))
-    rig.start_simulators(steady_level(rig, 4.7))  # freeboard −0.1 m: stage 4, overflow
+    rig.start_simulators(rig.steady_level(4.7))  # freeboard −0.1 m: stage 4, overflow
     rig.start_daemon()
 
     def siren_on() -> bool:
@@ -113,7 +99,7 @@ def test_alm_5_kill_9_mid_siren_relays_off_first_and_no_duplicate(rig_factory: A
     assert rig.stop("daemon") == 0
 
     after = rig.relay_log()[len(before):]
-    relays = configured_relays(rig)
+    relays = rig.configured_relays()
     # relays forced OFF first: the first write of the new daemon to every relay is OFF
     assert {(r["unit"], r["coil"]) for r in after[:len(relays)]} == relays
     assert all(r["value"] is False for r in after[:len(relays)])
@@ -136,7 +122,7 @@ def test_an_unusable_state_file_is_set_aside_and_the_daemon_runs(rig_factory: An
     rig: Rig = rig_factory(180.0)
     rig.state_path.parent.mkdir(parents=True)
     rig.state_path.write_bytes(b"\x00garbage, not SQLite\n" * 500)
-    rig.start_simulators(steady_level(rig, 1.0))
+    rig.start_simulators(rig.steady_level(1.0))
     proc = rig.start_daemon("--once")
     assert proc.wait(timeout=30) == 0, rig.log("daemon")[-2000:]
     log = rig.log("daemon")

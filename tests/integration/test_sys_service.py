@@ -26,8 +26,6 @@ from pathlib import Path
 import pytest
 from hil import ROOT, Rig
 
-from gauged.config import load_config
-
 UNIT = ROOT / "systemd" / "gauged.service"
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
 
@@ -104,18 +102,6 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
         rig.close()
 
 
-def steady_level_csv(rig: Rig, level_m: float) -> Path:
-    """A scenario: Shin-Hiroo at `level_m` from the start; the other gauges calm."""
-    path = rig.workdir / "scenario.csv"
-    path.write_text(f"time,station,quantity,value\n0,shin_hiroo,level_m,{level_m}\n",
-                    encoding="utf-8")
-    return path
-
-
-def relays_of(rig: Rig) -> set[tuple[int, int]]:
-    config = load_config(rig.config)
-    return {(r.unit, r.coil) for z in config.zones.values()
-            for r in (z.siren_relay, z.amplifier_relay) if r is not None}
 
 
 # ---- SYS-1: the unit ---------------------------------------------------------------------
@@ -181,7 +167,7 @@ def test_sys_3_ready_after_state_restore_and_relays_off_read_back(
     faults = tmp_path / "faults.toml"
     faults.write_text(f'[[fault]]\nbus = "relays"\nunit = 1\ndelay_s = {delay}\n',
                       encoding="utf-8")
-    rig.start_simulators(steady_level_csv(rig, 1.0), faults=faults)
+    rig.start_simulators(rig.steady_level(1.0), faults=faults)
     # the daemon's stderr is "the journal": journald priorities on every line
     log_path = rig.workdir / "daemon.log"
     log_path.touch()
@@ -192,7 +178,7 @@ def test_sys_3_ready_after_state_restore_and_relays_off_read_back(
     ready = manager.wait_for("READY", 30, proc, rig.log("daemon")[-2000:])
     log_at_ready = rig.log("daemon")  # the log is written (and flushed) before READY is sent
     writes = rig.relay_log()
-    relays = relays_of(rig)
+    relays = rig.configured_relays()
 
     before = [w for w in writes if w["t_real"] < ready.at]
     assert {(w["unit"], w["coil"]) for w in before} == relays  # every relay written …
@@ -231,7 +217,7 @@ def test_sys_4_stalled_cycle_stops_pings_sigabrt_restart_ready_with_relays_off(
     watchdog_s = 2.0
     # short bus timeouts keep the cycle budget (notify.cycle_budget) short in the test
     rig.edit_config(lambda t: t.replace("timeout_s = 1.0", "timeout_s = 0.3"))
-    rig.start_simulators(steady_level_csv(rig, 1.0))
+    rig.start_simulators(rig.steady_level(1.0))
     # the test-only hook (config [test_hooks]): the 4th cycle hangs before reading its gauges
     # (poll) or after, before the stage engine (evaluate), with the event loop alive
     proc = rig.start_daemon(env=manager.env(watchdog_s) | {
@@ -268,7 +254,7 @@ def test_sys_4_stalled_cycle_stops_pings_sigabrt_restart_ready_with_relays_off(
     ready = manager.wait_for("READY", 30, proc, rig.log("daemon")[-2000:])
     after = rig.relay_log()[relays_before:]
     before_ready = [w for w in after if w["t_real"] < ready.at]
-    assert {(w["unit"], w["coil"]) for w in before_ready} == relays_of(rig)
+    assert {(w["unit"], w["coil"]) for w in before_ready} == rig.configured_relays()
     assert all(w["value"] is False for w in after)
     manager.wait_for("WATCHDOG", 10, proc)
     status = rig.wait_for_status(lambda s: s["cycles"] >= 5, 20, "five cycles after restart")
