@@ -9,11 +9,15 @@ quality, fault, stage), one line of line protocol per station and cycle.
   50 (each write one fsync'd transaction, as in the daemon; not timed). VictoriaMetrics is
   started again.
 - Value: the drain rate, points/s, from starting the sink's writer (`InfluxSink.run`) until
-  `flush()` reports the spool empty: read a batch from SQLite, send it through
-  influxdb-client's async write API, delete it in one fsync'd transaction, 5,000 points per
-  batch.
+  `flush()` reports the spool empty, 5,000 points per batch: the daemon's writer as it is
+  (a batch read from SQLite while the previous request is in flight, sent through
+  influxdb-client's synchronous write API in a worker thread, marked sent in one
+  transaction before the next request goes out; the sent chunks deleted once the spool has
+  nothing more to send, which is included).
 - Baseline: the same number of points (other series) written with influxdb-client's
   synchronous write API in 5,000-point batches, no gzip, nothing else: the raw client rate.
+  VictoriaMetrics is stopped and started before it too, so that both meet the database in
+  the same state (a freshly started one writes the first batches up to twice as slowly).
 
 The machine is shared (2 CPUs, other work running), so both are measured in ROUNDS
 alternating rounds (raw, then outage and drain), each on fresh series, and the medians are
@@ -65,6 +69,8 @@ def cycles(run: str, points: int) -> list[list[Record]]:
 
 def raw_rate(tsdb: VictoriaMetrics, run: str, points: int) -> float:
     lines = [r.line() for cycle in cycles(run, points) for r in cycle]
+    tsdb.stop()  # a freshly started VictoriaMetrics, as the drain meets it after an outage
+    tsdb.start()
     with InfluxDBClient(url=tsdb.url, token="-", org="gauged", enable_gzip=False) as client:
         api = client.write_api(write_options=SYNCHRONOUS)
         t0 = time.perf_counter()

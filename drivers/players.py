@@ -104,12 +104,14 @@ class SinkPlayer:
     async def play(self, zone: str, clip_id: str, path: Path) -> None:
         try:
             if self._conn is None or self._conn[1].is_closing():
-                self._conn = await asyncio.wait_for(
-                    asyncio.open_connection(self.config.host, self.config.port), timeout=5.0)
+                async with asyncio.timeout(5.0):  # not wait_for: see gauged/influx.py, run
+                    self._conn = await asyncio.open_connection(self.config.host,
+                                                               self.config.port)
             reader, writer = self._conn
             writer.write(f"PLAY {zone} {clip_id} {path}\n".encode())
             await writer.drain()
-            line = await asyncio.wait_for(reader.readline(), self.config.timeout_s)
+            async with asyncio.timeout(self.config.timeout_s):
+                line = await reader.readline()
         except asyncio.CancelledError:
             await self.close()  # the sink would otherwise finish the clip: drop the line
             raise

@@ -544,7 +544,8 @@ class CapSink:
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the queue is written (True), at most `timeout_s` (False)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         return not self._queue
 
     def snapshot(self) -> dict[str, Any]:

@@ -13,9 +13,9 @@ Failures:
   (at most RETRY_AFTER_MAX_S);
 - HTTP 400 (or 413, 422): the database refuses something in the batch. The batch is split in
   halves and each half sent again, down to the single point that is refused: that one is
-  quarantined (moved to the spool's `quarantine` table and counted), the rest is written.
-  A batch of n points with one bad point costs at most 2·log2(n) extra requests, never a
-  retry loop.
+  quarantined (moved to the spool's `quarantine` table and counted, when the batch is
+  removed), the rest is written. A batch of n points with one bad point costs at most
+  2·log2(n) extra requests, never a retry loop.
 
 Schema: see README.md, "Schema" (each field becomes `<measurement>_<field>` in
 VictoriaMetrics). Measurements in ROUTINE may be dropped at the spool's byte cap (oldest
@@ -187,7 +187,8 @@ class InfluxSink:
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (True) or the timeout passes (False)."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True
@@ -215,14 +216,20 @@ class InfluxSink:
             while True:
                 spool.retry()
                 self._wakeup.clear()  # before reading: a write from now on sets it again
+                if not spool.points:  # all accepted: flush() need not wait for the spool
+                    self._idle.set()  # to delete what it marked sent (the take below)
                 batch = await asyncio.to_thread(spool.take, self.config.batch_points)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read
                         continue
                     self._idle.set()
-                    # points waiting in memory (spool degraded) are retried now and then
+                    # points waiting in memory (spool degraded) are retried now and then.
+                    # (asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancellation that meets the event being set, and the writer never
+                    # stops; the same holds wherever we wait with a timeout.)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), 5.0)
+                        async with asyncio.timeout(5.0):
+                            await self._wakeup.wait()
                     continue
                 try:
                     await self._drain(api, spool, batch)
@@ -251,7 +258,8 @@ class InfluxSink:
         batch is removed as soon as it is accepted, before the next request goes out: a crash
         re-sends at most the one batch in flight."""
         while batch:
-            request = asyncio.create_task(self._write(api, batch), name="gauged[influx].request")
+            request = asyncio.create_task(self._write(api, batch.body()),
+                                          name="gauged[influx].request")
             try:
                 following = await asyncio.to_thread(self._read_ahead, spool, batch)
             except BaseException:
@@ -259,50 +267,48 @@ class InfluxSink:
                 with contextlib.suppress(asyncio.CancelledError):
                     await request
                 raise
+            refused: list[tuple[str, str]] = []
             try:
                 await request
             except Exception as exc:
                 if getattr(exc, "status", None) not in REJECTED:
                     raise
-                rows = await asyncio.to_thread(spool.expand, batch)
-                for half in rows.halves():  # find the rejected point(s)
-                    await self._send(api, spool, half)
-            else:
-                spool.remove(batch)
-                self._succeeded(len(batch), spool)
+                refused = await self._bisect(api, batch.lines, exc)
+            spool.remove(batch, refused)
+            for line, reason in refused:
+                log.error("influx: point rejected and quarantined (%s): %s", reason, line[:200])
+            self._succeeded(len(batch) - len(refused), spool)
             batch = following
 
     def _read_ahead(self, spool: Spool, batch: Batch) -> Batch:
         spool.maintain()
         return spool.take(self.config.batch_points, after=batch)
 
-    async def _write(self, api: Any, batch: Batch) -> None:
+    async def _write(self, api: Any, body: str) -> None:
         def post() -> None:
-            api.write(bucket=self.config.bucket, record=batch.body(), write_precision="ms")
+            api.write(bucket=self.config.bucket, record=body, write_precision="ms")
 
         await asyncio.to_thread(post)
 
-    async def _send(self, api: Any, spool: Spool, batch: Batch) -> None:
-        """Write `batch`; on a rejection, its halves; quarantine a single rejected point."""
-        try:
-            await self._write(api, batch)
-        except Exception as exc:
-            status = getattr(exc, "status", None)
-            if status not in REJECTED:
-                raise
-            if len(batch) == 1:
-                body: Any = getattr(exc, "body", None) or b""
-                text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-                reason = f"{_describe(exc)}: {' '.join(text.split())}"[:300]
-                spool.quarantine(batch, reason)
-                log.error("influx: point rejected and quarantined (%s): %s", reason,
-                          batch.lines[0][:200])
-                return
-            for half in (await asyncio.to_thread(spool.expand, batch)).halves():
-                await self._send(api, spool, half)
-            return
-        spool.remove(batch)
-        self._succeeded(len(batch), spool)
+    async def _bisect(self, api: Any, lines: list[str],
+                      exc: Exception) -> list[tuple[str, str]]:
+        """`lines` were refused (`exc`): write each half, down to the single lines refused;
+        returns those with the reason. Raises on any other failure (the whole batch stays
+        in the spool and is sent again: duplicates of an unacknowledged batch only)."""
+        if len(lines) == 1:
+            body: Any = getattr(exc, "body", None) or b""
+            text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
+            return [(lines[0], f"{_describe(exc)}: {' '.join(text.split())}"[:300])]
+        refused: list[tuple[str, str]] = []
+        half = len(lines) // 2
+        for part in (lines[:half], lines[half:]):
+            try:
+                await self._write(api, "\n".join(part))
+            except Exception as again:
+                if getattr(again, "status", None) not in REJECTED:
+                    raise
+                refused += await self._bisect(api, part, again)
+        return refused
 
     def _failed(self, exc: Exception, spool: Spool) -> None:
         self._errors += 1

@@ -187,8 +187,9 @@ class MqttPublisher:
         client, self._client = self._client, None
         if client is not None and self.connected:
             with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
-                await asyncio.wait_for(client.publish(
-                    f"{self.base}/availability", "offline", qos=1, retain=True), 2.0)
+                async with asyncio.timeout(2.0):
+                    await client.publish(f"{self.base}/availability", "offline", qos=1,
+                                         retain=True)
         self.connected = False
 
 

@@ -7,7 +7,9 @@ crash or a power cut. The writer (gauged/influx.py) takes a batch, sends it, and
 removes it (`remove`): a crash between the two re-sends that batch, which is harmless because
 a point keeps its original series and timestamp and overwrites itself in the database. For
 the same reason a removal is committed without an fsync (a removal lost in a power cut only
-re-sends), so that a drain is not bound by the disk's flush rate.
+re-sends), so that a drain is not bound by the disk's flush rate. Points are stored per
+`put` and class, as chunks of at most CHUNK_POINTS lines (see _SCHEMA for why), and a batch
+is whole chunks.
 
 Order of a batch: the *live* points first (those spooled since the last failed send, oldest
 first), then the *backlog* (everything spooled before it, oldest first). After an outage the
@@ -17,7 +19,8 @@ the hole the outage left fills from its oldest edge, without gaps in between.
 Byte cap (`max_bytes`, over the line-protocol characters of the points held, which for
 our ASCII lines are bytes; SQLite's own overhead comes on top): when a `put` would
 pass it, *routine* telemetry (readings, gauge, bus and spool health) is dropped, oldest
-first, and counted exactly (persisted with the deletion, in the same transaction). Points of
+first (down to the single line: the oldest chunk loses its first lines), and counted
+exactly (persisted with the deletion, in the same transaction). Points of
 the *kept* class (stage changes, broadcasts, scheduled tests, faults, commands) are never
 dropped: they may take the spool past its cap.
 
@@ -36,7 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
@@ -45,26 +48,46 @@ from gauged.sqlite_file import Unusable, open_wal, set_aside
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 REOPEN_S = 5.0  # how often a spool that could not be opened tries again
 RECOVER_WRITES = 3  # writes in a row that must succeed before a failing spool is well again
+CHUNK_POINTS = 500  # at most this many points in one row (a batch is whole rows)
+CHECKPOINT_BYTES = 4 << 20  # the writer checkpoints once the write-ahead log is this large
 
+# One row ("chunk") holds the points of one `put` of one class (kept or routine), their
+# lines joined by newlines. A drain moves hundreds of thousands of points: per point, SQLite
+# would read, sum and delete a row (about 2 µs each, a third of the request's time); per
+# chunk of a cycle's 50 to 500 points it is negligible. `time` is the time of the chunk's
+# oldest point when it was spooled.
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE points (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, time REAL NOT NULL,
-    line TEXT NOT NULL
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, n INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, time REAL NOT NULL, lines TEXT NOT NULL
 );
 CREATE TABLE quarantine (
     id INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE sent (lo INTEGER NOT NULL, hi INTEGER NOT NULL);
 """
+
+# Version 1 kept one row per point: each becomes a chunk of one, in the same order.
+_UPGRADES = {1: """
+CREATE TABLE chunks (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, n INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, time REAL NOT NULL, lines TEXT NOT NULL
+);
+INSERT INTO chunks (kept, n, bytes, time, lines)
+    SELECT kept, 1, length(line), time, line FROM points ORDER BY id;
+DROP TABLE points;
+CREATE TABLE sent (lo INTEGER NOT NULL, hi INTEGER NOT NULL)
+"""}
 
 
 @dataclass(frozen=True)
 class Point:
-    """One spooled point: its line protocol, whether it must never be dropped, its time
-    (UNIX seconds) and, once on disk, its row id (negative while it waits in memory)."""
+    """One point to spool: its line protocol, whether it must never be dropped, its time
+    (UNIX seconds) and, while it waits in memory, its (negative) id."""
 
     line: str
     kept: bool
@@ -77,24 +100,22 @@ class Point:
 
 
 class Batch:
-    """Points taken from the spool to send, in sending order. On-disk points come as
-    segments of consecutive rows (lo, hi, count, bytes, routine bytes) with their lines
-    already joined by SQLite, because a drain moves hundreds of thousands of points and
-    Python objects per point would cost more than the request; points waiting in memory,
-    and batches split to find a rejected point, come as rows (id, line, kept)."""
+    """Points taken from the spool to send, in sending order: whole chunks from disk
+    (id, points, lines joined), then points waiting in memory (id < 0, line)."""
 
-    __slots__ = ("backlog_hi", "live_hi", "parts", "rows", "segments")
+    __slots__ = ("backlog_hi", "chunks", "counts", "live_hi", "rows")
 
-    def __init__(self, rows: list[tuple[int, str, int]], live_hi: int = 0,
-                 backlog_hi: int = 0,
-                 segments: list[tuple[int, int, int, int, int, str]] | None = None) -> None:
-        self.rows = rows
-        self.segments = segments or []
-        self.live_hi = live_hi  # where the next batch's live and backlog rows start
+    def __init__(self, chunks: list[tuple[int, int, str]] | None = None,
+                 rows: list[tuple[int, str]] | None = None, live_hi: int = 0,
+                 backlog_hi: int = 0, counts: tuple[int, int, int] = (0, 0, 0)) -> None:
+        self.chunks = chunks or []
+        self.rows = rows or []
+        self.live_hi = live_hi  # where the next batch's live and backlog chunks start
         self.backlog_hi = backlog_hi
+        self.counts = counts  # the chunks' points, bytes and routine bytes when taken
 
     def __len__(self) -> int:
-        return len(self.rows) + sum(seg[2] for seg in self.segments)
+        return len(self.rows) + sum(chunk[1] for chunk in self.chunks)
 
     @property
     def lines(self) -> list[str]:
@@ -103,31 +124,18 @@ class Batch:
 
     def body(self) -> str:
         """The request body: the lines, one per line (a line never holds a newline)."""
-        return "\n".join([seg[5] for seg in self.segments] + [row[1] for row in self.rows])
-
-    def halves(self) -> tuple[Batch, Batch]:
-        """For a batch of rows (see Spool.expand)."""
-        assert not self.segments, "expand the batch first"
-        half = len(self.rows) // 2
-        return Batch(self.rows[:half]), Batch(self.rows[half:])
+        return "\n".join([chunk[2] for chunk in self.chunks] + [row[1] for row in self.rows])
 
     def runs(self) -> list[tuple[int, int]]:
-        """The on-disk rows as id ranges (lo, hi). Exact: a batch is at most two runs of
-        consecutive rows (live, then backlog) and rows only ever get larger ids, so every
-        row in a range belongs to the batch (or is gone already)."""
-        out = [(seg[0], seg[1]) for seg in self.segments]
-        lo = prev = 0
-        for row_id, _, _ in self.rows:
-            if row_id <= 0:
-                continue
-            if not lo:
-                lo = row_id
-            elif row_id < prev:
-                out.append((lo, prev))
-                lo = row_id
-            prev = row_id
-        if lo:
-            out.append((lo, prev))
+        """The chunks as id ranges (lo, hi). Exact: a batch is at most two runs of
+        consecutive chunks (live, then backlog) and new chunks only ever get larger ids, so
+        every chunk in a range belongs to the batch (or is gone already)."""
+        out: list[tuple[int, int]] = []
+        for chunk_id, _, _ in self.chunks:
+            if out and chunk_id > out[-1][1]:
+                out[-1] = (out[-1][0], chunk_id)
+            else:
+                out.append((chunk_id, chunk_id))
         return out
 
 
@@ -182,10 +190,12 @@ class Spool:
         self._live_mark = 0  # rows above it are live, at or below it the backlog
         self._failing = False
         self._next_open = 0.0
-        self._pending_trim = (0, 0)  # rows and bytes a transaction in progress drops
+        self._on_commit: list[Callable[[], None]] = []  # counting, once a transaction commits
+        self._sent: list[tuple[int, int, int]] = []  # counts of the batches marked sent
+        self._marks: list[tuple[int, int]] = []  # and their chunks (id ranges), until purged
         self._streak = 0  # writes that succeeded in a row
         self._lock = threading.RLock()
-        self.health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
+        self._health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
 
     # ---- opening ---------------------------------------------------------------------
 
@@ -207,6 +217,8 @@ class Spool:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = _connect(self.path)
+            with self._tx() as db:  # batches the last run marked sent but did not delete
+                self._purge(db, opening=True)
             self._count()
         except (OSError, sqlite3.Error, Unusable) as exc:
             if self.db is not None:
@@ -219,15 +231,13 @@ class Spool:
 
     def _count(self) -> None:
         assert self.db is not None
-        n, total = self.db.execute(
-            "SELECT count(*), coalesce(sum(length(line)), 0) FROM points").fetchone()
-        routine = self.db.execute(
-            "SELECT coalesce(sum(length(line)), 0) FROM points WHERE kept = 0").fetchone()[0]
-        self._disk_points, self._disk_bytes, self._disk_routine_bytes = n, total, routine
+        self._disk_points, self._disk_bytes, self._disk_routine_bytes = self.db.execute(
+            "SELECT coalesce(sum(n), 0), coalesce(sum(bytes), 0), "
+            "coalesce(sum(CASE kept WHEN 0 THEN bytes END), 0) FROM chunks").fetchone()
         meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-        self.health.dropped_routine = max(self.health.dropped_routine,
+        self._health.dropped_routine = max(self._health.dropped_routine,
                                           int(meta.get("dropped_routine", 0)))
-        self.health.quarantined = max(self.health.quarantined,
+        self._health.quarantined = max(self._health.quarantined,
                                       int(meta.get("quarantined", 0)))
 
     @_locked
@@ -278,11 +288,11 @@ class Spool:
     def _persist(self) -> None:
         if not self._memory or not self._try_open():
             return
-        rows = [(int(p.kept), p.time, p.line) for p in self._memory]
         try:
             with self._tx() as db:
-                db.executemany("INSERT INTO points (kept, time, line) VALUES (?, ?, ?)", rows)
-                self._trim_disk(db, extra=0)
+                db.executemany("INSERT INTO chunks (kept, n, bytes, time, lines) "
+                               "VALUES (?, ?, ?, ?, ?)", _chunks(self._memory))
+                self._trim_disk(db)
         except sqlite3.Error as exc:
             self._failed(f"cannot write {self.path}: {exc}")
             return
@@ -294,24 +304,73 @@ class Spool:
         self._memory.clear()
         self._recovered()
 
-    def _trim_disk(self, db: sqlite3.Connection, extra: int) -> None:
-        """Inside a transaction: drop the oldest routine rows while over the cap."""
-        over = self._disk_bytes + extra + sum(p.size for p in self._memory) - self.max_bytes
+    def _trim_disk(self, db: sqlite3.Connection) -> None:
+        """Inside a transaction: drop the oldest routine points while over the cap (whole
+        chunks, then the first lines of the next one)."""
+        over = self._disk_bytes + sum(p.size for p in self._memory) - self.max_bytes
         if over <= 0 or self._disk_routine_bytes <= 0:
             return
-        ids, freed = [], 0
+        self._purge(db)  # (what was sent is not the oldest telemetry: it arrived)
+        gone: list[int] = []
+        points = freed = 0
         with contextlib.closing(db.execute(
-                "SELECT id, length(line) FROM points WHERE kept = 0 ORDER BY id")) as rows:
-            for row_id, size in rows:  # the oldest first, only as far as needed
+                "SELECT id, n, bytes FROM chunks WHERE kept = 0 ORDER BY id")) as chunks:
+            for chunk_id, n, size in chunks:  # the oldest first, only as far as needed
                 if freed >= over:
                     break
-                ids.append(row_id)
-                freed += size
-        db.executemany("DELETE FROM points WHERE id = ?", [(i,) for i in ids])
-        dropped = self.health.dropped_routine + len(ids)
+                if freed + size > over:  # the last one: only its first lines
+                    lines = db.execute("SELECT lines FROM chunks WHERE id = ?",
+                                       (chunk_id,)).fetchone()[0].split("\n")
+                    k = 0
+                    while freed < over:
+                        freed += len(lines[k])
+                        k += 1
+                    points += k
+                    if k < len(lines):
+                        rest = lines[k:]
+                        db.execute("UPDATE chunks SET n = ?, bytes = ?, lines = ? WHERE id = ?",
+                                   (len(rest), size - sum(map(len, lines[:k])),
+                                    "\n".join(rest), chunk_id))
+                        break
+                else:
+                    freed += size
+                    points += n
+                gone.append(chunk_id)
+        db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in gone])
+        dropped = self._health.dropped_routine + points
         db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_routine', ?)", (dropped,))
-        # counted in memory only once the transaction commits (see _committed_trim)
-        self._pending_trim = (len(ids), freed)
+
+        def count() -> None:
+            self._health.dropped_routine += points
+            self._disk_points -= points
+            self._disk_bytes -= freed
+            self._disk_routine_bytes -= freed
+        self._on_commit.append(count)
+
+    def _purge(self, db: sqlite3.Connection, opening: bool = False) -> None:
+        """Inside a transaction: delete the chunks of the batches marked sent (see `remove`).
+        The marks were counted out when made, as the batches were when taken; what the cap
+        dropped from them meanwhile is counted back in. (`opening`: the marks a previous
+        run left; the counting starts afresh after it.)"""
+        if not self._sent and not opening:
+            return
+        actual = [0, 0, 0]
+        for lo, hi in db.execute("SELECT lo, hi FROM sent").fetchall():
+            for n, size, kept in db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ? "
+                                            "RETURNING n, bytes, kept", (lo, hi)):
+                actual[0] += n
+                actual[1] += size
+                actual[2] += 0 if kept else size
+        db.execute("DELETE FROM sent")
+        counted = [sum(c[i] for c in self._sent) for i in range(3)]
+
+        def count() -> None:
+            self._disk_points += counted[0] - actual[0]
+            self._disk_bytes += counted[1] - actual[1]
+            self._disk_routine_bytes += counted[2] - actual[2]
+            self._sent.clear()
+            self._marks.clear()
+        self._on_commit.append(count)
 
     def _enforce_cap(self) -> None:
         """Over the cap: drop the oldest routine points, first from disk, then from
@@ -321,7 +380,7 @@ class Spool:
         if self.db is not None and self._disk_routine_bytes > 0:
             try:
                 with self._tx() as db:
-                    self._trim_disk(db, extra=0)
+                    self._trim_disk(db)
             except sqlite3.Error as exc:
                 self._failed(f"cannot drop telemetry from {self.path}: {exc}")
         over = self.bytes - self.max_bytes
@@ -330,90 +389,100 @@ class Spool:
             for p in self._memory:
                 if over > 0 and not p.kept:
                     over -= p.size
-                    self.health.dropped_routine += 1
+                    self._health.dropped_routine += 1
                 else:
                     keep.append(p)
             self._memory = keep
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self, fsync: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction; the counting it registered (`_on_commit`) is done once it
+        committed. `fsync=False`: for what need not survive a power cut (a lost removal
+        re-sends points that overwrite themselves), so that a drain is not bound by the
+        disk's flush rate (WAL with synchronous=NORMAL still survives a crash)."""
         assert self.db is not None
-        self._pending_trim = (0, 0)
+        self._on_commit.clear()
+        if not fsync:
+            self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
             self.db.execute("COMMIT")
         except BaseException:
-            self._pending_trim = (0, 0)
+            self._on_commit.clear()
             if self.db.in_transaction:  # a failed COMMIT leaves it open
                 with contextlib.suppress(sqlite3.Error):
                     self.db.execute("ROLLBACK")
             raise
-        n, freed = self._pending_trim
-        if n:
-            self.health.dropped_routine += n
-            self._disk_points -= n
-            self._disk_bytes -= freed
-            self._disk_routine_bytes -= freed
-            self._pending_trim = (0, 0)
+        finally:
+            if not fsync:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("PRAGMA synchronous = FULL")
+        for count in self._on_commit:
+            count()
+        self._on_commit.clear()
 
     @_locked
     def take(self, limit: int, after: Batch | None = None) -> Batch:
-        """Up to `limit` points to send: live ones first, then the backlog, each oldest
-        first; then points waiting in memory. Nothing is removed. With `after` (a batch in
-        flight), the points that follow it."""
+        """Points to send: live ones first, then the backlog, each oldest first, in whole
+        chunks, as many as make at most `limit` points (at least one chunk: a batch may
+        reach CHUNK_POINTS); then points waiting in memory. Nothing is removed. With `after`
+        (a batch in flight), the points that follow it."""
         live_from, backlog_from, skip = self._live_mark, 0, set()
-        if after is not None:
+        if after is None:
+            self._purge_now()
+        else:
             live_from = max(live_from, after.live_hi)
             backlog_from = after.backlog_hi
-            skip = {row[0] for row in after.rows if row[0] < 0}
-        segments: list[tuple[int, int, int, int, int, str]] = []
-        live_hi, backlog_hi, taken = live_from, backlog_from, 0
+            skip = {row[0] for row in after.rows}
+        chunks: list[tuple[int, int, str]] = []
+        his, taken, full, size, routine = [live_from, backlog_from], 0, False, 0, 0
         if self.db is not None and self._disk_points:
             try:
-                for where, args in (("id > ?", (live_from,)),
-                                    ("id > ? AND id <= ?", (backlog_from, self._live_mark))):
-                    if taken >= limit:
+                for run, (where, args) in enumerate((
+                        ("id > ?", (live_from,)),
+                        ("id > ? AND id <= ?", (backlog_from, self._live_mark)))):
+                    with contextlib.closing(self.db.execute(
+                            f"SELECT id, n, bytes, kept, lines FROM chunks WHERE {where} "
+                            "ORDER BY id", args)) as cursor:
+                        for chunk_id, n, nbytes, kept, lines in cursor:
+                            if taken and taken + n > limit:
+                                full = True
+                                break
+                            chunks.append((chunk_id, n, lines))
+                            taken += n
+                            size += nbytes
+                            routine += 0 if kept else nbytes
+                            his[run] = chunk_id
+                    if full:
                         break
-                    n, lo, hi, size, routine, body = self.db.execute(
-                        "SELECT count(*), min(id), max(id), coalesce(sum(length(line)), 0), "
-                        "coalesce(sum(CASE kept WHEN 0 THEN length(line) ELSE 0 END), 0), "
-                        "group_concat(line, char(10)) FROM (SELECT id, line, kept FROM points "
-                        f"WHERE {where} ORDER BY id LIMIT ?)", (*args, limit - taken)).fetchone()
-                    if n:
-                        segments.append((lo, hi, n, size, routine, body))
-                        taken += n
-                        if where == "id > ?":
-                            live_hi = hi
-                        else:
-                            backlog_hi = hi
             except sqlite3.Error as exc:
                 self._failed(f"cannot read {self.path}: {exc}")
-        rows: list[tuple[int, str, int]] = []
+        rows: list[tuple[int, str]] = []
         for p in self._memory:
-            if taken + len(rows) >= limit:
+            if full or taken + len(rows) >= limit:
                 break
             if p.id not in skip:
-                rows.append((p.id, p.line, int(p.kept)))
-        return Batch(rows, live_hi, backlog_hi, segments)
-
-    @_locked
-    def expand(self, batch: Batch) -> Batch:
-        """The same points as rows, to split the batch (finding a rejected point)."""
-        rows: list[tuple[int, str, int]] = []
-        if self.db is not None:
-            for lo, hi, *_ in batch.segments:
-                rows += self.db.execute("SELECT id, line, kept FROM points WHERE id BETWEEN ? "
-                                        "AND ? ORDER BY id", (lo, hi)).fetchall()
-        return Batch(rows + batch.rows)
+                rows.append((p.id, p.line))
+        return Batch(chunks, rows, his[0], his[1], (taken, size, routine))
 
     @_locked
     def maintain(self) -> None:
-        """Copy the write-ahead log into the database (a passive checkpoint); the writer
-        calls it while a request is in flight, so that a drain does not wait for it."""
-        if self.db is not None:
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Copy the write-ahead log into the database (a passive checkpoint) once it has
+        grown to CHECKPOINT_BYTES; the writer calls it while a request is in flight, so that
+        a drain does not wait for it."""
+        if self.db is not None and self.path is not None:
+            with contextlib.suppress(OSError, sqlite3.Error):
+                if self.path.with_name(self.path.name + "-wal").stat().st_size > CHECKPOINT_BYTES:
+                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def _purge_now(self) -> None:
+        if self._sent and self.db is not None:
+            try:
+                with self._tx(fsync=False) as db:
+                    self._purge(db)
+            except sqlite3.Error as exc:  # the marks stay: purged later, never re-sent
+                self._failed(f"cannot delete sent points from {self.path}: {exc}")
 
     @_locked
     def mark_backlog(self) -> None:
@@ -422,60 +491,42 @@ class Spool:
         self._live_mark = self._max_id()
 
     @_locked
-    def remove(self, batch: Batch) -> None:
-        """The database accepted `batch`: forget it (one transaction)."""
-        self._delete(batch)
-
-    @_locked
-    def quarantine(self, batch: Batch, reason: str) -> None:
-        """The database rejected the point(s) of `batch` for good: move them aside (kept
-        for a human, counted) instead of retrying them forever."""
-        self.health.quarantined += len(batch)
-        self._delete(batch, quarantine=reason)
-
-    def _delete(self, batch: Batch, quarantine: str = "") -> None:
-        gone = {row[0] for row in batch.rows if row[0] < 0}
+    def remove(self, batch: Batch, quarantine: Sequence[tuple[str, str]] = ()) -> None:
+        """The database accepted `batch`: forget it, in one transaction. `quarantine`: the
+        points of it that the database rejected for good (line, reason), kept aside for a
+        human and counted instead of retried forever."""
+        gone = {row[0] for row in batch.rows}
         if gone:
             self._memory = deque(p for p in self._memory if p.id not in gone)
+        quarantined = self._health.quarantined + len(quarantine)
         runs = batch.runs()
-        if runs and self.db is not None:
-            disk = [row for row in batch.rows if row[0] > 0]
-            n = len(disk) + sum(seg[2] for seg in batch.segments)
-            size = sum(len(row[1]) for row in disk) + sum(seg[3] for seg in batch.segments)
-            routine = sum(len(row[1]) for row in disk if not row[2]) + \
-                sum(seg[4] for seg in batch.segments)
-            deleted = 0
-            try:
-                # A removal need not survive a power cut: a lost one re-sends points that
-                # overwrite themselves. So no fsync here (WAL, synchronous=NORMAL): the
-                # drain is not bound by the disk's flush rate.
-                self.db.execute("PRAGMA synchronous = NORMAL")
-                with self._tx() as db:
-                    for lo, hi in runs:
-                        if quarantine:
-                            db.execute("INSERT INTO quarantine (line, reason, at) SELECT line, "
-                                       "?, ? FROM points WHERE id BETWEEN ? AND ?",
-                                       (quarantine, time.time(), lo, hi))
-                        deleted += db.execute("DELETE FROM points WHERE id BETWEEN ? AND ?",
-                                              (lo, hi)).rowcount
-                    if quarantine:
-                        db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', ?)",
-                                   (self.health.quarantined,))
-            except sqlite3.Error as exc:
-                # the batch stays and is sent again: a duplicate, never a loss
-                self._failed(f"cannot remove sent points from {self.path}: {exc}")
-                return
-            finally:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("PRAGMA synchronous = FULL")
-            if deleted == n:
-                self._disk_points -= n
-                self._disk_bytes -= size
-                self._disk_routine_bytes -= routine
-            else:  # the cap dropped some of these meanwhile: count afresh
-                with contextlib.suppress(sqlite3.Error):
-                    self._count()
-            self._recovered()
+        if self.db is None or not (runs or quarantine):  # nothing on disk to change
+            self._health.quarantined = quarantined  # (without a file: the lines are logged)
+            self._update_health()
+            return
+        try:
+            # The chunks are only marked sent here (a row per run), and deleted while the
+            # next request is in flight (`maintain`); a restart deletes them first thing.
+            with self._tx(fsync=False) as db:
+                db.executemany("INSERT INTO sent VALUES (?, ?)", runs)
+                if quarantine:
+                    now = time.time()
+                    db.executemany("INSERT INTO quarantine (line, reason, at) VALUES (?, ?, ?)",
+                                   [(line, reason, now) for line, reason in quarantine])
+                    db.execute("INSERT OR REPLACE INTO meta VALUES ('quarantined', ?)",
+                               (quarantined,))
+        except sqlite3.Error as exc:
+            # the batch stays and is sent again: a duplicate, never a loss
+            self._failed(f"cannot remove sent points from {self.path}: {exc}")
+            return
+        if runs:
+            self._sent.append(batch.counts)
+            self._marks += runs
+            self._disk_points -= batch.counts[0]
+            self._disk_bytes -= batch.counts[1]
+            self._disk_routine_bytes -= batch.counts[2]
+        self._health.quarantined = quarantined
+        self._recovered()
         self._update_health()
 
     @_locked
@@ -492,28 +543,41 @@ class Spool:
         if self.db is None:
             return 0
         try:
-            return int(self.db.execute("SELECT coalesce(max(id), 0) FROM points").fetchone()[0])
+            return int(self.db.execute("SELECT coalesce(max(id), 0) FROM chunks").fetchone()[0])
         except sqlite3.Error:
             return self._live_mark
 
     def _oldest_time(self) -> float | None:
         times = [p.time for p in self._memory]
         if self.db is not None and self._disk_points:
+            # the first chunk held (points arrive in time order; no index on time): the
+            # first in the gaps between the ranges marked sent, one index lookup each
+            start = 0
             with contextlib.suppress(sqlite3.Error):
-                # the first point held (points arrive in time order; no index on time)
-                row = self.db.execute("SELECT time FROM points ORDER BY id LIMIT 1").fetchone()
-                if row is not None:
-                    times.append(row[0])
+                for lo, hi in [*sorted(self._marks), (1 << 62, 1 << 62)]:
+                    row = self.db.execute("SELECT time FROM chunks WHERE id > ? AND id < ? "
+                                          "ORDER BY id LIMIT 1", (start, lo)).fetchone()
+                    if row is not None:
+                        times.append(row[0])
+                        break
+                    start = max(start, hi)
         return min(times, default=None)
 
+    @property
+    def health(self) -> SpoolHealth:
+        """What /status shows (the oldest point's time is looked up now)."""
+        with self._lock:
+            self._update_health()
+            self._health.oldest_time = self._oldest_time()
+        return self._health
+
     def _update_health(self) -> None:
-        h = self.health
+        h = self._health
         h.on_disk = self.db is not None and not self._memory
         h.points, h.bytes = self.points, self.bytes
-        h.oldest_time = self._oldest_time()
 
     def _failed(self, problem: str) -> None:
-        self.health.problem = problem
+        self._health.problem = problem
         self._streak = 0
         if not self._failing:
             log.error("spool: %s: points wait in memory (cap %d bytes, oldest telemetry "
@@ -529,8 +593,19 @@ class Spool:
         self._streak += 1
         if self._failing and self._streak >= RECOVER_WRITES and not self._memory:
             log.info("spool: writing to %s again; %d points held", self.path, self.points)
-            self.health.problem = ""
+            self._health.problem = ""
             self._failing = False
+
+
+def _chunks(points: Iterable[Point]) -> Iterator[tuple[int, int, int, float, str]]:
+    """Rows for `points`: the kept ones first, then the routine ones, CHUNK_POINTS at most
+    per row, each in the order given."""
+    for kept in (True, False):
+        same = [p for p in points if p.kept == kept]
+        for i in range(0, len(same), CHUNK_POINTS):
+            part = same[i:i + CHUNK_POINTS]
+            yield (int(kept), len(part), sum(p.size for p in part), min(p.time for p in part),
+                   "\n".join(p.line for p in part))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -554,4 +629,4 @@ def _connect_once(path: Path) -> sqlite3.Connection:
                     pragmas=["cache_size = -16384",  # 16 MiB: a drain re-reads what it sends
                              # the writer checkpoints while its requests are in flight
                              # (`maintain`); this is the backstop when it does not run
-                             "wal_autocheckpoint = 10000"])
+                             "wal_autocheckpoint = 10000"], upgrades=_UPGRADES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -19,8 +19,11 @@ class Unusable(Exception):
 
 
 def open_wal(path: Path, schema: str, version: int, *, integrity_check: bool = False,
-             pragmas: Sequence[str] = (), check_same_thread: bool = True) -> sqlite3.Connection:
+             pragmas: Sequence[str] = (), check_same_thread: bool = True,
+             upgrades: Mapping[int, str] = {}) -> sqlite3.Connection:
     """Open `path` (autocommit; transactions are explicit), creating `schema` in a new file.
+    A file of an older version found in `upgrades` is brought to `version` by that SQL
+    script, in one transaction (a crash leaves the old file as it was).
 
     Raises `Unusable` (or sqlite3.DatabaseError) for a file that is not such a database."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
@@ -38,19 +41,31 @@ def open_wal(path: Path, schema: str, version: int, *, integrity_check: bool = F
         found = db.execute("PRAGMA user_version").fetchone()[0]
         tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         if found == 0 and tables == 0:
-            with contextlib.closing(db.cursor()) as cur:
-                cur.execute("BEGIN IMMEDIATE")
-                for statement in schema.split(";"):
-                    if statement.strip():
-                        cur.execute(statement)
-                cur.execute(f"PRAGMA user_version = {version}")
-                cur.execute("COMMIT")
+            _script(db, schema, version)
+        elif found in upgrades and found != version:
+            log.info("upgrading %s from schema version %d to %d", path, found, version)
+            _script(db, upgrades[found], version)
         elif found != version:
             raise Unusable(f"schema version {found}, this gauged reads {version}")
     except BaseException:
         db.close()
         raise
     return db
+
+
+def _script(db: sqlite3.Connection, script: str, version: int) -> None:
+    """Run `script` (statements separated by `;`) and set the version, in one transaction."""
+    with contextlib.closing(db.cursor()) as cur:
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in script.split(";"):
+                if statement.strip():
+                    cur.execute(statement)
+            cur.execute(f"PRAGMA user_version = {version}")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
 
 
 def set_aside(path: Path) -> Path | None:

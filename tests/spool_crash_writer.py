@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -37,19 +38,18 @@ class TracedSink(InfluxSink):
 
     log: IO[str]
 
-    async def _write(self, api: Any, batch: Batch) -> None:
-        self.log.write("T " + " ".join(m.group(1) for line in batch.lines
-                                       if (m := SEQ.search(line))) + "\n")
+    async def _write(self, api: Any, body: str) -> None:
+        self.log.write("T " + " ".join(m.group(1) for m in SEQ.finditer(body)) + "\n")
         self.log.flush()
-        await super()._write(api, batch)
+        await super()._write(api, body)
 
     def traced(self, log: IO[str]) -> None:
         self.log = log
         assert self.spool is not None
         remove = self.spool.remove
 
-        def remove_logged(batch: Batch) -> None:
-            remove(batch)
+        def remove_logged(batch: Batch, quarantine: Sequence[tuple[str, str]] = ()) -> None:
+            remove(batch, quarantine)
             log.write("R\n")
             log.flush()
 

@@ -2,15 +2,16 @@
 spool logs one ERROR on entering that state and one INFO on leaving it.
 
 A full disk is simulated with SQLite's `PRAGMA max_page_count` set to the file's current
-size: the next write that needs a page fails with SQLITE_FULL, the very error (and code
-path) a full file system gives SQLite. The daemon runs in the test's event loop against the
-field-bus simulators (tests/fieldbus.py) and a real VictoriaMetrics.
+size and the room left in its pages filled: the next write fails with SQLITE_FULL, the very
+error (and code path) a full file system gives SQLite. The daemon runs in the test's event
+loop against the field-bus simulators (tests/fieldbus.py) and a real VictoriaMetrics.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -20,6 +21,21 @@ from services import PtyPairFactory, VictoriaMetrics
 
 SPEED = 50.0
 SIREN = 0  # coil of zone `riverside` (tests/data/fieldbus.toml)
+
+
+def fill_disk(db: sqlite3.Connection) -> None:
+    """No page more for the file, and no room left in the pages it has (a spool chunk
+    could otherwise fit in a page that a removal freed, as on a real full disk once the
+    spool drains: then the spool writes again, correctly, and leaves the state)."""
+    db.execute("CREATE TABLE filler (x BLOB)")
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages}")
+    db.execute("PRAGMA synchronous = OFF")  # a throw-away table: no fsync per row
+    for size in (4000, 1000, 100, 10, 1):
+        with contextlib.suppress(sqlite3.OperationalError):  # "database or disk is full"
+            while True:
+                db.execute("INSERT INTO filler VALUES (zeroblob(?))", (size,))
+    db.execute("PRAGMA synchronous = FULL")
 
 
 @contextlib.asynccontextmanager
@@ -56,8 +72,8 @@ async def test_dur_4_full_spool_disk_degrades_storage_only(
         assert sink.spool.db is not None
         assert sink.spool.path == tmp_path / "state" / "spool.sqlite3"  # beside the state
         db = sink.spool.db
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count = {pages}")  # the disk is full from now on
+        assert await sink.flush(10.0)  # the spool holds nothing whose removal frees space
+        fill_disk(db)  # the disk is full from now on
 
         first = await rig.cycle()
         assert rig.state("tcp_1").stage_name == "overflow"  # stages go on

@@ -21,7 +21,7 @@ from tsdb_proxy import TsdbProxy
 
 from gauged.config import InfluxConfig
 from gauged.influx import InfluxSink, Record
-from gauged.spool import Point, Spool
+from gauged.spool import CHUNK_POINTS, Point, Spool
 
 STATIONS = 50
 CYCLES = 480  # 24 h of 3-minute cycles
@@ -66,7 +66,8 @@ def total(series: list[dict[str, Any]]) -> int:
 def test_spool_keeps_points_across_reopen_and_sends_live_first(tmp_path: Path) -> None:
     path = tmp_path / "spool.sqlite3"
     with Spool.open(path, 10**6) as spool:
-        spool.put([Point(f"m v={i} {i}", False, float(i)) for i in range(5)])
+        for i in range(5):  # one put per cycle: one chunk each
+            spool.put([Point(f"m v={i} {i}", False, float(i))])
     with Spool.open(path, 10**6) as spool:  # what the last run left is backlog
         assert spool.points == 5
         spool.put([Point("m v=9 9", True, 9.0)])
@@ -75,6 +76,7 @@ def test_spool_keeps_points_across_reopen_and_sends_live_first(tmp_path: Path) -
         spool.remove(batch)
         assert spool.take(10).lines == ["m v=2 2", "m v=3 3", "m v=4 4"]
         assert spool.health.oldest_time == 2.0
+        assert spool.points == 3
 
 
 def test_spool_cap_drops_oldest_routine_exactly_and_persists_the_count(tmp_path: Path) -> None:
@@ -93,6 +95,71 @@ def test_spool_cap_drops_oldest_routine_exactly_and_persists_the_count(tmp_path:
                                        line.format(i) not in kept)  # oldest went first
     with Spool.open(path, 120) as spool:
         assert spool.health.dropped_routine == dropped
+
+
+def test_spool_batches_are_whole_chunks_of_at_most_chunk_points(tmp_path: Path) -> None:
+    with Spool.open(tmp_path / "spool.sqlite3", 10**7) as spool:
+        spool.put([Point(f"m v=1 {i}", False, float(i)) for i in range(2 * CHUNK_POINTS + 7)])
+        assert spool.take(CHUNK_POINTS + 100).lines == [f"m v=1 {i}"
+                                                         for i in range(CHUNK_POINTS)]
+        assert len(spool.take(10)) == CHUNK_POINTS  # at least one chunk, never half of one
+        assert len(spool.take(10**6)) == 2 * CHUNK_POINTS + 7
+
+
+def test_spool_a_batch_marked_sent_is_never_sent_again_even_after_a_crash(
+        tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    spool = Spool.open(path, 10**6)
+    for i in range(4):
+        spool.put([Point(f"m v={i} {i}", False, float(i))])
+    spool.remove(spool.take(2))  # marked sent; the chunks are deleted later
+    assert (spool.points, spool.health.oldest_time) == (2, 2.0)
+    assert spool.take(10).lines == ["m v=2 2", "m v=3 3"]
+    spool.remove(spool.take(1))
+    assert spool.db is not None
+    assert spool.db.execute("SELECT count(*) FROM sent").fetchone() == (1,)
+    spool.db.close()  # a crash: no purge, no clean close
+    spool.db = None
+    with Spool.open(path, 10**6) as again:
+        assert again.points == 1
+        assert again.take(10).lines == ["m v=3 3"]
+        assert again.db is not None
+        assert again.db.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
+
+
+def test_spool_cap_counts_exactly_with_a_batch_marked_sent_and_not_yet_deleted(
+        tmp_path: Path) -> None:
+    line = "m v=1 {:06d}"  # 12 bytes each
+    with Spool.open(tmp_path / "spool.sqlite3", 120) as spool:
+        for i in range(10):
+            spool.put([Point(line.format(i), False, float(i))])
+        spool.remove(spool.take(3))  # sent: 7 points (84 bytes) held
+        spool.put([Point(line.format(10 + i), False, 10.0 + i) for i in range(5)])  # 144
+        assert (spool.points, spool.bytes) == (10, 120)
+        assert spool.health.dropped_routine == 2  # the oldest unsent, not the sent ones
+        assert spool.take(100).lines == [line.format(i) for i in range(5, 15)]
+
+
+def test_spool_of_version_1_is_upgraded_keeping_every_point_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        PRAGMA journal_mode = WAL;
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+        CREATE TABLE points (id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL,
+                             time REAL NOT NULL, line TEXT NOT NULL);
+        CREATE TABLE quarantine (id INTEGER PRIMARY KEY, line TEXT NOT NULL,
+                                 reason TEXT NOT NULL, at REAL NOT NULL);
+        INSERT INTO meta VALUES ('dropped_routine', 4);
+        INSERT INTO points (kept, time, line) VALUES (0, 1, 'm v=1 1'), (1, 2, 'e v=2 2'),
+                                                     (0, 3, 'm v=3 3');
+        PRAGMA user_version = 1;
+    """)
+    db.close()
+    with Spool.open(path, 10**6) as spool:
+        assert spool.db is not None  # not set aside
+        assert (spool.points, spool.bytes, spool.health.dropped_routine) == (3, 21, 4)
+        assert spool.take(10).lines == ["m v=1 1", "e v=2 2", "m v=3 3"]
 
 
 # ---- DUR-1 ------------------------------------------------------------------------------
@@ -265,6 +332,23 @@ async def test_unreachable_tsdb_counts_errors_and_keeps_points(tmp_path: Path) -
         assert h.last_error
     assert h.oldest_age_s is not None
     assert 0 <= h.oldest_age_s < 30
+
+
+async def test_writer_stops_when_cancelled_just_as_points_arrive(tmp_path: Path) -> None:
+    # Python 3.11's asyncio.wait_for returns the inner result when a cancellation meets it:
+    # the idle writer, woken by a write in the same tick as its cancellation, ran on forever
+    # (and a daemon's shutdown with it)
+    sink = InfluxSink(sink_config(f"http://127.0.0.1:{free_port()}"),
+                      tmp_path / "spool.sqlite3")
+    with sink.opened():
+        task = asyncio.create_task(sink.run(), name="test[influx].write")
+        assert await sink.flush(5.0)  # idle, waiting for points
+        await asyncio.sleep(0)  # one tick (not a wait): its wait for points has begun
+        sink.write(cycle("x", datetime.now(UTC), 1.0))
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=10.0)
+        assert task in done
+        assert task.cancelled()
 
 
 def test_spool_that_cannot_open_keeps_points_in_memory_and_never_raises(
