@@ -52,7 +52,7 @@ SCHEMA_VERSION = 2
 REOPEN_S = 5.0  # how often a spool that could not be opened tries again
 RECOVER_WRITES = 3  # writes in a row that must succeed before a failing spool is well again
 CHUNK_POINTS = 500  # at most this many points in one row (a batch is whole rows)
-CHECKPOINT_BYTES = 4 << 20  # the writer checkpoints once the write-ahead log is this large
+CHECKPOINT_S = 1.0  # the writer checkpoints at most this often (two fsyncs each)
 
 # One row ("chunk") holds the points of one `put` of one class (kept or routine), their
 # lines joined by newlines. A drain moves hundreds of thousands of points: per point, SQLite
@@ -193,6 +193,7 @@ class Spool:
         self._on_commit: list[Callable[[], None]] = []  # counting, once a transaction commits
         self._sent: list[tuple[int, int, int]] = []  # counts of the batches marked sent
         self._marks: list[tuple[int, int]] = []  # and their chunks (id ranges), until purged
+        self._checkpointed = 0.0  # monotonic time of the last checkpoint (see maintain)
         self._streak = 0  # writes that succeeded in a row
         self._lock = threading.RLock()
         self._health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
@@ -468,13 +469,13 @@ class Spool:
 
     @_locked
     def maintain(self) -> None:
-        """Copy the write-ahead log into the database (a passive checkpoint) once it has
-        grown to CHECKPOINT_BYTES; the writer calls it while a request is in flight, so that
-        a drain does not wait for it."""
-        if self.db is not None and self.path is not None:
-            with contextlib.suppress(OSError, sqlite3.Error):
-                if self.path.with_name(self.path.name + "-wal").stat().st_size > CHECKPOINT_BYTES:
-                    self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Copy the write-ahead log into the database (a passive checkpoint), at most every
+        CHECKPOINT_S; the writer calls it while a request is in flight, so that a drain does
+        not wait for it."""
+        if self.db is not None and time.monotonic() - self._checkpointed >= CHECKPOINT_S:
+            self._checkpointed = time.monotonic()
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _purge_now(self) -> None:
         if self._sent and self.db is not None:
