@@ -55,7 +55,7 @@ from gauged.influx import InfluxSink, Record  # noqa: E402
 STATIONS = 50
 BATCH = 5000
 GOAL = 0.8
-ROUNDS = 5
+ROUNDS = 7
 
 
 def cycles(run: str, points: int) -> list[list[Record]]:
