@@ -15,10 +15,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fieldbus import until
 from services import VictoriaMetrics, free_port
 from tsdb_proxy import TsdbProxy
 
+from gauged import spool as spool_module
 from gauged.config import InfluxConfig
 from gauged.influx import InfluxSink, Record
 from gauged.spool import CHUNK_POINTS, Point, Spool
@@ -125,6 +127,26 @@ def test_spool_a_batch_marked_sent_is_never_sent_again_even_after_a_crash(
         assert again.take(10).lines == ["m v=3 3"]
         assert again.db is not None
         assert again.db.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
+
+
+def test_spool_a_long_drain_deletes_what_was_sent_in_bounded_steps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(spool_module, "PURGE_POINTS", 3)
+    with Spool.open(tmp_path / "spool.sqlite3", 10**6) as spool:
+        for i in range(5):
+            spool.put([Point(f"m v={i} {i}", False, float(i))])
+        assert spool.db is not None
+        first = spool.take(2)
+        spool.remove(first)
+        spool.maintain()  # 2 marked: below the step, kept for later
+        assert spool.db.execute("SELECT count(*) FROM chunks").fetchone() == (5,)
+        second = spool.take(2, after=first)
+        spool.remove(second)
+        spool.maintain()  # 4 marked: deleted now, while the drain goes on
+        assert spool.db.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
+        assert spool.db.execute("SELECT count(*) FROM sent").fetchone() == (0,)
+        assert spool.points == 1
+        assert spool.take(2, after=second).lines == ["m v=4 4"]
 
 
 def test_spool_cap_counts_exactly_with_a_batch_marked_sent_and_not_yet_deleted(
