@@ -217,7 +217,8 @@ class InfluxSink:
                 spool.retry()
                 self._wakeup.clear()  # before reading: a write from now on sets it again
                 if not spool.points:  # all accepted: flush() need not wait for the spool
-                    self._idle.set()  # to delete what it marked sent (the take below)
+                    self._idle.set()  # to delete what it marked sent
+                await asyncio.to_thread(spool.purge)
                 batch = await asyncio.to_thread(spool.take, self.config.batch_points)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read

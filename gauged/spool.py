@@ -34,6 +34,7 @@ disk), and /status shows it. Polling, stages and sirens never depend on it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import sqlite3
 import threading
@@ -53,8 +54,8 @@ REOPEN_S = 5.0  # how often a spool that could not be opened tries again
 RECOVER_WRITES = 3  # writes in a row that must succeed before a failing spool is well again
 CHUNK_POINTS = 500  # at most this many points in one row (a batch is whole rows)
 CHECKPOINT_S = 1.0  # the writer checkpoints at most this often (two fsyncs each)
-# Points marked sent that are deleted together during a drain: a deletion holds the spool
-# (and a `put` waiting for it) for about 15 ms per 50,000 points.
+# Points marked sent that are deleted in one transaction once a drain is over: a deletion
+# holds the spool (and a `put` waiting for it) for about 15 ms per 50,000 points.
 PURGE_POINTS = 50_000
 
 # One row ("chunk") holds the points of one `put` of one class (kept or routine), their
@@ -194,8 +195,8 @@ class Spool:
         self._failing = False
         self._next_open = 0.0
         self._on_commit: list[Callable[[], None]] = []  # counting, once a transaction commits
-        self._sent: list[tuple[int, int, int]] = []  # counts of the batches marked sent
-        self._marks: list[tuple[int, int]] = []  # and their chunks (id ranges), until purged
+        # the batches marked sent and not yet deleted: their chunks (id ranges) and counts
+        self._sent: deque[tuple[list[tuple[int, int]], tuple[int, int, int]]] = deque()
         self._checkpointed = 0.0  # monotonic time of the last checkpoint (see maintain)
         self._streak = 0  # writes that succeeded in a row
         self._lock = threading.RLock()
@@ -351,30 +352,51 @@ class Spool:
             self._disk_routine_bytes -= freed
         self._on_commit.append(count)
 
-    def _purge(self, db: sqlite3.Connection, opening: bool = False) -> None:
-        """Inside a transaction: delete the chunks of the batches marked sent (see `remove`).
-        The marks were counted out when made, as the batches were when taken; what the cap
-        dropped from them meanwhile is counted back in. (`opening`: the marks a previous
-        run left; the counting starts afresh after it.)"""
-        if not self._sent and not opening:
+    def _purge(self, db: sqlite3.Connection, opening: bool = False,
+               limit: int | None = None) -> None:
+        """Inside a transaction: delete the chunks of the batches marked sent (see `remove`),
+        oldest marks first, as many batches as make `limit` points (None: all). The marks
+        were counted out when made, as the batches were when taken; what the cap dropped
+        from them meanwhile is counted back in. (`opening`: the marks a previous run left;
+        the counting starts afresh after it.)"""
+        if opening:
+            for lo, hi in db.execute("SELECT lo, hi FROM sent").fetchall():
+                db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ?", (lo, hi))
+            db.execute("DELETE FROM sent")
             return
-        actual = [0, 0, 0]
-        for lo, hi in db.execute("SELECT lo, hi FROM sent").fetchall():
-            for n, size, kept in db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ? "
-                                            "RETURNING n, bytes, kept", (lo, hi)):
-                actual[0] += n
-                actual[1] += size
-                actual[2] += 0 if kept else size
-        db.execute("DELETE FROM sent")
-        counted = [sum(c[i] for c in self._sent) for i in range(3)]
+        batches, points = 0, 0
+        for _, counts in self._sent:
+            if limit is not None and batches and points + counts[0] > limit:
+                break
+            batches += 1
+            points += counts[0]
+        counted, actual = [0, 0, 0], [0, 0, 0]
+        for runs, counts in itertools.islice(self._sent, batches):
+            for i in range(3):
+                counted[i] += counts[i]
+            for lo, hi in runs:
+                db.execute("DELETE FROM sent WHERE lo = ? AND hi = ?", (lo, hi))
+                for n, size, kept in db.execute("DELETE FROM chunks WHERE id BETWEEN ? AND ? "
+                                                "RETURNING n, bytes, kept", (lo, hi)):
+                    actual[0] += n
+                    actual[1] += size
+                    actual[2] += 0 if kept else size
 
         def count() -> None:
             self._disk_points += counted[0] - actual[0]
             self._disk_bytes += counted[1] - actual[1]
             self._disk_routine_bytes += counted[2] - actual[2]
-            self._sent.clear()
-            self._marks.clear()
+            for _ in range(batches):
+                self._sent.popleft()
         self._on_commit.append(count)
+
+    def purge(self) -> None:
+        """Delete the chunks marked sent, PURGE_POINTS at a time, letting a `put` in between
+        (the writer calls it in a worker thread once it has sent everything)."""
+        while self._sent and self.db is not None:
+            with self._lock:
+                if not self._purge_now(limit=PURGE_POINTS):
+                    return
 
     def _enforce_cap(self) -> None:
         """Over the cap: drop the oldest routine points, first from disk, then from
@@ -472,23 +494,24 @@ class Spool:
 
     @_locked
     def maintain(self) -> None:
-        """Delete what was marked sent once it reaches PURGE_POINTS, and copy the write-ahead
-        log into the database (a passive checkpoint), at most every CHECKPOINT_S; the writer
-        calls it while a request is in flight, so that a drain does not wait for either."""
-        if sum(counts[0] for counts in self._sent) >= PURGE_POINTS:
-            self._purge_now()
+        """Copy the write-ahead log into the database (a passive checkpoint), at most every
+        CHECKPOINT_S; the writer calls it while a request is in flight, so that a drain does
+        not wait for it."""
         if self.db is not None and time.monotonic() - self._checkpointed >= CHECKPOINT_S:
             self._checkpointed = time.monotonic()
             with contextlib.suppress(sqlite3.Error):
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def _purge_now(self) -> None:
+    def _purge_now(self, limit: int | None = None) -> bool:
+        """`_purge` in a transaction of its own; False if it failed (logged)."""
         if self._sent and self.db is not None:
             try:
                 with self._tx(fsync=False) as db:
-                    self._purge(db)
+                    self._purge(db, limit=limit)
             except sqlite3.Error as exc:  # the marks stay: purged later, never re-sent
                 self._failed(f"cannot delete sent points from {self.path}: {exc}")
+                return False
+        return True
 
     @_locked
     def mark_backlog(self) -> None:
@@ -511,10 +534,9 @@ class Spool:
             self._update_health()
             return
         try:
-            # The chunks are only marked sent here (a row per run); they are deleted when the
-            # writer finds nothing more to send, or PURGE_POINTS at a time while a request is
-            # in flight (`maintain`), or before the cap drops anything; a restart deletes them
-            # first thing.
+            # The chunks are only marked sent here (a row per run); they are deleted once the
+            # writer has sent everything (`purge`), or before the cap drops anything, or
+            # before a fresh `take`; a restart deletes them first thing.
             with self._tx(fsync=False) as db:
                 db.executemany("INSERT INTO sent VALUES (?, ?)", runs)
                 if quarantine:
@@ -528,8 +550,7 @@ class Spool:
             self._failed(f"cannot remove sent points from {self.path}: {exc}")
             return
         if runs:
-            self._sent.append(batch.counts)
-            self._marks += runs
+            self._sent.append((runs, batch.counts))
             self._disk_points -= batch.counts[0]
             self._disk_bytes -= batch.counts[1]
             self._disk_routine_bytes -= batch.counts[2]
@@ -562,7 +583,8 @@ class Spool:
             # first in the gaps between the ranges marked sent, one index lookup each
             start = 0
             with contextlib.suppress(sqlite3.Error):
-                for lo, hi in [*sorted(self._marks), (1 << 62, 1 << 62)]:
+                marks = sorted(run for runs, _ in self._sent for run in runs)
+                for lo, hi in [*marks, (1 << 62, 1 << 62)]:
                     row = self.db.execute("SELECT time FROM chunks WHERE id > ? AND id < ? "
                                           "ORDER BY id LIMIT 1", (start, lo)).fetchone()
                     if row is not None:

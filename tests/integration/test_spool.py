@@ -10,7 +10,7 @@ import contextlib
 import itertools
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -129,24 +129,35 @@ def test_spool_a_batch_marked_sent_is_never_sent_again_even_after_a_crash(
         assert again.db.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
 
 
-def test_spool_a_long_drain_deletes_what_was_sent_in_bounded_steps(
+def test_spool_what_was_sent_is_deleted_after_the_drain_in_bounded_steps(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(spool_module, "PURGE_POINTS", 3)
     with Spool.open(tmp_path / "spool.sqlite3", 10**6) as spool:
-        for i in range(5):
+        for i in range(6):
             spool.put([Point(f"m v={i} {i}", False, float(i))])
         assert spool.db is not None
-        first = spool.take(2)
-        spool.remove(first)
-        spool.maintain()  # 2 marked: below the step, kept for later
-        assert spool.db.execute("SELECT count(*) FROM chunks").fetchone() == (5,)
-        second = spool.take(2, after=first)
-        spool.remove(second)
-        spool.maintain()  # 4 marked: deleted now, while the drain goes on
-        assert spool.db.execute("SELECT count(*) FROM chunks").fetchone() == (1,)
-        assert spool.db.execute("SELECT count(*) FROM sent").fetchone() == (0,)
+        db = spool.db
+        batch = None
+        for size in (2, 2, 1):  # a drain: 2 + 2 + 1 points marked sent, nothing deleted
+            batch = spool.take(size, after=batch)
+            spool.remove(batch)
+        assert db.execute("SELECT count(*) FROM chunks").fetchone() == (6,)
         assert spool.points == 1
-        assert spool.take(2, after=second).lines == ["m v=4 4"]
+        left: list[int] = []
+        tx = spool._tx
+
+        @contextlib.contextmanager
+        def counted(fsync: bool = True) -> Iterator[sqlite3.Connection]:
+            with tx(fsync) as inside:
+                yield inside
+            left.append(db.execute("SELECT count(*) FROM chunks").fetchone()[0])
+
+        monkeypatch.setattr(spool, "_tx", counted)
+        spool.purge()
+        assert left == [4, 1]  # at most 3 points per transaction: 2, then 2 + 1
+        assert db.execute("SELECT count(*) FROM sent").fetchone() == (0,)
+        assert spool.points == 1
+        assert spool.take(10).lines == ["m v=5 5"]
 
 
 def test_spool_cap_counts_exactly_with_a_batch_marked_sent_and_not_yet_deleted(
