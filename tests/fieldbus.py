@@ -14,7 +14,7 @@ import contextlib
 import csv
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,9 +116,7 @@ async def field_rig(tmp_path: Path, pty_factory: Callable[[str], PtyPair],
                      wall_time=lambda: origin + (now[0] + 0.5 - origin) / speed)
     fleet = Fleet(config_path, scenario, clock,
                   serial_paths={name: str(p.device) for name, p in ptys.items()})
-    async with fleet, contextlib.AsyncExitStack() as stack:
-        serving = _background(fleet.serve_forever())
-        stack.push_async_callback(_stop, serving)
+    async with fleet, background(fleet.serve_forever(), name="simulators"):
         daemon = Daemon(config, Clock(speed))
         async with daemon.opened():
             yield FieldRig(config, fleet, daemon, ptys, now)
@@ -133,11 +131,15 @@ async def until(condition: Callable[[], bool], within_s: float, what: str) -> No
         await asyncio.sleep(0.01)
 
 
-def _background(coro: Any) -> Any:
-    return asyncio.get_running_loop().create_task(coro, name="test[simulators].serve")
-
-
-async def _stop(task: Any) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+@contextlib.asynccontextmanager
+async def background(*coros: Coroutine[Any, Any, Any], name: str) -> AsyncIterator[None]:
+    """Run `coros` as tasks while the block runs; cancel them and wait for them after it."""
+    tasks = [asyncio.create_task(coro, name=f"test[{name}]") for coro in coros]
+    try:
+        yield
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

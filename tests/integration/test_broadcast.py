@@ -6,7 +6,6 @@ The zone sequencer runs in the test's event loop with the simulators; simulated 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import re
@@ -16,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from fieldbus import FieldRig, field_rig, until
+from fieldbus import FieldRig, background, field_rig, until
 from services import PtyPairFactory
 
 from gauged.broadcast import ZoneBroadcaster
@@ -35,13 +34,8 @@ def request(station: str, stage: int, name: str, sequence: str) -> BroadcastRequ
 @contextlib.asynccontextmanager
 async def zone_running(rig: FieldRig) -> AsyncIterator[ZoneBroadcaster]:
     zone = rig.daemon.zones["riverside"]
-    task = asyncio.create_task(zone.run(), name="test[zone:riverside].broadcast")
-    try:
+    async with background(zone.run(), name="zone:riverside"):
         yield zone
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def coil_writes(rig: FieldRig, coil: int) -> list[dict[str, object]]:

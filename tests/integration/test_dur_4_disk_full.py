@@ -9,14 +9,13 @@ loop against the field-bus simulators (tests/fieldbus.py) and a real VictoriaMet
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fieldbus import LEVEL_STATIONS, FieldRig, field_rig, until
+from fieldbus import LEVEL_STATIONS, FieldRig, background, field_rig, until
 from services import PtyPairFactory, VictoriaMetrics
 
 SPEED = 50.0
@@ -42,16 +41,9 @@ def fill_disk(db: sqlite3.Connection) -> None:
 async def tasks(rig: FieldRig) -> AsyncIterator[None]:
     daemon = rig.daemon
     assert daemon.influx is not None
-    running = [asyncio.create_task(z.run(), name=f"test[zone:{zid}].broadcast")
-               for zid, z in daemon.zones.items()]
-    running.append(asyncio.create_task(daemon.influx.run(), name="test[influx].write"))
-    try:
+    async with background(*(z.run() for z in daemon.zones.values()), daemon.influx.run(),
+                          name="daemon"):
         yield
-    finally:
-        for task in running:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
 
 async def test_dur_4_full_spool_disk_degrades_storage_only(

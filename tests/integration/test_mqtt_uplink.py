@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from fieldbus import until
+from fieldbus import background, until
 from hil import SCENARIOS, Rig
 from services import Mosquitto, MosquittoFactory
 
@@ -64,13 +64,8 @@ class Reader:
 @contextlib.asynccontextmanager
 async def reading(broker: Mosquitto) -> AsyncIterator[Reader]:
     reader = Reader(broker)
-    task = asyncio.create_task(reader.run())
-    try:
+    async with background(reader.run(), name="mqtt-reader"):
         yield reader
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 

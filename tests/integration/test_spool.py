@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fieldbus import until
+from fieldbus import background, until
 from services import VictoriaMetrics, free_port
 from tsdb_proxy import TsdbProxy
 
@@ -37,13 +37,10 @@ def sink_config(url: str, **kw: Any) -> InfluxConfig:
 @contextlib.asynccontextmanager
 async def running(sink: InfluxSink) -> AsyncIterator[InfluxSink]:
     sink.open()
-    task = asyncio.create_task(sink.run(), name="test[influx].write")
     try:
-        yield sink
+        async with background(sink.run(), name="influx"):
+            yield sink
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         sink.close()
 
 

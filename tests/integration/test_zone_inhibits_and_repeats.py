@@ -3,13 +3,12 @@ relay board and audio sink simulators (tests/fieldbus.py rig, injected time)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from fieldbus import FieldRig, field_rig
+from fieldbus import FieldRig, background, field_rig
 from services import PtyPairFactory
 
 from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
@@ -33,13 +32,8 @@ async def zone_recording(rig: FieldRig) -> AsyncIterator[list[BroadcastRecord]]:
         on_done(r)
 
     zone.on_done = record
-    task = asyncio.create_task(zone.run(), name="test[zone:riverside].broadcast")
-    try:
+    async with background(zone.run(), name="zone:riverside"):
         yield done
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def relay_on_writes(rig: FieldRig) -> list[dict[str, object]]:
