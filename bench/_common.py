@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from gauged.app import Daemon
-from gauged.engine import CycleResult
-from gauged.quality import Quality
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import CycleResult
+from gauged.daemon.daemon import Daemon
 
 # A benchmark's daemon keeps its state in a throw-away folder, never in /var/lib/gauged.
 os.environ.setdefault("GAUGED_STATE__PATH", os.path.join(

@@ -43,9 +43,9 @@ from _common import (
 )
 from pymodbus.client import AsyncModbusTcpClient
 
-from gauged.app import Daemon
 from gauged.clock import Clock
-from gauged.config import load_config
+from gauged.config.load import load_config
+from gauged.daemon.daemon import Daemon
 
 GATEWAYS, UNITS, DELAY_S = 10, 10, 0.02
 WARMUP, CYCLES, LOOP_ROUNDS = 2, 15, 3

@@ -41,9 +41,9 @@ from _common import (
 from services import PtyPair
 
 from drivers.registry import make_gauge, make_hub
-from gauged.app import Daemon
 from gauged.clock import Clock
-from gauged.config import load_config
+from gauged.config.load import load_config
+from gauged.daemon.daemon import Daemon
 
 BAUD, BITS, GAUGES = 9600, 10, 20
 CHAR_S = BITS / BAUD

@@ -30,9 +30,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from services import free_port  # noqa: E402
 
-from gauged.app import Daemon  # noqa: E402
 from gauged.clock import Clock  # noqa: E402
-from gauged.config import load_config  # noqa: E402
+from gauged.config.load import load_config  # noqa: E402
+from gauged.daemon.daemon import Daemon  # noqa: E402
 from simulators.clock import SimClock  # noqa: E402
 from simulators.fleet import Fleet  # noqa: E402
 

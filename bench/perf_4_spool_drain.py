@@ -49,8 +49,8 @@ from influxdb_client.client.influxdb_client import InfluxDBClient  # noqa: E402
 from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: E402
 from services import VictoriaMetrics, free_port  # noqa: E402
 
-from gauged.config import InfluxConfig  # noqa: E402
-from gauged.influx import InfluxSink, Record  # noqa: E402
+from gauged.config.models import InfluxConfig  # noqa: E402
+from gauged.uplinks.influx import InfluxSink, Record  # noqa: E402
 
 STATIONS = 50
 BATCH = 5000

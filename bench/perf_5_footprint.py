@@ -6,7 +6,7 @@ simulators in a child process. `gauged run` is started as systemd would start it
 `NOTIFY_SOCKET` (a datagram socket this script binds, playing systemd) and `WATCHDOG_USEC`
 (so the watchdog task runs as in service). Two runs: with the InfluxDB and MQTT uplinks
 enabled (pointing at closed loopback ports: they fail and back off, as during an outage) and
-with both disabled (influxdb_client is then never imported, gauged/influx.py).
+with both disabled (influxdb_client is then never imported, gauged/uplinks/influx.py).
 
 Measured per run:
 - time to READY: from the spawn of the process (interpreter start and imports included) to
@@ -16,7 +16,7 @@ Measured per run:
   (from 0.5 s after a cycle's log line to 0.5 s before the next boundary), as a percentage of
   one CPU; and the CPU a whole cycle period costs.
 Baseline, measured in the same run: the RSS of a bare interpreter importing the dependency
-stack (`gauged.app` and what it imports, plus influxdb_client): what any daemon built on these
+stack (`gauged.daemon` and what it imports, plus influxdb_client): what any daemon built on these
 libraries pays before doing anything.
 
 The result line: value = RSS (MB, 10^6 bytes) of the run with uplinks enabled, baseline = the
@@ -44,7 +44,7 @@ GOAL_MB, GOAL_IDLE_PCT, GOAL_READY_S = 80.0, 1.0, 2.0
 GOAL = f"RSS ≤ {GOAL_MB:g} MB, idle CPU ≈ 0 (≤ {GOAL_IDLE_PCT:g} %), READY ≤ {GOAL_READY_S:g} s"
 TICK = os.sysconf("SC_CLK_TCK")
 
-STACK = ("import gauged.app, gauged.cli, influxdb_client, influxdb_client.client.write_api; "
+STACK = ("import gauged.daemon.daemon, gauged.cli, influxdb_client, influxdb_client.client.write_api; "
          "import os, re; s = open('/proc/self/status').read(); "
          "print(int(re.search(r'VmRSS:\\s+(\\d+)', s).group(1)) * 1024)")
 BARE = ("import re; s = open('/proc/self/status').read(); "
@@ -168,7 +168,7 @@ def main() -> None:
     print(f"machine: {machine()}")
     mb = 1e6
     print(f"bare interpreter RSS {bare / mb:.1f} MB; importing the dependency stack "
-          f"(gauged.app + influxdb_client) {stack / mb:.1f} MB")
+          f"(gauged.daemon + influxdb_client) {stack / mb:.1f} MB")
     for name, r in runs.items():
         what = "uplinks enabled (InfluxDB, MQTT down)" if name == "uplinks" else \
             "uplinks disabled (influxdb_client not imported)"

@@ -33,8 +33,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gauged.config import Config, load_config  # noqa: E402
-from gauged.replay import Scenario, read_scenario, replay, replay_per_cycle  # noqa: E402
+from gauged.alarm.replay import Scenario, read_scenario, replay, replay_per_cycle  # noqa: E402
+from gauged.config.load import load_config  # noqa: E402
+from gauged.config.settings import Config  # noqa: E402
 
 REFERENCE = ROOT / "config" / "minato-furukawa.toml"
 CYCLE_S = 180

@@ -4,7 +4,8 @@ Many level sensors and rain counters speak plain ASCII lines instead of Modbus. 
 the line has an address (`unit`); the gateway asks one gauge at a time and the gauge answers
 with one line holding its value, and optionally its status and a checksum.
 
-The protocol, as configured per gauge (the defaults are what the bundled simulator speaks):
+The protocol, as configured per gauge (`LineSpec`, drivers.configs; the defaults are what the
+bundled simulator speaks):
 
 - **Request**: `command`, a template formatted with the gauge's `unit`; default
   `"#{unit:02d}RD\r\n"`, e.g. `#03RD` CR LF for unit 3. Written as ASCII.
@@ -42,65 +43,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from drivers.base import RawReading
+from drivers.configs import ChecksumKind, LineSpec, SerialLineBusConfig
 from drivers.errors import DeviceTimeout, TransportError
-from drivers.serialport import SerialBusConfig, SerialHub, SerialPort
+from drivers.serialport import SerialHub, SerialPort
 
-DEFAULT_COMMAND = "#{unit:02d}RD\r\n"
-DEFAULT_PATTERN = (r"^\*(?P<unit>\d{2}),(?P<value>[-+]?\d+(?:\.\d+)?),"
-                   r"(?P<status>[0-9A-F]{2}),(?P<checksum>[0-9A-F]{2})$")
 MAX_LINE = 256  # bytes; a longer "line" is noise
-
-ChecksumKind = Literal["none", "sum8", "xor8"]
-
-
-class SerialLineBusConfig(SerialBusConfig):
-    """A serial line shared by text-protocol gauges: `kind = "serial_line"`.
-
-    `timeout_s` runs from the end of the request to the end of the answer line.
-    """
-
-    kind: Literal["serial_line"] = "serial_line"
-
-
-class LineSpec(BaseModel):
-    """How one gauge on a serial line is asked and how its answer reads."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    command: str = Field(default=DEFAULT_COMMAND, min_length=1)
-    pattern: str = DEFAULT_PATTERN
-    checksum: ChecksumKind = "sum8"
-    status_base: Literal[16, 10] = 16
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    # Bits of the status field that mean "this value is not valid" (the daemon applies it).
-    status_fault_mask: int = Field(default=0xFF, ge=0)
-    bits: int = Field(default=32, ge=1, le=64,
-                      description="width at which a counter read over this line wraps")
-
-    @model_validator(mode="after")
-    def _check(self) -> LineSpec:
-        try:
-            self.command.format(unit=1).encode("ascii")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"command {self.command!r} is not a template of `unit` "
-                             f"in ASCII: {exc}") from exc
-        try:
-            groups = re.compile(self.pattern).groupindex
-        except re.error as exc:
-            raise ValueError(f"pattern is not a regular expression: {exc}") from exc
-        if "value" not in groups:
-            raise ValueError("pattern needs a named group `value`: (?P<value>...)")
-        if self.checksum != "none" and "checksum" not in groups:
-            raise ValueError(f"checksum {self.checksum} needs a named group `checksum` "
-                             f"in pattern")
-        return self
 
 
 def line_checksum(kind: ChecksumKind, data: bytes) -> int:

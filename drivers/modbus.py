@@ -29,14 +29,14 @@ import logging
 import time
 from collections import deque
 from types import TracebackType
-from typing import Any, Literal, Protocol, Self
+from typing import Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 
 from drivers.backoff import Backoff
 from drivers.base import Hub, RawReading
+from drivers.configs import BIT_KINDS, ModbusTcpBusConfig, RegisterSpec, StatusSpec
 from drivers.errors import DeviceError, DeviceTimeout, TransportError
 from drivers.pdu import (
     BUSY,
@@ -46,33 +46,11 @@ from drivers.pdu import (
     WRITE_COIL,
     exception_error,
 )
-from drivers.registers import (
-    BIT_KINDS,
-    RegisterSpec,
-    StatusSpec,
-    decode_raw,
-    decode_status,
-    merged_read,
-)
+from drivers.registers import decode_raw, decode_status, merged_read
 
 log = logging.getLogger(__name__)
 
 ILLEGAL_ADDRESS = 0x02
-
-
-class ModbusTcpBusConfig(BaseModel):
-    """A Modbus TCP endpoint (a gauge gateway or a relay board)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["modbus_tcp"] = "modbus_tcp"
-    host: str
-    port: int = Field(default=502, ge=1, le=65535)
-    timeout_s: float = Field(default=1.0, gt=0, description="per request and per connect")
-    retries: int = Field(default=0, ge=0, le=5, description="repeats after a timeout")
-    inter_request_s: float = Field(default=0.0, ge=0, le=5.0,
-                                   description="pause between an answer and the next request")
-    reconnect_max_s: float = Field(default=60.0, gt=0)
 
 
 class ModbusHub(Hub, Protocol):

@@ -12,37 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from drivers.configs import AplayConfig, SinkConfig
 from drivers.errors import AudioFault
-
-
-class AplayConfig(BaseModel):
-    """Play clips on an ALSA device of the gateway."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["aplay"]
-    device: str = "default"
-    command: str = "aplay"
-    # A clip longer than this is a hung player (a wedged ALSA device): killed, an audio fault.
-    timeout_s: float = Field(default=120.0, gt=0)
-
-
-class SinkConfig(BaseModel):
-    """Play clips on the audio sink simulator."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["sink"]
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    timeout_s: float = Field(default=120.0, gt=0)
-
-
-PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
 
 
 class Player(Protocol):
@@ -104,7 +77,7 @@ class SinkPlayer:
     async def play(self, zone: str, clip_id: str, path: Path) -> None:
         try:
             if self._conn is None or self._conn[1].is_closing():
-                async with asyncio.timeout(5.0):  # not wait_for: see gauged/influx.py, run
+                async with asyncio.timeout(5.0):  # not wait_for: see gauged/uplinks/influx.py, run
                     self._conn = await asyncio.open_connection(self.config.host,
                                                                self.config.port)
             reader, writer = self._conn

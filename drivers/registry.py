@@ -1,8 +1,9 @@
 """The one table of bus kinds: config model, hub class and gauge spec of each (STYLE 4).
 
-A bus section of the configuration names its `kind`; `BusConfig` validates it against the
-model of that kind, `make_hub` builds its hub and `make_gauge` builds a gauge on a hub.
-Adding a kind means adding a module with its config model and hub, and one row here.
+A bus section of the configuration names its `kind`; `BusConfig` (drivers.configs) validates
+it against the model of that kind, `make_hub` builds its hub and `make_gauge` builds a gauge on
+a hub. Adding a kind means adding its config model to drivers.configs (and to `BusConfig`
+there), a module with its hub, and one row here.
 
     kind          config model          hub             gauge spec   gauge
     modbus_tcp    ModbusTcpBusConfig    ModbusTcpHub    RegisterSpec ModbusGauge
@@ -13,20 +14,24 @@ Adding a kind means adding a module with its config model and hub, and one row h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from drivers.base import Gauge
-from drivers.line import LineGauge, LineSpec, SerialLineBusConfig, SerialLineHub
-from drivers.modbus import ModbusGauge, ModbusTcpBusConfig, ModbusTcpHub
-from drivers.registers import RegisterSpec, StatusSpec
-from drivers.rtu import ModbusRtuBusConfig, ModbusRtuHub
+from drivers.configs import (
+    LineSpec,
+    ModbusRtuBusConfig,
+    ModbusTcpBusConfig,
+    RegisterSpec,
+    SerialLineBusConfig,
+    StatusSpec,
+)
+from drivers.line import LineGauge, SerialLineHub
+from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.rtu import ModbusRtuHub
 
 AnyHub = ModbusTcpHub | ModbusRtuHub | SerialLineHub
-BusConfig = Annotated[ModbusTcpBusConfig | ModbusRtuBusConfig | SerialLineBusConfig,
-                      Field(discriminator="kind")]
-"""A bus section of the configuration, validated by the model its `kind` names."""
 
 
 @dataclass(frozen=True)

@@ -2,20 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from drivers.configs import RelayConfig
 from drivers.errors import RelayFault
 from drivers.modbus import ModbusHub
-
-
-class RelayConfig(BaseModel):
-    """One coil on a relay board."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bus: str
-    unit: int = Field(default=1, ge=0, le=247)
-    coil: int = Field(ge=0, le=65535)
 
 
 class CoilRelay:

@@ -20,8 +20,8 @@ Serial settings, silence, timeouts, retries and reopening: drivers.serialport.
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
+from drivers.configs import ModbusRtuBusConfig
 from drivers.errors import DeviceTimeout, TransportError
 from drivers.pdu import (
     Request,
@@ -31,17 +31,7 @@ from drivers.pdu import (
     rtu_frame,
     write_coil_request,
 )
-from drivers.serialport import SerialBusConfig, SerialHub, SerialPort
-
-
-class ModbusRtuBusConfig(SerialBusConfig):
-    """A Modbus RTU bus on a serial port: `kind = "modbus_rtu"`, `port = "/dev/serial/by-id/…"`.
-
-    RTU frames are 8 data bits; parity N, E or O; 1 or 2 stop bits.
-    """
-
-    kind: Literal["modbus_rtu"] = "modbus_rtu"
-    bytesize: Literal[8] = 8
+from drivers.serialport import SerialHub, SerialPort
 
 
 class ModbusRtuHub(SerialHub):

@@ -1,4 +1,4 @@
-"""Serial buses: the port settings every serial hub shares, and the hub machinery.
+"""Serial buses: the hub machinery every serial hub shares (its settings: drivers.configs).
 
 `SerialHub` owns one serial port (a USB RS-485 adapter, a UART, a pty in tests) and runs the
 request/answer exchanges of every device on it, one at a time:
@@ -29,12 +29,12 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Literal, Self, TypeVar
+from typing import Self, TypeVar
 
 import serial
-from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.backoff import Backoff
+from drivers.configs import SerialBusConfig
 from drivers.errors import DeviceError, TransportError
 from drivers.pdu import BUSY, BUSY_PAUSE_S, BUSY_RETRIES
 
@@ -43,38 +43,6 @@ log = logging.getLogger(__name__)
 MAX_BUFFER = 65536  # bytes kept from the line; an answer is at most 256
 
 T = TypeVar("T")
-
-
-class SerialBusConfig(BaseModel):
-    """Settings shared by every serial bus."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    port: str = Field(min_length=1, description="device path, e.g. /dev/serial/by-id/usb-…")
-    baudrate: int = Field(default=9600, gt=0)
-    parity: Literal["N", "E", "O"] = "N"
-    stopbits: Literal[1, 2] = 1
-    bytesize: Literal[7, 8] = 8
-    timeout_s: float = Field(default=0.5, gt=0, description="device think time per request")
-    retries: int = Field(default=1, ge=0, le=5, description="repeats after a timeout")
-    inter_frame_s: float | None = Field(
-        default=None, ge=0, le=1.0,
-        description="silence between frames; default 3.5 characters (1.75 ms above 19200 Bd)")
-    reconnect_max_s: float = Field(default=60.0, gt=0)
-
-    @property
-    def char_s(self) -> float:
-        """Wire time of one character: start bit, data bits, parity bit, stop bits."""
-        bits = 1 + self.bytesize + (self.parity != "N") + self.stopbits
-        return bits / self.baudrate
-
-    @property
-    def silence_s(self) -> float:
-        """The inter-frame silence actually kept."""
-        if self.inter_frame_s is not None:
-            return self.inter_frame_s
-        # Modbus over serial line, 2.3.1.4: above 19200 Bd a fixed 1.75 ms.
-        return 0.00175 if self.baudrate > 19200 else 3.5 * self.char_s
 
 
 class PortLost(TransportError):

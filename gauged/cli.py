@@ -16,7 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 from gauged import __version__
-from gauged.config import DEFAULT_CONFIG, Config, load_config, missing_clip_files, summary
+from gauged.config.checks import missing_clip_files
+from gauged.config.load import load_config, summary
+from gauged.config.settings import DEFAULT_CONFIG, Config
 from gauged.errors import ConfigError, ScenarioError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
@@ -55,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from gauged.app import Daemon
+    from gauged.daemon.daemon import Daemon
 
     async def main() -> None:
         daemon = Daemon(config)
@@ -76,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from gauged.replay import DEFAULT_START, describe, read_scenario, replay
+    from gauged.alarm.replay import DEFAULT_START, describe, read_scenario, replay
 
     start = args.start or DEFAULT_START
     try:
@@ -132,7 +134,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(status, ensure_ascii=False, indent=1))
         return EXIT_OK
-    from gauged.statusview import render
+    from gauged.ops.statusview import render
 
     print(render(status))
     return EXIT_OK
@@ -154,7 +156,7 @@ def cmd_command(args: argparse.Namespace) -> int:
     import socket
     import uuid
 
-    from gauged.commands import sign
+    from gauged.ops.commands import sign
 
     fields = {"id": str(uuid.uuid4()), "issued": datetime.now().astimezone().isoformat(),
               "ttl_s": args.ttl, "sender": args.sender or

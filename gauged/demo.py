@@ -17,11 +17,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gauged.app import Daemon, clock_from
+from gauged.alarm.replay import read_scenario
 from gauged.clock import next_boundary
-from gauged.config import ClockConfig, Config
+from gauged.config.models import ClockConfig
+from gauged.config.settings import Config
+from gauged.daemon.daemon import Daemon, clock_from
 from gauged.errors import ScenarioError
-from gauged.replay import read_scenario
 
 log = logging.getLogger("gauged.demo")
 

@@ -26,7 +26,7 @@ from services import (
 
 @pytest.fixture(autouse=True)
 def _state_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A daemon a test starts keeps its state (gauged/state.py) in the test's own folder:
+    """A daemon a test starts keeps its state (gauged/store/state.py) in the test's own folder:
     never in /var/lib/gauged, never shared with another test."""
     monkeypatch.setenv("GAUGED_STATE__PATH", str(tmp_path / "state" / "state.sqlite3"))
 

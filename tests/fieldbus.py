@@ -22,10 +22,11 @@ from typing import Any
 
 from services import PtyPair, free_port
 
-from gauged.app import Daemon
+from gauged.alarm.types import CycleResult
 from gauged.clock import Clock
-from gauged.config import Config, load_config
-from gauged.engine import CycleResult
+from gauged.config.load import load_config
+from gauged.config.settings import Config
+from gauged.daemon.daemon import Daemon
 from simulators.clock import SimClock
 from simulators.fleet import Fleet
 

@@ -3,7 +3,7 @@
 A `Rig` writes a copy of the reference configuration with free loopback ports and a shared
 accelerated clock, starts `gauged simulate` and `gauged run` as child processes, and reads
 back what the simulators recorded (coil writes, clips played) and what the daemon serves.
-The daemon keeps its state (gauged/state.py) in the rig's folder (`GAUGED_STATE__PATH`), so
+The daemon keeps its state (gauged/store/state.py) in the rig's folder (`GAUGED_STATE__PATH`), so
 that a daemon killed with `kill(…)` and started again finds it; its log is appended to
 across restarts.
 """
@@ -182,7 +182,7 @@ class Rig:
 
     def configured_relays(self) -> set[tuple[int, int]]:
         """(unit, coil) of every relay of the configuration's zones."""
-        from gauged.config import load_config
+        from gauged.config.load import load_config
 
         config = load_config(self.config)
         return {(r.unit, r.coil) for z in config.zones.values()

@@ -24,9 +24,9 @@ from typing import IO, Any
 # imported before `ready`: the writer imports it on start, which would block the loop
 import influxdb_client.client.influxdb_client_async  # noqa: F401
 
-from gauged.config import InfluxConfig
-from gauged.influx import InfluxSink, Record
-from gauged.spool import Batch
+from gauged.config.models import InfluxConfig
+from gauged.uplinks.influx import InfluxSink, Record
+from gauged.uplinks.spool import Batch
 
 BASE_MS = 1_700_000_000_000  # timestamps: BASE_MS + sequence number (ms)
 SEQ = re.compile(r" seq=(\d+)i ")

@@ -18,8 +18,8 @@ import pytest
 from fieldbus import FieldRig, background, field_rig, until
 from services import PtyPairFactory
 
-from gauged.broadcast import ZoneBroadcaster
-from gauged.engine import BroadcastRequest
+from gauged.alarm.types import BroadcastRequest
+from gauged.field.zones import ZoneBroadcaster
 
 SPEED = 50.0
 SIREN, AMP = 0, 1  # coils of zone `riverside` in tests/data/fieldbus.toml
@@ -44,7 +44,7 @@ def coil_writes(rig: FieldRig, coil: int) -> list[dict[str, object]]:
 
 async def test_alm_7_stuck_relay_is_a_fault_within_a_second(
         tmp_path: Path, pty_pair: PtyPairFactory, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="gauged.broadcast")
+    caplog.set_level("INFO", logger="gauged.field.zones")
     async with field_rig(tmp_path, pty_pair, speed=SPEED) as rig, zone_running(rig) as zone:
         rig.fleet.set_fault("relays", 1, stuck=True)  # acknowledges writes, coils stay put
         before = len(rig.fleet.relay_log)
@@ -114,7 +114,7 @@ async def test_alm_8_no_audio_device_still_sounds_the_siren(
 
 async def test_alm_10_two_stations_on_one_zone_one_at_a_time_higher_first(
         tmp_path: Path, pty_pair: PtyPairFactory, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="gauged.broadcast")
+    caplog.set_level("INFO", logger="gauged.field.zones")
     async with field_rig(tmp_path, pty_pair, speed=SPEED) as rig, zone_running(rig) as zone:
         # 1. escalations decided in the same cycle: the higher stage goes first, and the
         #    lower one is superseded (never played after the overflow warning)

@@ -18,7 +18,7 @@ import xmlschema
 from fieldbus import CREST, field_rig, ramp, until
 from services import Mosquitto, PtyPairFactory
 
-from gauged.cap import NS, cap_time
+from gauged.alarm.cap import NS, cap_time
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = xmlschema.XMLSchema(ROOT / "tests" / "data" / "cap-1.2-structure.xsd")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from hil import SCENARIOS, Rig
 
-from gauged.config import load_config
+from gauged.config.load import load_config
 
 SPEED = 180.0
 

@@ -25,8 +25,8 @@ from fieldbus import FieldRig, field_rig, until
 from services import Mosquitto, MosquittoFactory, PtyPairFactory
 
 from gauged.cli import main
-from gauged.commands import sign
-from gauged.status import StatusServer
+from gauged.ops.commands import sign
+from gauged.ops.status import StatusServer
 
 SECRET = "s3cret-shared-by-the-control-room"
 TOKEN = "status-token-for-the-control-room"

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from drivers.configs import LineSpec, SerialLineBusConfig
 from drivers.errors import DeviceTimeout, TransportError
-from drivers.line import LineGauge, LineSpec, SerialLineBusConfig, SerialLineHub
+from drivers.line import LineGauge, SerialLineHub
 from drivers.registry import make_gauge, make_hub
 
 Chunks = list[tuple[float, bytes]]

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from drivers.configs import ModbusRtuBusConfig, RegisterSpec, StatusSpec
 from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
 from drivers.modbus import ModbusGauge
-from drivers.registers import RegisterSpec, StatusSpec
-from drivers.rtu import ModbusRtuBusConfig, ModbusRtuHub
+from drivers.rtu import ModbusRtuHub
 
 SOCAT = shutil.which("socat") or "/usr/bin/socat"
 

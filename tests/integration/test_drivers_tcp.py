@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 
+from drivers.configs import ModbusTcpBusConfig, RegisterSpec, StatusSpec
 from drivers.errors import DeviceError, DeviceTimeout, TransportError
-from drivers.modbus import ModbusGauge, ModbusTcpBusConfig, ModbusTcpHub
-from drivers.registers import RegisterSpec, StatusSpec, decode_raw
+from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.registers import decode_raw
 
 FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I",
            "float32": ">f", "float64": ">d"}

@@ -49,7 +49,7 @@ async def tasks(rig: FieldRig) -> AsyncIterator[None]:
 async def test_dur_4_full_spool_disk_degrades_storage_only(
         tmp_path: Path, pty_pair: PtyPairFactory, victoria: VictoriaMetrics,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("INFO", logger="gauged.spool")
+    caplog.set_level("INFO", logger="gauged.uplinks.spool")
 
     def edit(text: str) -> str:
         return text + (f'\n[influx]\nenabled = true\nurl = "{victoria.url}"\n'

@@ -21,7 +21,7 @@ from fieldbus import CREST, LEVEL_STATIONS, field_rig, until
 from services import PtyPairFactory
 
 from drivers.errors import DriverError
-from gauged.quality import Quality
+from gauged.alarm.quality import Quality
 
 GOOD, MISSING, BAD = Quality.GOOD, Quality.MISSING, Quality.BAD
 RTU = [f"rs485_{i}" for i in range(1, 11)]

@@ -42,9 +42,10 @@ from pymodbus.client import AsyncModbusTcpClient
 from services import PtyPair, PtyPairFactory, free_port
 
 from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
-from drivers.modbus import ModbusGauge, ModbusTcpBusConfig, ModbusTcpHub
-from drivers.registers import RegisterSpec, decode_registers
-from drivers.rtu import ModbusRtuBusConfig, ModbusRtuHub
+from drivers.configs import ModbusRtuBusConfig, ModbusTcpBusConfig, RegisterSpec
+from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.registers import decode_registers
+from drivers.rtu import ModbusRtuHub
 from simulators.clock import SimClock
 from simulators.errors import SimulatorError
 from simulators.fleet import Fleet

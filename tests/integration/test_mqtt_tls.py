@@ -16,8 +16,8 @@ from fieldbus import until
 from pydantic import SecretStr
 from services import MosquittoFactory
 
-from gauged.config import MqttConfig
-from gauged.mqtt import MqttPublisher
+from gauged.config.models import MqttConfig
+from gauged.uplinks.mqtt import MqttPublisher
 
 USERS = {"gauged": "tls-gateway-password"}
 
@@ -48,7 +48,7 @@ def make_ca(folder: Path, name: str) -> tuple[Path, Path, Path]:
 async def test_mqtt_over_tls_with_a_password_and_a_refusal_for_an_unknown_ca(
         tmp_path: Path, mosquitto_factory: MosquittoFactory,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("WARNING", "gauged.mqtt")
+    caplog.set_level("WARNING", "gauged.uplinks.mqtt")
     ca, cert, key = make_ca(tmp_path, "good")
     other_ca, _, _ = make_ca(tmp_path, "other")
     broker = mosquitto_factory(users=USERS, extra_config=(

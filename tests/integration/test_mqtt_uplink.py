@@ -21,7 +21,7 @@ from fieldbus import background, until
 from hil import SCENARIOS, Rig
 from services import Mosquitto, MosquittoFactory
 
-from gauged.commands import sign
+from gauged.ops.commands import sign
 
 SPEED = 600.0  # a 3-minute cycle in 0.3 s; an hour in 6 s
 USERS = {"gauged": "pw-4a1f-gateway-MARKER-mqtt", "reader": "reader-password"}

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from drivers.errors import AudioFault
-from drivers.players import AplayConfig, AplayPlayer
+from drivers.configs import AplayConfig
+from drivers.players import AplayPlayer
 
 
 def fake_aplay(tmp_path: Path, body: str) -> Path:

@@ -112,7 +112,7 @@ def test_alm_5_kill_9_mid_siren_relays_off_first_and_no_duplicate(rig_factory: A
         ("furukawa_hiroo", "shin_hiroo", 4, "interrupted")]
     assert status["zones"]["furukawa_hiroo"]["last"]["status"] == "interrupted"
     second = rig.log("daemon")[log_before:]
-    warning = second.index("WARNING gauged.app: broadcast interrupted by a restart "
+    warning = second.index("WARNING gauged.daemon.daemon: broadcast interrupted by a restart "
                            "zone=furukawa_hiroo station=shin_hiroo stage=overflow")
     assert "not re-run" in second[warning:warning + 400]
     assert "broadcast start" not in second
@@ -126,7 +126,7 @@ def test_an_unusable_state_file_is_set_aside_and_the_daemon_runs(rig_factory: An
     proc = rig.start_daemon("--once")
     assert proc.wait(timeout=30) == 0, rig.log("daemon")[-2000:]
     log = rig.log("daemon")
-    assert "ERROR   gauged.state: state file unusable" in log
+    assert "ERROR   gauged.store.state: state file unusable" in log
     assert " cycle time=" in log  # and the cycle ran
     aside = [p for p in rig.state_path.parent.iterdir() if ".corrupt-" in p.name]
     assert len(aside) == 1

@@ -28,9 +28,9 @@ import xmlschema
 from hil import Rig
 from services import Mosquitto, wait_until
 
-from gauged.app import Daemon
 from gauged.clock import Clock
-from gauged.config import load_config
+from gauged.config.load import load_config
+from gauged.daemon.daemon import Daemon
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKYO = ZoneInfo("Asia/Tokyo")  # the reference gateway's time zone
@@ -216,7 +216,7 @@ def test_audible_test_plays_the_chime_with_the_amplifier_on(tmp_path: Path,
     assert writes[on + 1] == (*ward_amp, False)  # OFF right after the clip
     t_on = next(r["t_real"] for r in rig.relay_log() if r["value"])
     assert t_on < played["t_real"]  # the amplifier was ON before the chime started
-    # the public heard it: a CAP Exercise says it was a test (gauged/cap.py)
+    # the public heard it: a CAP Exercise says it was a test (gauged/alarm/cap.py)
     [exercise] = (rig.state_path.parent / "cap").glob("*.test.audible.*.xml")
     document = exercise.read_text(encoding="utf-8")
     xmlschema.validate(document, ROOT / "tests" / "data" / "cap-1.2-structure.xsd")

@@ -20,10 +20,10 @@ from fieldbus import background, until
 from services import VictoriaMetrics, free_port
 from tsdb_proxy import TsdbProxy
 
-from gauged import spool as spool_module
-from gauged.config import InfluxConfig
-from gauged.influx import InfluxSink, Record
-from gauged.spool import CHUNK_POINTS, Point, Spool
+from gauged.uplinks import spool as spool_module
+from gauged.config.models import InfluxConfig
+from gauged.uplinks.influx import InfluxSink, Record
+from gauged.uplinks.spool import CHUNK_POINTS, Point, Spool
 
 STATIONS = 50
 CYCLES = 480  # 24 h of 3-minute cycles

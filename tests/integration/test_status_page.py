@@ -35,7 +35,7 @@ from services import (
     wait_until,
 )
 
-from gauged.config import load_config
+from gauged.config.load import load_config
 
 SPEED = 60.0
 STORM = SCENARIOS / "design_storm_50mm.csv"

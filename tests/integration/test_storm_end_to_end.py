@@ -125,7 +125,7 @@ def live_stages(run: StormRun) -> list[tuple[str, str, str, str]]:
 
 
 def _stage_names(config_path: Path) -> dict[str, list[str]]:
-    from gauged.config import load_config
+    from gauged.config.load import load_config
 
     config = load_config(config_path)
     return {sid: ["normal", *(s.name for s in st.stages)]

@@ -11,8 +11,9 @@ import pytest
 from fieldbus import FieldRig, background, field_rig
 from services import PtyPairFactory
 
-from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
-from gauged.inhibits import InhibitError
+from gauged.alarm.types import BroadcastRecord
+from gauged.field.zones import ZoneBroadcaster
+from gauged.ops.inhibits import InhibitError
 
 SPEED = 50.0
 SIREN, AMP = 0, 1  # coils of zone `riverside` in tests/data/fieldbus.toml
@@ -42,7 +43,7 @@ def relay_on_writes(rig: FieldRig) -> list[dict[str, object]]:
 
 async def test_zone_inhibit_withholds_the_zone_broadcasts_and_keeps_the_stages(
         tmp_path: Path, pty_pair: PtyPairFactory, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("WARNING", logger="gauged.inhibits")
+    caplog.set_level("WARNING", logger="gauged.ops.inhibits")
     levels = {"tcp_1": WARNING_LEVEL}
     async with field_rig(tmp_path, pty_pair, levels=levels, speed=SPEED) as rig, \
             zone_recording(rig) as done:

@@ -1,4 +1,4 @@
-"""CAP 1.2 documents (gauged/cap.py): their structure against the schema in tests/data, their
+"""CAP 1.2 documents (gauged/alarm/cap.py): their structure against the schema in tests/data, their
 texts from the config, and the Alert → Update → Cancel lifecycle with its references."""
 
 from __future__ import annotations
@@ -14,19 +14,20 @@ import pytest
 import xmlschema
 from fieldbus import until
 
-from gauged.cap import (
+from gauged.alarm.cap import (
     NS,
-    CapSink,
     CapTracker,
     Document,
     alert_stage,
     cap_time,
     identifier,
-    load_open,
 )
-from gauged.config import CapArea, CapStage, Config, load_config
-from gauged.engine import Transition
+from gauged.alarm.types import Transition
+from gauged.config.load import load_config
+from gauged.config.models import CapArea, CapStage
+from gauged.config.settings import Config
 from gauged.errors import ConfigError
+from gauged.uplinks.cap import CapSink, load_open
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "config" / "minato-furukawa.toml"

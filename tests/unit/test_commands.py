@@ -1,4 +1,4 @@
-"""The command handler's checks (gauged/commands.py), with the actions and the clock
+"""The command handler's checks (gauged/ops/commands.py), with the actions and the clock
 injected; MQTT and HTTP delivery are in tests/integration/test_commands_mqtt.py."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from gauged.commands import Command, CommandHandler, Outcome, Refused, sign
-from gauged.config import CommandsConfig
+from gauged.config.models import CommandsConfig
+from gauged.ops.commands import Command, CommandHandler, Outcome, Refused, sign
 
 SECRET = "correct horse battery staple"
 NOW = datetime(2026, 7, 1, 9, 0, tzinfo=UTC)
@@ -137,7 +137,7 @@ async def test_commands_are_rate_limited() -> None:
 async def test_refusals_are_logged_at_most_ten_a_minute(
         caplog: pytest.LogCaptureFixture) -> None:
     h = Harness()
-    with caplog.at_level(logging.INFO, "gauged.commands"):
+    with caplog.at_level(logging.INFO, "gauged.ops.commands"):
         for _ in range(100):
             await h.send(b"junk")
     assert len([r for r in caplog.records if "command refused" in r.message]) == 10

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gauged.cli import main
-from gauged.config import load_config
+from gauged.config.load import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "config" / "minato-furukawa.toml"

@@ -8,12 +8,20 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from drivers.backoff import Backoff
+from drivers.configs import (
+    BusConfig,
+    LineSpec,
+    ModbusRtuBusConfig,
+    ModbusTcpBusConfig,
+    RegisterSpec,
+    SerialLineBusConfig,
+    StatusSpec,
+)
 from drivers.errors import TransportError
-from drivers.line import LineGauge, LineSpec, SerialLineBusConfig, SerialLineHub
-from drivers.modbus import ModbusGauge, ModbusTcpBusConfig, ModbusTcpHub
-from drivers.registers import RegisterSpec, StatusSpec
-from drivers.registry import BUS_KINDS, BusConfig, make_gauge, make_hub
-from drivers.rtu import ModbusRtuBusConfig, ModbusRtuHub
+from drivers.line import LineGauge, SerialLineHub
+from drivers.modbus import ModbusGauge, ModbusTcpHub
+from drivers.registry import BUS_KINDS, make_gauge, make_hub
+from drivers.rtu import ModbusRtuHub
 
 BUS = TypeAdapter(BusConfig)
 

@@ -8,13 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from drivers.base import RawReading
-from drivers.line import (
-    DEFAULT_PATTERN,
-    LineSpec,
-    line_checksum,
-    parse_line,
-    parse_number,
-)
+from drivers.configs import DEFAULT_PATTERN, LineSpec
+from drivers.line import line_checksum, parse_line, parse_number
 
 
 def sum8_line(body: str) -> str:

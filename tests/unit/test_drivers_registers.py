@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from drivers.configs import RegisterSpec, StatusSpec
 from drivers.registers import (
-    RegisterSpec,
-    StatusSpec,
     decode_raw,
     decode_registers,
     decode_status,

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gauged.config import load_config
-from gauged.engine import Engine, Sample
+from gauged.alarm.engine import Engine
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import Sample
+from gauged.config.load import load_config
 from gauged.errors import ConfigError
-from gauged.quality import Quality
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 7, 1, tzinfo=UTC)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from gauged.alarm.replay import read_scenario, replay_per_cycle
 from gauged.cli import main
-from gauged.config import load_config
-from gauged.replay import read_scenario, replay_per_cycle
+from gauged.config.load import load_config
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 CASES = sorted(p for p in GOLDEN.iterdir() if (p / "expected.jsonl").is_file())

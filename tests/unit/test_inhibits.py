@@ -1,5 +1,5 @@
-"""Maintenance inhibits (gauged/inhibits.py) over a real state file, with an injected clock;
-repeats and the all-clear after a restart (gauged/engine.py `Announcer`)."""
+"""Maintenance inhibits (gauged/ops/inhibits.py) over a real state file, with an injected clock;
+repeats and the all-clear after a restart (gauged/alarm/engine.py `Announcer`)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from gauged.config import load_config
-from gauged.engine import BroadcastRequest, Engine, Sample
+from gauged.alarm.engine import Engine
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import BroadcastRequest, Sample
+from gauged.config.load import load_config
 from gauged.errors import ConfigError
-from gauged.inhibits import InhibitError, Inhibits
-from gauged.quality import Quality
-from gauged.state import StateStore
+from gauged.ops.inhibits import InhibitError, Inhibits
+from gauged.store.state import StateStore
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden" / "repeat_and_all_clear" / "config.toml"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gauged.level import LevelTrend, freeboard, minutes_to, rise_rates, round_like_python
+from gauged.alarm.level import LevelTrend, freeboard, minutes_to, rise_rates, round_like_python
 
 T0 = 1_782_864_000.0
 

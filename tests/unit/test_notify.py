@@ -1,4 +1,4 @@
-"""sd_notify and the watchdog rule (gauged/notify.py): datagrams to a real socket, and the
+"""sd_notify and the watchdog rule (gauged/ops/notify.py): datagrams to a real socket, and the
 rule as pure logic (QUALITY SYS-4)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gauged.notify import MARGIN_S, Notifier, stalled
+from gauged.ops.notify import MARGIN_S, Notifier, stalled
 
 
 @pytest.fixture
@@ -112,11 +112,10 @@ def test_sys_4_a_wedged_zone_stops_the_pings_a_playing_one_does_not() -> None:
 
 
 def test_sys_4_budgets_of_the_reference_system() -> None:
-    from gauged.app import Daemon
-    from gauged.broadcast import BroadcastRecord
-    from gauged.config import load_config
-    from gauged.engine import BroadcastRequest
-    from gauged.notify import broadcast_budget, cycle_budget, progress
+    from gauged.alarm.types import BroadcastRecord, BroadcastRequest
+    from gauged.config.load import load_config
+    from gauged.daemon.daemon import Daemon
+    from gauged.daemon.watchdog import broadcast_budget, cycle_budget, progress
 
     root = Path(__file__).resolve().parents[2]
     daemon = Daemon(load_config(root / "config" / "minato-furukawa.toml"))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gauged.poll import ProbeSchedule
+from gauged.field.poll import ProbeSchedule
 
 
 def run(schedule: ProbeSchedule, cycles: int, answers: bool) -> list[bool]:

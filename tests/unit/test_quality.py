@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from gauged.quality import Quality, QualityRules, QualityTracker, assess
+from gauged.alarm.quality import Quality, QualityRules, QualityTracker, assess
 
 GOOD, SUSPECT, BAD, MISSING = Quality.GOOD, Quality.SUSPECT, Quality.BAD, Quality.MISSING
 

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from gauged.quality import Quality
-from gauged.rain import (
+from gauged.alarm.quality import Quality
+from gauged.alarm.rain import (
     QUANTITIES,
     CounterTracker,
     RainFigures,

@@ -6,7 +6,8 @@ import struct
 
 import pytest
 
-from drivers.registers import RegisterSpec, decode_raw, decode_registers
+from drivers.configs import RegisterSpec
+from drivers.registers import decode_raw, decode_registers
 
 FORMATS = {"int16": ">h", "uint16": ">H", "int32": ">i", "uint32": ">I", "float32": ">f"}
 VALUES = {

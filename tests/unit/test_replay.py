@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gauged.alarm.replay import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
 from gauged.cli import main
-from gauged.config import load_config
-from gauged.replay import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
+from gauged.config.load import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "minato-furukawa.toml"

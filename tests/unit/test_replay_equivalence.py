@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gauged.config import Config, load_config
-from gauged.replay import read_scenario, replay, replay_per_cycle
+from gauged.alarm.replay import read_scenario, replay, replay_per_cycle
+from gauged.config.load import load_config
+from gauged.config.settings import Config
 
 RAIN_QUANTITIES = {"r_total": "total", "r_10m": "10m", "r_60m": "60m", "r_hour": "hour",
                    "r_24h": "24h", "r_event": "event", "r_eff_short": "effective_short",

@@ -1,4 +1,4 @@
-"""Scheduled tests' calendars (gauged/schedule.py): crontab weekdays, misfire grace,
+"""Scheduled tests' calendars (gauged/field/prooftests.py): crontab weekdays, misfire grace,
 coalescing, one run per fire time across restarts, and a stepped wall clock.
 
 The calendars run on real `Clock`s, accelerated; the test itself is a stand-in (the tests
@@ -21,10 +21,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gauged.clock import Clock
-from gauged.config import load_config
+from gauged.config.cron import cron_trigger, plan
+from gauged.config.load import load_config
 from gauged.errors import ConfigError
-from gauged.schedule import Job, TestScheduler, cron_trigger, plan
-from gauged.state import StateStore
+from gauged.field.prooftests import Job, ProofTestScheduler
+from gauged.store.state import StateStore
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 SUNDAY = datetime(2026, 7, 5, 12, 0, tzinfo=TOKYO)  # a Sunday
@@ -123,7 +124,7 @@ def clock_at(local: str, speed: float, wall: Callable[[], float] = time.time) ->
 
 
 @contextlib.asynccontextmanager
-async def following(scheduler: TestScheduler) -> AsyncIterator[TestScheduler]:
+async def following(scheduler: ProofTestScheduler) -> AsyncIterator[ProofTestScheduler]:
     task = asyncio.create_task(scheduler.run(), name="test[tests].schedule")
     try:
         yield scheduler
@@ -135,12 +136,12 @@ async def following(scheduler: TestScheduler) -> AsyncIterator[TestScheduler]:
 
 def scheduler(store: StateStore, clock: Clock, runs: Runs, calendar: str = "0 10 * * *",
               grace_s: float = 6 * 3600, busy: Callable[[], list[str]] = list,
-              name: str = "silent") -> TestScheduler:
+              name: str = "silent") -> ProofTestScheduler:
     job = Job(name, calendar, cron_trigger(calendar, "Asia/Tokyo"), grace_s)
-    return TestScheduler([job], clock, store, run=runs, busy=busy)
+    return ProofTestScheduler([job], clock, store, run=runs, busy=busy)
 
 
-def next_is(s: TestScheduler, local: str, job: str = "silent") -> Callable[[], bool]:
+def next_is(s: ProofTestScheduler, local: str, job: str = "silent") -> Callable[[], bool]:
     want = datetime.fromisoformat(local).replace(tzinfo=TOKYO)
     return lambda: s.status[job].next == want
 
@@ -190,7 +191,7 @@ async def test_missed_fire_times_are_coalesced_into_one_run(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cal = "*/15 * * * *"
     with StateStore.open(tmp_path / "s.sqlite3") as store, \
-            caplog.at_level(logging.INFO, "gauged.schedule"):
+            caplog.at_level(logging.INFO, "gauged.field.prooftests"):
         clock = clock_at("2026-07-06T08:59:00", 100.0)
         async with following(scheduler(store, clock, Runs(clock), cal)) as s:
             await until(next_is(s, "2026-07-06T09:00"), 5.0, "armed")
@@ -207,7 +208,7 @@ async def test_missed_fire_times_are_coalesced_into_one_run(
 async def test_a_fire_time_older_than_the_grace_is_missed_not_run(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with StateStore.open(tmp_path / "s.sqlite3") as store, \
-            caplog.at_level(logging.WARNING, "gauged.schedule"):
+            caplog.at_level(logging.WARNING, "gauged.field.prooftests"):
         clock = clock_at("2026-07-06T16:59:00", 100.0)
         async with following(scheduler(store, clock, Runs(clock), "0 17 * * *", 600.0,
                                        name="audible")) as s:
@@ -276,7 +277,7 @@ async def test_fire_times_that_pass_while_a_test_runs_are_dropped(
     runs = Runs(clock)
     runs.hold = True
     with StateStore.open(tmp_path / "s.sqlite3") as store, \
-            caplog.at_level(logging.WARNING, "gauged.schedule"):
+            caplog.at_level(logging.WARNING, "gauged.field.prooftests"):
         async with following(scheduler(store, clock, runs, "*/10 * * * *")) as s:
             await until(lambda: bool(runs.calls), 5.0, "the 10:00 test")
             await until(lambda: clock.now() >= datetime(2026, 7, 6, 10, 25, tzinfo=TOKYO),

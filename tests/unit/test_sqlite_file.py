@@ -1,4 +1,4 @@
-"""Our SQLite files (gauged/sqlite_file.py): schema and version on open, and a file that
+"""Our SQLite files (gauged/store/sqlite_file.py): schema and version on open, and a file that
 cannot be used set aside, for the state store and the spool alike."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gauged.spool import Spool
-from gauged.sqlite_file import Unusable, open_wal
+from gauged.store.sqlite_file import Unusable, open_wal
+from gauged.uplinks.spool import Spool
 
 SCHEMA = "CREATE TABLE t (x INTEGER);"
 

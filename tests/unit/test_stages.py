@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gauged.stages import StageChange, StageMachine, StageRule, run_machine
+from gauged.alarm.stages import StageChange, StageMachine, StageRule, run_machine
 
 LEVEL = StageRule(names=("normal", "watch", "notice", "warning", "overflow"),
                   thresholds=(2.58, 2.0, 1.0, 0.0), direction="falling", margin=0.10)

@@ -1,4 +1,4 @@
-"""The state store (gauged/state.py): what survives a restart, and a bad file never stops us."""
+"""The state store (gauged/store/state.py): what survives a restart, and a bad file never stops us."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gauged.quality import Quality
-from gauged.state import SCHEMA_VERSION, StateStore
+from gauged.alarm.quality import Quality
+from gauged.store.state import SCHEMA_VERSION, StateStore
 
 T0 = 1_782_000_000.0  # some UNIX time
 
@@ -124,7 +124,7 @@ def test_a_file_that_is_not_sqlite_is_set_aside(tmp_path: Path,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "state.sqlite3"
     path.write_bytes(b"this is not a database\n" * 200)
-    with caplog.at_level(logging.ERROR, "gauged.state"), StateStore.open(path) as store:
+    with caplog.at_level(logging.ERROR, "gauged.store.state"), StateStore.open(path) as store:
         assert store.fresh
         assert store.path == path
         assert "renamed to state.sqlite3.corrupt-" in store.problem
@@ -170,7 +170,7 @@ def test_an_unwritable_folder_keeps_the_state_in_memory(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("x")
-    with caplog.at_level(logging.ERROR, "gauged.state"), \
+    with caplog.at_level(logging.ERROR, "gauged.store.state"), \
             StateStore.open(blocker / "state.sqlite3") as store:
         assert store.path is None
         assert store.fresh
@@ -183,7 +183,7 @@ def test_an_unwritable_folder_keeps_the_state_in_memory(
 def test_a_failing_write_is_logged_once_and_never_raised(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     with StateStore.open(tmp_path / "s.sqlite3") as store, \
-            caplog.at_level(logging.INFO, "gauged.state"):
+            caplog.at_level(logging.INFO, "gauged.store.state"):
         store._db.execute("PRAGMA query_only = 1")  # every write now fails
         for i in range(3):
             store.save_cycle(T0 + i, stages={"s": (1, None)}, counters={}, rain=[])
@@ -201,7 +201,7 @@ def test_a_failing_write_is_logged_once_and_never_raised(
 
 def test_the_path_defaults_to_var_lib_and_the_environment_overrides_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from gauged.config import load_config
+    from gauged.config.load import load_config
 
     reference = Path(__file__).resolve().parents[2] / "config" / "minato-furukawa.toml"
     monkeypatch.delenv("GAUGED_STATE__PATH", raising=False)

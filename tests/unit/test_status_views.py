@@ -12,12 +12,13 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gauged.engine import StationState
-from gauged.history import History, Point
-from gauged.metrics import BroadcastTally, DaemonCollector, Histogram, exposition, unix_time
-from gauged.page import refresh_s, render_page
-from gauged.quality import Quality
-from gauged.statusview import cells, pad, render
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import StationState
+from gauged.histogram import Histogram
+from gauged.ops.history import History, Point
+from gauged.ops.metrics import BroadcastTally, DaemonCollector, exposition, unix_time
+from gauged.ops.page import refresh_s, render_page
+from gauged.ops.statusview import cells, pad, render
 
 NOW = datetime(2026, 7, 1, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
 EVIL = '<script>alert("x")</script>&'

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gauged.config import Config
-from gauged.engine import BroadcastRequest
-from gauged.state import Inhibit, StateStore
+from gauged.alarm.types import BroadcastRequest
+from gauged.config.settings import Config
+from gauged.store.state import Inhibit, StateStore
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 - `event/inhibits`          JSON with the inhibits in force, after each change
 - `station/<id>/reading`    JSON per cycle and station (not retained; live only: while the
                             broker is away readings are not queued, the spool keeps them)
-- `command`                 operator commands, subscribed (gauged/commands.py)
+- `command`                 operator commands, subscribed (gauged/ops/commands.py)
 - `command/reply`           JSON per command: done or refused, with the reason
 - `cap`                     a CAP 1.2 XML document per alert, update, cancel and exercise
-                            (gauged/cap.py); QoS 1, not retained (a stream of messages that
+                            (gauged/alarm/cap.py); QoS 1, not retained (a stream of messages that
                             reference each other; the CAP folder is the durable record)
 
 `publish_*` never blocks: the latest state per station is kept and re-published after every
@@ -37,7 +37,7 @@ from typing import Any
 
 import aiomqtt
 
-from gauged.config import MqttConfig
+from gauged.config.models import MqttConfig
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """`gauged status`: the /status document as one terminal screen.
 
-The same facts as the status page (gauged/page.py), for an operator on a console: whether
+The same facts as the status page (gauged/ops/page.py), for an operator on a console: whether
 the daemon is alive, the highest stage, every station (stage, freeboard and trend, or rain
 totals; reading age and quality), the zones and their last broadcasts, inhibits, uplinks
 and buses, the last faults. Local times (gateway.timezone); columns are aligned in terminal
@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gauged.metrics import unix_time
-from gauged.page import ago, parse_time, zone_info
+from gauged.ops.metrics import unix_time
+from gauged.ops.page import ago, parse_time, zone_info
 
 FLAT_M_PER_H = 0.005
 

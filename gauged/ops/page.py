@@ -3,7 +3,7 @@
 One server-rendered HTML document, no script, no external asset (the gateway has no
 internet): inline CSS, an inline SVG chart per station, a `<meta http-equiv="refresh">` that
 reloads it about three times a cycle. It shows, from the `/status` snapshot and the
-daemon's in-memory history (gauged/history.py):
+daemon's in-memory history (gauged/ops/history.py):
 
 - whether the daemon is alive (health, last cycle and how long ago) and the highest stage;
 - every station: name as configured (Japanese in the reference), stage as number, name and
@@ -24,8 +24,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gauged.history import HOURS, Point
-from gauged.metrics import unix_time
+from gauged.ops.history import HOURS, Point
+from gauged.ops.metrics import unix_time
 
 # Stage colours: green, then the Japanese river-warning ramp (yellow, red, purple, black).
 STAGE_COLOURS = ("#1b7f3b", "#f2d024", "#f08c00", "#d32f2f", "#7b1fa2", "#111111")

@@ -1,7 +1,7 @@
 """The daemon: owns the buses, the engine, the zones and the outputs, and runs the cycle.
 
 Start: open the state store (reporting broadcasts a crash cut short: not re-run, see
-gauged/state.py), open the buses, drive every relay OFF with read-back (the first actuator
+gauged/store/state.py), open the buses, drive every relay OFF with read-back (the first actuator
 action is always OFF), restore the stages without re-sounding, then start the zone
 sequencers, the uplinks, the scheduled tests, the status server and the poll loop in one
 TaskGroup. Each cycle, at a wall-clock boundary (cycles are then counted on the
@@ -24,29 +24,32 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from drivers.configs import RelayConfig
 from drivers.errors import DriverError
 from drivers.line import SerialLineHub
 from drivers.players import make_player
 from drivers.registry import make_hub
-from drivers.relays import CoilRelay, RelayConfig
-from gauged.broadcast import BroadcastRecord, ZoneBroadcaster
-from gauged.cap import CapSink
+from drivers.relays import CoilRelay
+from gauged.alarm.engine import Engine
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import BroadcastRecord, BroadcastRequest, CycleResult, StationState
 from gauged.clock import Clock, next_boundary
-from gauged.commands import Command, CommandHandler, Outcome, Refused
-from gauged.config import Config
-from gauged.engine import BroadcastRequest, CycleResult, Engine, StationState
-from gauged.history import History
-from gauged.influx import InfluxSink, Record
-from gauged.inhibits import InhibitError, Inhibits, inhibit_json
-from gauged.metrics import BroadcastTally, DaemonCollector, exposition
-from gauged.mqtt import MqttPublisher
-from gauged.notify import Notifier, status_line, watch
-from gauged.page import render_page
-from gauged.poll import Poller
-from gauged.quality import Quality
-from gauged.schedule import TestRunner, TestScheduler, jobs_from_config
-from gauged.state import RAIN_KEEP_S, JobRun, SavedBroadcast, StateStore
-from gauged.status import StatusServer
+from gauged.config.settings import Config
+from gauged.daemon.watchdog import status_line, watch
+from gauged.field.poll import Poller
+from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
+from gauged.field.zones import ZoneBroadcaster
+from gauged.ops.commands import Command, CommandHandler, Outcome, Refused
+from gauged.ops.history import History
+from gauged.ops.inhibits import InhibitError, Inhibits, inhibit_json
+from gauged.ops.metrics import BroadcastTally, DaemonCollector, exposition
+from gauged.ops.notify import Notifier
+from gauged.ops.page import render_page
+from gauged.ops.status import StatusServer
+from gauged.store.state import RAIN_KEEP_S, JobRun, SavedBroadcast, StateStore
+from gauged.uplinks.cap import CapSink
+from gauged.uplinks.influx import InfluxSink, Record
+from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +104,14 @@ class Daemon:
         self.cycle_started_mono: float | None = None  # a cycle under way (the watchdog)
         self.faults: list[str] = []
         self.store: StateStore | None = None
-        self.tests: TestScheduler | None = None
+        self.tests: ProofTestScheduler | None = None
         self.inhibits: Inhibits | None = None
         self.commands: CommandHandler | None = None
         self._manual = itertools.count(1)
         self._command_test: asyncio.Task[dict[str, Any]] | None = None
         t = config.tests
         # the silent and audible tests, run by the calendar (and on command)
-        self.test_runner = TestRunner(
+        self.test_runner = ProofTestRunner(
             self.zones, self.clock, hold_s=t.hold_s, audible_clip=t.audible_clip,
             audible_zones=t.audible_zones, clip_path=config.clip_path, on_fault=self._fault,
             inhibited=lambda zone: bool(self.inhibits and self.inhibits.zone_inhibited(zone)))
@@ -346,7 +349,7 @@ class Daemon:
                 "kind": request.kind, "outcome": "inhibited",
                 "time": request.time.isoformat()})
 
-    # ---- inhibits (maintenance; gauged/inhibits.py) ------------------------------------
+    # ---- inhibits (maintenance; gauged/ops/inhibits.py) ------------------------------------
 
     def inhibit(self, scope: str, target: str, *, minutes: float | None = None,
                 reason: str = "", by: str = "") -> dict[str, Any]:
@@ -370,7 +373,7 @@ class Daemon:
             self.mqtt.publish_event("inhibits", {"time": self.clock.now().isoformat(),
                                                  "inhibits": self.inhibits.snapshot()})
 
-    # ---- operator commands (gauged/commands.py) ----------------------------------------
+    # ---- operator commands (gauged/ops/commands.py) ----------------------------------------
 
     def _command_handler(self, store: StateStore) -> CommandHandler | None:
         c = self.config.commands
@@ -605,7 +608,7 @@ class Daemon:
 
     def _report_interrupted(self, store: StateStore) -> None:
         """Broadcasts and tests a crash cut short: marked, reported, never re-run
-        (gauged/state.py)."""
+        (gauged/store/state.py)."""
         for b in store.interrupt_broadcasts():
             log.warning("broadcast interrupted by a restart zone=%s station=%s stage=%s "
                         "sequence=%s started=%s: not re-run (no duplicate announcements; the "
@@ -685,7 +688,7 @@ class Daemon:
         self.store.save_cycle(ts, stages=changed, counters=counters, rain=rain)
         self._saved_stages = machines
 
-    def _scheduled_tests(self, store: StateStore) -> TestScheduler | None:
+    def _scheduled_tests(self, store: StateStore) -> ProofTestScheduler | None:
         t = self.config.tests
         jobs = jobs_from_config(t.silent, t.audible, timezone=self.config.gateway.timezone,
                                 silent_grace_s=t.silent_grace_s,
@@ -693,7 +696,7 @@ class Daemon:
         if not jobs:
             return None
         runner = self.test_runner
-        return TestScheduler(jobs, self.clock, store, run=runner.run, busy=runner.busy_zones,
+        return ProofTestScheduler(jobs, self.clock, store, run=runner.run, busy=runner.busy_zones,
                              on_result=self._test_done)
 
     def _test_done(self, run: JobRun) -> None:
@@ -795,7 +798,7 @@ class Daemon:
         }
 
     def page(self) -> str:
-        """The status page (gauged/page.py): /status and the last hours of every station."""
+        """The status page (gauged/ops/page.py): /status and the last hours of every station."""
         history = {sid: self.history.points(sid) for sid in self.config.stations}
         return render_page(self.snapshot(), history)
 

@@ -3,7 +3,8 @@ when it moves to another such stage, a Cancel when it leaves them all.
 
 The document builders are pure functions over the configuration (`build_alert`,
 `stage_infos`, `cancel_infos`, `exercise_infos`); `CapTracker` is the pure lifecycle per
-station; `CapSink` writes the documents to a folder and hands them to MQTT.
+station; `CapSink` (gauged/uplinks/cap.py) writes the documents to a folder and hands them
+to MQTT, and keeps the open incidents across restarts.
 
 **The lifecycle rule.** A station's *alert stage* is the highest stage at or below its
 current stage whose config names a `sequence` (0: none). It is the stage the engine last
@@ -29,57 +30,31 @@ them; those (and `/`) in a station or stage name become `_`.
 **`sent`** is the cycle's time in the gateway's time zone, `YYYY-MM-DDThh:mm:ss+hh:mm`, no
 fractions; UTC is written `-00:00` as CAP 1.2 §3.3.2 requires (never `Z`).
 
-**Restarts.** The open incident of each station (its stage, its first identifier and the
-references) is kept in `<dir>/active.json`, written atomically after the document it
-follows. It lives beside the documents it names rather than in the state database: it means
-nothing without them, and it leaves the state schema alone. At start, a station whose
-restored stage no longer matches its open incident gets its Update or Cancel then (the
-stages were not restored after a long outage, or a crash fell between the state commit and
-the CAP write); a station with no open incident gets no new Alert at start (a restart never
-announces anew; its next upward transition does).
-
 **Scheduled tests.** The audible test plays a chime on the public loudspeakers, so people
 hear it: it sends an `Exercise` Alert (status Exercise, `note` saying so, no lifecycle, an
 `expires` an hour later) naming the zones it played on, so a consumer can tell the public the
 sound was a test. The silent test is inaudible and sends nothing.
-
-**Never in the way of a siren.** Documents are made after the broadcasts have been handed to
-their zones; making one never raises into the cycle (a failure is logged and counted); the
-folder is written by its own task in a worker thread (write a temporary file, fsync, rename,
-fsync the folder), so a slow or full disk delays only CAP, never a cycle; a failed write is
-retried with backoff (one ERROR when writing starts to fail, one INFO when it works again).
-MQTT gets the document at once, on `<prefix>/<gateway>/cap`, QoS 1, **not retained**: CAP is
-a stream of messages that reference each other, and one retained message per topic would show
-a late subscriber only the last station's latest message (or an Alert after its Cancel had
-been superseded); the folder is the durable record to catch up from.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
 import logging
-import os
 import re
 import xml.etree.ElementTree as ET
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gauged.config import CapTexts, Config, StationConfig
-from gauged.engine import Transition
+from gauged.config.models import CapTexts, StationConfig
+from gauged.config.settings import Config
 
 log = logging.getLogger(__name__)
 
 NS = "urn:oasis:names:tc:emergency:cap:1.2"
 LANGUAGES = {"ja": "ja-JP", "en": "en-US"}
 MAX_REFERENCES = 50
-MAX_QUEUE = 1000
 ACTIVE_FILE = "active.json"
 EXERCISE_EXPIRES = timedelta(hours=1)
 _UNSAFE = re.compile(r"[\s,<&/\\]")
@@ -386,169 +361,3 @@ class CapTracker:
 
     def as_json(self) -> dict[str, Any]:
         return {"version": 1, "open": {sid: inc.as_json() for sid, inc in self.open.items()}}
-
-
-# ---- the folder and the uplink ----------------------------------------------------------
-
-def write_atomic(folder: Path, name: str, data: bytes) -> None:
-    """Write `folder/name` so that it is either absent or whole, and durable: a temporary
-    file, fsync, rename over, fsync the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{name}.tmp"
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, folder / name)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def load_open(folder: Path) -> dict[str, Incident]:
-    """The open incidents kept in `folder/active.json` ({} when absent or unreadable)."""
-    path = folder / ACTIVE_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {sid: Incident.from_json(inc) for sid, inc in data["open"].items()}
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        log.error("cap: cannot read %s: %s; open alerts are forgotten (their Update or Cancel "
-                  "will not reference them)", path, exc)
-        return {}
-
-
-@dataclass
-class CapHealth:
-    """Counters for /status."""
-
-    documents: int = 0  # made
-    written: int = 0  # in the folder
-    published: int = 0  # handed to MQTT
-    failures: int = 0  # documents that could not be made, failed writes
-    dropped: int = 0  # documents never written (the write queue overflowed)
-    queued: int = 0
-    last_identifier: str = ""
-    last_error: str = ""
-
-
-class CapSink:
-    """Makes the documents of a daemon and sends them to the folder and MQTT.
-
-    Call `open` once before the first cycle; `run` (a task of the daemon's TaskGroup) writes
-    the folder; `transitions` and `test_played` never raise and never block.
-    """
-
-    def __init__(self, config: Config,
-                 publish: Callable[[str, str], None] | None = None) -> None:
-        self.config = config
-        self.folder = config.cap_dir
-        self.topic = config.cap.topic
-        self._publish = publish
-        self.tracker = CapTracker(config)
-        self.health = CapHealth()
-        self._queue: deque[tuple[Document, bytes | None]] = deque()
-        self._wakeup = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._failing = False
-
-    def open(self, stages: Mapping[str, int], now: datetime) -> None:
-        """Load the open incidents, and Update or Cancel those the restored stages no
-        longer match (a restart never raises a new Alert)."""
-        self.tracker = CapTracker(self.config, load_open(self.folder))
-        for sid in list(self.tracker.open):
-            self._guarded(sid, self.tracker.follow, sid, stages.get(sid, 0), now)
-        if self.tracker.open:
-            log.info("cap: open alerts: %s", ", ".join(
-                f"{sid}={inc.stage_name}" for sid, inc in self.tracker.open.items()))
-
-    def transitions(self, transitions: Iterable[Transition]) -> None:
-        """The documents of a cycle's stage transitions."""
-        for t in transitions:
-            self._guarded(t.station, self.tracker.follow, t.station, t.to_stage, t.time,
-                          t.value)
-
-    def test_played(self, zones: Sequence[str], fire_time: datetime, now: datetime) -> None:
-        """An audible scheduled test played on `zones`: its Exercise Alert."""
-        if self.config.cap.exercise and zones:
-            self._guarded("test", self.tracker.exercise, zones, fire_time, now, track=False)
-
-    def _guarded(self, what: str, make: Callable[..., Document | None], *args: Any,
-                 track: bool = True) -> None:
-        try:
-            doc = make(*args)
-        except Exception as exc:  # a CAP bug must never reach the cycle
-            self.health.failures += 1
-            self.health.last_error = f"{what}: {exc!r}"
-            log.exception("cap: cannot make the document for %s", what)
-            return
-        if doc is None:
-            return
-        self.health.documents += 1
-        self.health.last_identifier = doc.identifier
-        log.info("cap %s %s identifier=%s status=%s", doc.msg_type, doc.station or "test",
-                 doc.identifier, doc.status)
-        if self._publish is not None:
-            self._publish(self.topic, doc.xml.decode("utf-8"))
-            self.health.published += 1
-        active = json.dumps(self.tracker.as_json(), ensure_ascii=False, indent=1,
-                            sort_keys=True).encode() if track else None
-        if len(self._queue) >= MAX_QUEUE:
-            dropped, _ = self._queue.popleft()
-            self.health.dropped += 1
-            log.error("cap: write queue full: document %s dropped", dropped.identifier)
-        self._queue.append((doc, active))
-        self.health.queued = len(self._queue)
-        self._idle.clear()
-        self._wakeup.set()
-
-    async def run(self) -> None:
-        """Write queued documents (then the open incidents) until cancelled; retry with
-        backoff while the folder cannot be written."""
-        backoff = 0.0
-        while True:
-            if not self._queue:
-                self._idle.set()
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            doc, active = self._queue[0]
-            try:
-                await asyncio.to_thread(self._write, doc, active)
-            except OSError as exc:
-                self.health.failures += 1
-                self.health.last_error = f"{doc.identifier}: {exc}"
-                if not self._failing:
-                    log.error("cap: cannot write %s to %s: %s (retrying; sirens and the "
-                              "cycle are not affected)", doc.identifier, self.folder, exc)
-                self._failing = True
-                backoff = min(30.0, max(0.5, backoff * 2))
-                await asyncio.sleep(backoff)
-                continue
-            if self._failing:
-                log.info("cap: writing to %s again", self.folder)
-            self._failing, backoff = False, 0.0
-            self._queue.popleft()
-            self.health.written += 1
-            self.health.queued = len(self._queue)
-
-    def _write(self, doc: Document, active: bytes | None) -> None:
-        write_atomic(self.folder, f"{doc.identifier}.xml", doc.xml)
-        if active is not None:
-            write_atomic(self.folder, ACTIVE_FILE, active)
-
-    async def flush(self, timeout_s: float) -> bool:
-        """Wait until the queue is written (True), at most `timeout_s` (False)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        return not self._queue
-
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self.health) | {"dir": str(self.folder),
-                                      "open": {sid: inc.stage_name
-                                               for sid, inc in self.tracker.open.items()}}

@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import numpy.typing as npt
 
-from gauged.quality import Quality
+from gauged.alarm.quality import Quality
 
 UM_PER_MM = 1000
 BLOCK_HALF_LIVES = 8  # effective rainfall: rebase every 8 half-lives (factors ≤ 256)

@@ -1,13 +1,13 @@
 """The status server, on 127.0.0.1 by default (SEC-2):
 
-- `/`        the status page for an operator's phone (gauged/page.py), refreshing itself;
+- `/`        the status page for an operator's phone (gauged/ops/page.py), refreshing itself;
 - `/status`  everything the page shows, as JSON (`gauged status` reads it);
-- `/metrics` the Prometheus text format (gauged/metrics.py);
+- `/metrics` the Prometheus text format (gauged/ops/metrics.py);
 - `/healthz` 200 while cycles run on time, or 503 naming the failing check.
 
 Read-only without a token: GET (and HEAD) only, any other method is answered 405; nothing
 here touches a relay, a stage or the configuration. The one control endpoint, `POST
-/command`, takes a signed command (gauged/commands.py) and needs `Authorization: Bearer
+/command`, takes a signed command (gauged/ops/commands.py) and needs `Authorization: Bearer
 <status.token>`; without a configured token (or with commands off) it answers 403.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gauged.metrics import CONTENT_TYPE_LATEST
+from gauged.ops.metrics import CONTENT_TYPE_LATEST
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """The spool: every point bound for the time-series database, kept in SQLite until the
 database has accepted it.
 
-One SQLite file in WAL mode with `synchronous=FULL` (as gauged/state.py): `put` commits the
+One SQLite file in WAL mode with `synchronous=FULL` (as gauged/store/state.py): `put` commits the
 points (one fsync'd transaction) before it returns, so a point the spool accepted survives a
-crash or a power cut. The writer (gauged/influx.py) takes a batch, sends it, and only then
+crash or a power cut. The writer (gauged/uplinks/influx.py) takes a batch, sends it, and only then
 removes it (`remove`): a crash between the two re-sends that batch, which is harmless because
 a point keeps its original series and timestamp and overwrites itself in the database. For
 the same reason a removal is committed without an fsync (a removal lost in a power cut only
@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, Self, TypeVar
 
-from gauged.sqlite_file import Unusable, open_wal, set_aside
+from gauged.store.sqlite_file import Unusable, open_wal, set_aside
 
 log = logging.getLogger(__name__)
 

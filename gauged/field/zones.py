@@ -26,48 +26,18 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from drivers.errors import DriverError
 from drivers.players import Player
 from drivers.relays import CoilRelay
+from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.clock import Clock
-from gauged.config import SequenceConfig
-from gauged.engine import BroadcastRequest
+from gauged.config.models import SequenceConfig
 
 log = logging.getLogger(__name__)
 
 RELAY_ATTEMPTS = 3
-
-
-@dataclass
-class BroadcastRecord:
-    """What a broadcast did, for the log, storage, MQTT and /status.
-
-    Times ending in `_mono` are monotonic seconds (for latency); the others simulated UNIX
-    time (for the record).
-    """
-
-    request: BroadcastRequest
-    outcome: str = "queued"  # queued, playing, done, pre-empted, superseded, dropped
-    started: float = 0.0
-    finished: float = 0.0
-    siren_on_s: float = 0.0
-    clips_played: list[str] = field(default_factory=list)
-    faults: list[str] = field(default_factory=list)
-    reading_mono: float | None = None  # the gauge answer that triggered it
-    decided_mono: float = 0.0  # the engine's decision
-    first_relay_mono: float | None = None  # the first relay write issued
-    audio_start_mono: float | None = None  # the first clip started
-    relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
-
-    @property
-    def latency_s(self) -> float | None:
-        """From the gauge's answer (or the decision) to the first relay write."""
-        if self.first_relay_mono is None:
-            return None
-        return self.first_relay_mono - (self.reading_mono or self.decided_mono)
 
 
 class ZoneBroadcaster:

@@ -14,10 +14,9 @@ measured on the monotonic clock (latencies, bus read time) are real seconds.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -30,44 +29,14 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-__all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "Histogram",
-           "exposition"]
+from gauged.histogram import Histogram
 
-# A gauge read: a loopback simulator answers in about a millisecond, a real RS-485 device at
-# 9600 baud in tens of milliseconds, a dead one costs its timeout (1 s by default).
-READ_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+__all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "exposition"]
+
 # Gauge answer to the first relay write (ALM-1: ≤ 50 ms p99).
 BROADCAST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 QUALITIES = ("good", "suspect", "bad", "missing")
 RAIN_WINDOWS = {"10m": "rain_10m_mm", "60m": "rain_60m_mm", "24h": "rain_24h_mm"}
-
-
-class Histogram:
-    """Cumulative buckets of observations (the daemon's side of a Prometheus histogram)."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(sorted(bounds))
-        self.counts = [0] * (len(self.bounds) + 1)  # the last: above every bound
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.count += 1
-        self.sum += value
-
-    def buckets(self) -> list[tuple[str, float]]:
-        """(upper bound, cumulative count) pairs, `+Inf` last."""
-        out, running = [], 0
-        for bound, n in zip(self.bounds, self.counts, strict=False):
-            running += n
-            out.append((_le(bound), float(running)))
-        out.append(("+Inf", float(self.count)))
-        return out
-
-
-def _le(bound: float) -> str:
-    return repr(float(bound))
 
 
 class BroadcastTally:

@@ -1,7 +1,7 @@
 """The alarm engine: samples in, station states, stage transitions and broadcasts out.
 
 One `Engine.evaluate` call per cycle. The live daemon and `gauged replay` both follow these
-rules: replay runs them over whole records at once (`gauged/replay.py`), and a test runs
+rules: replay runs them over whole records at once (`gauged/alarm/replay.py`), and a test runs
 both on the same data and compares every event. The engine is pure logic: no I/O, no clock
 (the cycle time is an argument).
 
@@ -15,101 +15,17 @@ transition names the quantity that moved the station (`level` or `rain`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gauged.config import Config, StationConfig, StationInput
+from gauged.alarm.level import LevelTrend, freeboard, minutes_to
+from gauged.alarm.rain import RainParams, RainState
+from gauged.alarm.stages import StageChange, StageMachine, StageRule
+from gauged.alarm.types import BroadcastRequest, CycleResult, Sample, StationState, Transition
+from gauged.config.checks import combine_problems
+from gauged.config.models import StationConfig, StationInput
+from gauged.config.settings import Config
 from gauged.errors import ConfigError
-from gauged.level import LevelTrend, freeboard, minutes_to
-from gauged.quality import Quality
-from gauged.rain import RainParams, RainState
-from gauged.stages import StageChange, StageMachine, StageRule
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One station's input for a cycle.
-
-    `value` is the water level (m above datum) for a level station, or the rain increment
-    (mm since the previous reading; None when there is no previous reading) for a rain one.
-    """
-
-    value: float | None
-    quality: Quality
-    reason: str = ""  # why the reading is not good
-    fault: str = ""  # the gauge_fault of the station's gauge, "" when none
-
-
-@dataclass
-class StationState:
-    """What an operator sees of a station after a cycle."""
-
-    station: str
-    kind: str
-    time: datetime
-    quality: Quality
-    stage: int
-    stage_name: str
-    level_m: float | None = None
-    freeboard_m: float | None = None
-    rise_m_per_h: float | None = None  # rate of rise of the level (falling: negative)
-    minutes_to_next: float | None = None  # to the next stage's freeboard at that rate
-    rain_increment_mm: float | None = None
-    rain_total_mm: float | None = None  # the stage window (defaults.rain_window_min)
-    rain_10m_mm: float | None = None
-    rain_60m_mm: float | None = None
-    rain_hour_mm: float | None = None  # the current clock hour (local time)
-    rain_24h_mm: float | None = None
-    rain_event_mm: float | None = None  # the current storm event (0 between events)
-    rain_event_start: datetime | None = None
-    rain_eff_short_mm: float | None = None  # effective rainfall, short half-life
-    rain_eff_long_mm: float | None = None  # effective rainfall, long half-life
-    rain_span_s: float | None = None  # the time the increment covers (a gap: > a cycle)
-    rain_partial: bool = False  # the stage total misses rain (a gap or a bad reading)
-    stage_value: float | None = None  # the value of the station's own stage quantity
-    reason: str = ""
-    fault: str = ""
-
-    @property
-    def quantity(self) -> float | None:
-        """The value compared with the station's own thresholds."""
-        return self.stage_value
-
-
-@dataclass(frozen=True)
-class Transition:
-    time: datetime
-    station: str
-    quantity: str  # "level" or "rain": the kind of the quantity that moved the station
-    from_stage: int
-    to_stage: int
-    from_name: str
-    to_name: str
-    value: float
-
-
-@dataclass(frozen=True)
-class BroadcastRequest:
-    """A broadcast the engine decided: the sequence of `stage` on `zone`."""
-
-    time: datetime
-    zone: str
-    station: str
-    stage: int
-    stage_name: str
-    sequence: str
-    siren_s: float
-    clips: tuple[str, ...]
-    # "stage" (an upward transition), "repeat" (the stage still stands, `repeat_min`) or
-    # "all_clear" (back to normal after a stage that broadcast; stage 0, lowest priority)
-    kind: str = "stage"
-
-
-@dataclass
-class CycleResult:
-    states: list[StationState] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
-    broadcasts: list[BroadcastRequest] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -166,22 +82,6 @@ def _input(config: Config, sid: str, st: StationConfig, inp: StationInput) -> Qu
                      clear_samples=base.clear_samples, confirm_samples=base.confirm_samples,
                      dwell_s=base.dwell_s)
     return Quantity(source, inp.quantity, "level" if level else "rain", rule)
-
-
-def combine_problems(config: Config) -> list[str]:
-    """Rules of `inputs` that span stations, as `station X: inputs[i].field: message`."""
-    problems = []
-    for sid, st in config.stations.items():
-        for i, inp in enumerate(st.inputs):
-            source = inp.station or sid
-            other = config.stations.get(source)
-            where = f"station {sid}: inputs[{i}]"
-            if other is None:
-                problems.append(f"{where}.station: unknown station {source!r}")
-            elif (inp.quantity == "freeboard") != (other.kind == "level"):
-                problems.append(f"{where}.quantity: {inp.quantity!r} is not a quantity of "
-                                f"{other.kind} station {source}")
-    return problems
 
 
 def combined(stages: list[int], rule: str) -> int:

@@ -1,4 +1,4 @@
-"""Scheduled siren tests: a silent test and an audible test on crontab calendars.
+"""Proof tests of the outputs: a silent and an audible siren test on crontab calendars.
 
 - **Silent test**: in every zone, each relay is driven ON, read back, held `[tests] hold_s`,
   driven OFF and read back, one relay at a time: the siren while the amplifier is OFF, then
@@ -54,7 +54,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -62,92 +62,20 @@ from apscheduler.triggers.cron import CronTrigger
 
 from drivers.errors import DriverError
 from drivers.relays import CoilRelay
-from gauged.broadcast import ZoneBroadcaster
 from gauged.clock import Clock
-from gauged.state import JobRun, StateStore
+from gauged.config.cron import cron_trigger, plan
+from gauged.field.zones import ZoneBroadcaster
+from gauged.store.state import JobRun, StateStore
 
 log = logging.getLogger(__name__)
 
 OFF_ATTEMPTS = 3
-_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
-_TICK = timedelta(microseconds=1)
-
-
-# ---- calendars ------------------------------------------------------------------------
-
-def cron_trigger(expr: str, timezone: str) -> CronTrigger:
-    """A crontab line (minute hour day month weekday; Sunday = 0 or 7) as a CronTrigger."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"{expr!r}: a crontab line has 5 fields (minute hour day month "
-                         f"weekday), not {len(fields)}")
-    minute, hour, day, month, weekday = fields
-    if day != "*" and weekday != "*":
-        raise ValueError(f"{expr!r}: give a day of the month or a weekday, not both")
-    try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=_weekdays(weekday), timezone=timezone)
-    except (ValueError, LookupError) as exc:
-        raise ValueError(f"{expr!r}: {exc}") from None
-
-
-def _weekdays(spec: str) -> str:
-    """A crontab weekday field as APScheduler day names ("1-5" → "mon,tue,wed,thu,fri")."""
-    days: set[int] = set()
-    for part in spec.lower().split(","):
-        span, _, step_text = part.partition("/")
-        step = int(step_text) if step_text else 1
-        if step < 1:
-            raise ValueError(f"weekday step {step_text!r}")
-        if span == "*":
-            lo, hi = 0, 6
-        elif "-" in span:
-            a, b = span.split("-", 1)
-            lo, hi = _day(a), _day(b)
-        else:
-            lo = hi = _day(span)
-        if hi < lo:
-            raise ValueError(f"weekday range {span!r} runs backwards")
-        days |= {d % 7 for d in range(lo, hi + 1, step)}
-    return "*" if len(days) == 7 else ",".join(_DAYS[d] for d in sorted(days))
-
-
-def _day(text: str) -> int:
-    if text in _DAYS:
-        return _DAYS.index(text)
-    if text.isdigit() and 0 <= int(text) <= 7:
-        return int(text)
-    raise ValueError(f"weekday {text!r} (0-7 or sun-sat)")
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What a calendar asks for at `now`, given the fire times already dealt with."""
-
-    due: list[datetime]  # fire times within the grace, oldest first
-    first_missed: datetime | None  # the first fire time beyond the grace, if any
-    next: datetime | None  # the first fire time after now
-
-
-def plan(trigger: CronTrigger, *, after: datetime, now: datetime, grace_s: float) -> Plan:
-    """The fire times in (after, now], split by `misfire_grace_time`, and the next one."""
-    horizon = now - timedelta(seconds=grace_s)
-    first = trigger.get_next_fire_time(None, after + _TICK)
-    missed = first if first is not None and first < horizon else None
-    due: list[datetime] = []
-    t = trigger.get_next_fire_time(None, max(after + _TICK, horizon))
-    while t is not None and t <= now:
-        due.append(t)
-        t = trigger.get_next_fire_time(None, t + _TICK)
-    return Plan(due, missed, t)
 
 
 # ---- the tests themselves ---------------------------------------------------------------
 
-class TestRunner:
+class ProofTestRunner:
     """Runs the silent and the audible test on the zones' relays and players."""
-
-    __test__ = False  # not a pytest class
 
     def __init__(self, zones: Mapping[str, ZoneBroadcaster], clock: Clock, *,
                  hold_s: float, audible_clip: str | None, audible_zones: Sequence[str],
@@ -271,10 +199,8 @@ class JobStatus:
     runs: int = 0  # runs since start
 
 
-class TestScheduler:
+class ProofTestScheduler:
     """Follows the calendars of the jobs on the daemon's clock and runs them (see above)."""
-
-    __test__ = False  # not a pytest class
 
     def __init__(self, jobs: Sequence[Job], clock: Clock, store: StateStore, *,
                  run: Callable[[str], Coroutine[Any, Any, dict[str, Any]]],

@@ -50,7 +50,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from gauged.config import CommandsConfig
+from gauged.config.models import CommandsConfig
 
 log = logging.getLogger(__name__)
 

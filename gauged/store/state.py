@@ -16,7 +16,7 @@ What is kept (all times are UNIX seconds, UTC, on the daemon's clock):
 - `command_ids`, `command_audit`: the ids of the commands received while they may live
   (each runs at most once, across restarts) and the outcome of every authenticated command;
 - `jobs`, `job_runs`: the scheduled tests: since when each calendar is armed, and every run
-  by its scheduled fire time (at most one run per fire time, see gauged/schedule.py).
+  by its scheduled fire time (at most one run per fire time, see gauged/field/prooftests.py).
 
 Durability: each change is one small transaction, committed before the action that depends
 on it: a cycle's stages before its broadcasts reach the zones, a broadcast's `started` row
@@ -31,7 +31,7 @@ fresh one is started; when the folder cannot be written at all, the state lives 
 (ERROR: nothing will survive the next restart). A write that fails later is logged at ERROR
 once, shown in /status, and the daemon goes on.
 
-Restart policy (gauged/app.py applies it; the store only remembers):
+Restart policy (gauged/daemon/daemon.py applies it; the store only remembers):
 
 - Relays are driven OFF first, then stages are restored *without re-sounding*: a restored
   stage-3 station whose next reading is still stage 3 makes no transition and no broadcast;
@@ -60,8 +60,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
-from gauged.quality import Quality
-from gauged.sqlite_file import Unusable, open_wal, set_aside
+from gauged.alarm.quality import Quality
+from gauged.store.sqlite_file import Unusable, open_wal, set_aside
 
 log = logging.getLogger(__name__)
 

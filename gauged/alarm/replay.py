@@ -31,23 +31,22 @@ import numpy as np
 import numpy.typing as npt
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gauged.config import Config
-from gauged.engine import (
+from gauged.alarm.engine import (
     Announcer,
-    BroadcastRequest,
     Engine,
     Quantity,
-    Sample,
     combined,
     mover,
     quantities,
     rain_params,
 )
+from gauged.alarm.level import rise_rates, round_like_python
+from gauged.alarm.quality import Quality, assess
+from gauged.alarm.rain import CounterTracker, counter_increments, rain_history
+from gauged.alarm.stages import StageChange, run_machine
+from gauged.alarm.types import BroadcastRequest, Sample
+from gauged.config.settings import Config
 from gauged.errors import ScenarioError
-from gauged.level import rise_rates, round_like_python
-from gauged.quality import Quality, assess
-from gauged.rain import CounterTracker, counter_increments, rain_history
-from gauged.stages import StageChange, run_machine
 
 QUANTITIES = {"level_m": "level", "rain_mm": "rain", "rain_counter": "rain"}
 Q_NAMES = ("level_m", "rain_mm", "rain_counter")

@@ -11,7 +11,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 
-from gauged.engine import StationState
+from gauged.alarm.types import StationState
 
 HOURS = 6.0
 

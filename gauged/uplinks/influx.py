@@ -1,10 +1,10 @@
-"""The InfluxDB sink: every point goes to the spool (gauged/spool.py) first; a writer sends
+"""The InfluxDB sink: every point goes to the spool (gauged/uplinks/spool.py) first; a writer sends
 batches through influxdb-client (InfluxDB v2 write API) and removes a batch from the spool
 only after the database accepted it.
 
 `write` never blocks on the network and never fails: the poll loop and the sirens never wait
 for the database. One writer per sink, so one request in flight per endpoint. A batch is the
-live points first, then the backlog oldest first (see gauged/spool.py for why).
+live points first, then the backlog oldest first (see gauged/uplinks/spool.py for why).
 
 Failures:
 - unreachable, timeout, HTTP 429, 5xx (and any other error): the batch stays; the writer
@@ -37,8 +37,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from gauged.config import InfluxConfig
-from gauged.spool import Batch, Point, Spool
+from gauged.config.models import InfluxConfig
+from gauged.uplinks.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
 
