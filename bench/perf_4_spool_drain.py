@@ -50,7 +50,8 @@ from influxdb_client.client.write_api import SYNCHRONOUS  # noqa: E402
 from services import VictoriaMetrics, free_port  # noqa: E402
 
 from gauged.config.models import InfluxConfig  # noqa: E402
-from gauged.uplinks.influx import InfluxSink, Record  # noqa: E402
+from gauged.uplinks.influx import InfluxSink  # noqa: E402
+from gauged.uplinks.records import Record  # noqa: E402
 
 STATIONS = 50
 BATCH = 5000

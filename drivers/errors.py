@@ -1,5 +1,7 @@
 """Errors raised by drivers. Transport failure is not device failure (STYLE 6).
 
+    GaugedError           the root of the project's errors (gauged/errors.py adds the rest)
+
     DriverError
     ├── TransportError    the bus or the connection failed; the device may be fine
     │   └── DeviceTimeout the device did not answer within its budget (also gateway 0B)
@@ -11,7 +13,12 @@
 from __future__ import annotations
 
 
-class DriverError(Exception):
+class GaugedError(Exception):
+    """Root of every error gauged raises on purpose (drivers included); defined here because
+    drivers import nothing from gauged, and re-exported by gauged/errors.py."""
+
+
+class DriverError(GaugedError):
     """Root of driver errors."""
 
 

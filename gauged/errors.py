@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from drivers.errors import DriverError, GaugedError
 
-class GaugedError(Exception):
-    """Root of every error gauged raises on purpose."""
+__all__ = ["ConfigError", "DriverError", "GaugedError", "ScenarioError"]
 
 
 class ConfigError(GaugedError):

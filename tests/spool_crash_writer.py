@@ -25,7 +25,8 @@ from typing import IO, Any
 import influxdb_client.client.influxdb_client_async  # noqa: F401
 
 from gauged.config.models import InfluxConfig
-from gauged.uplinks.influx import InfluxSink, Record
+from gauged.uplinks.influx import InfluxSink
+from gauged.uplinks.records import Record
 from gauged.uplinks.spool import Batch
 
 BASE_MS = 1_700_000_000_000  # timestamps: BASE_MS + sequence number (ms)

@@ -7,7 +7,9 @@ field layer plays them, the uplinks and ops render them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from gauged.alarm.quality import Quality
 
@@ -60,6 +62,24 @@ class StationState:
     def quantity(self) -> float | None:
         """The value compared with the station's own thresholds."""
         return self.stage_value
+
+    def as_json(self, tz: str) -> dict[str, Any]:
+        """The JSON form (MQTT and /status); local times in the gateway's zone `tz`."""
+        out: dict[str, Any] = {"time": self.time.isoformat(),
+                               "local_time": local_time(self.time, tz),
+                               "stage": self.stage, "stage_name": self.stage_name,
+                               "quality": self.quality.value, "reason": self.reason,
+                               "gauge_fault": self.fault or None}
+        if self.kind == "level":
+            out |= {"level_m": self.level_m, "freeboard_m": self.freeboard_m,
+                    "rise_m_per_h": self.rise_m_per_h, "minutes_to_next": self.minutes_to_next}
+        else:
+            # rain_60m_mm has always been the stage total (60 min unless configured otherwise)
+            out |= {"rain_increment_mm": self.rain_increment_mm,
+                    "rain_60m_mm": self.rain_total_mm, "rain_10m_mm": self.rain_10m_mm,
+                    "rain_24h_mm": self.rain_24h_mm, "rain_event_mm": self.rain_event_mm,
+                    "rain_partial": self.rain_partial}
+        return out
 
 
 @dataclass(frozen=True)
@@ -126,3 +146,29 @@ class BroadcastRecord:
         if self.first_relay_mono is None:
             return None
         return self.first_relay_mono - (self.reading_mono or self.decided_mono)
+
+    def latency(self) -> dict[str, float | None]:
+        """The latency record, in milliseconds from the gauge's answer (or the decision)."""
+        t0 = self.reading_mono or self.decided_mono
+
+        def ms(t: float | None) -> float | None:
+            return None if t is None else round((t - t0) * 1000, 2)
+
+        return {"decision_ms": ms(self.decided_mono),
+                "first_relay_write_ms": ms(self.first_relay_mono),
+                "audio_start_ms": ms(self.audio_start_mono)}
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON form (MQTT and /status)."""
+        req = self.request
+        return {"zone": req.zone, "station": req.station, "stage": req.stage,
+                "stage_name": req.stage_name, "sequence": req.sequence, "kind": req.kind,
+                "started": datetime.fromtimestamp(self.started, UTC).isoformat(),
+                "outcome": self.outcome,
+                "siren_on_s": round(self.siren_on_s, 3), "clips_played": self.clips_played,
+                "faults": self.faults, "latency": self.latency()}
+
+
+def local_time(when: datetime, tz: str) -> str:
+    """`when` in the time zone `tz`, as the logs and /status show it."""
+    return when.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M:%S%z")

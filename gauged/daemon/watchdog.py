@@ -9,18 +9,53 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
 
+from gauged.alarm.engine import Engine
 from gauged.alarm.quality import Quality
-from gauged.alarm.types import BroadcastRecord
+from gauged.alarm.types import BroadcastRecord, StationState
+from gauged.clock import Clock
 from gauged.config.models import SequenceConfig
+from gauged.config.settings import Config
+from gauged.field.poll import Poller
 from gauged.field.zones import RELAY_ATTEMPTS, ZoneBroadcaster
 from gauged.ops.notify import MARGIN_S, Notifier, stalled
-
-if TYPE_CHECKING:
-    from gauged.daemon.daemon import Daemon
+from gauged.uplinks.base import Uplink
+from gauged.uplinks.influx import InfluxSink
+from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
+
+
+class Daemon(Protocol):
+    """What the watchdog reads of the daemon."""
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def poller(self) -> Poller: ...
+    @property
+    def zones(self) -> Mapping[str, ZoneBroadcaster]: ...
+    @property
+    def uplinks(self) -> list[Uplink]: ...
+    @property
+    def states(self) -> Mapping[str, StationState]: ...
+    @property
+    def faults(self) -> list[str]: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def last_cycle(self) -> datetime | None: ...
+    @property
+    def last_cycle_mono(self) -> float | None: ...
+    @property
+    def cycle_started_mono(self) -> float | None: ...
 
 
 CLIP_BOUND_S = 300.0  # a clip without a player timeout (aplay): longer is a wedged player
@@ -85,10 +120,9 @@ def status_line(daemon: Daemon) -> str:
     playing = [zid for zid, z in daemon.zones.items() if z.current is not None]
     if playing:
         parts.append("broadcasting=" + ",".join(playing))
-    if daemon.influx is not None:
-        parts.append("influx=" + ("up" if daemon.influx.health.connected else "down"))
-    if daemon.mqtt is not None:
-        parts.append("mqtt=" + ("up" if daemon.mqtt.connected else "down"))
+    for uplink in daemon.uplinks:
+        if isinstance(uplink, InfluxSink | MqttPublisher):
+            parts.append(f"{uplink.name}=" + ("up" if uplink.health().connected else "down"))
     return " ".join(parts)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime
 
 from drivers.base import Gauge, RawReading
@@ -21,6 +20,7 @@ from gauged.alarm.quality import Judgement, Quality, QualityTracker
 from gauged.alarm.rain import CounterTracker
 from gauged.alarm.types import Sample
 from gauged.config.settings import Config
+from gauged.health import BusHealth, GaugeHealth
 from gauged.histogram import Histogram
 
 log = logging.getLogger(__name__)
@@ -61,20 +61,6 @@ class ProbeSchedule:
         if self.failures >= self.after:
             self.every = min(self.max_every, self.every * 2)
             self._wait = self.every - 1
-
-
-@dataclass
-class GaugeHealth:
-    """What /status shows of one gauge."""
-
-    raw: int | float | None = None
-    status: int | None = None
-    error: str = ""
-    fault: str = ""
-    last_good: datetime | None = None
-    polled: bool = True
-    errors: int = 0  # read errors since start
-    answered_mono: float | None = None  # monotonic time of the last answer (for latency)
 
 
 class Poller:
@@ -208,6 +194,12 @@ class Poller:
 
     def by_kind(self, kind: str) -> list[str]:
         return self._by_kind[kind]
+
+    def buses(self, hubs: Mapping[str, AnyHub]) -> dict[str, BusHealth]:
+        """Each bus as the last cycle left it."""
+        return {name: BusHealth(self.config.buses[name].kind, hub.connected,
+                                round(self.bus_read_s.get(name, 0.0), 4))
+                for name, hub in hubs.items()}
 
     def _log_fault(self, sid: str, health: GaugeHealth, fault: str) -> None:
         if fault and not health.fault:

@@ -51,6 +51,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gauged.config.models import CommandsConfig
+from gauged.errors import GaugedError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class Outcome:
                 "time": datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds")}
 
 
-class Refused(Exception):
+class Refused(GaugedError):
     """An action's own check failed; the message is the reason given back."""
 
 

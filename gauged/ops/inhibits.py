@@ -32,6 +32,7 @@ from typing import Any
 
 from gauged.alarm.types import BroadcastRequest
 from gauged.config.settings import Config
+from gauged.errors import GaugedError
 from gauged.store.state import Inhibit, StateStore
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 SCOPES = ("station", "zone")
 
 
-class InhibitError(ValueError):
+class InhibitError(GaugedError, ValueError):
     """An inhibit that cannot be added or released (the message says why)."""
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gauged.health import CapHealth, SinkHealth, UplinkHealth
 from gauged.histogram import Histogram
 
 __all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "exposition"]
@@ -56,8 +57,10 @@ class DaemonCollector(Collector):
     """Every `gauged_…` family, from a `/status` snapshot and the latency histograms."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]],
-                 read_latency: Mapping[str, Histogram], broadcasts: BroadcastTally) -> None:
+                 read_latency: Mapping[str, Histogram], broadcasts: BroadcastTally,
+                 uplinks: Callable[[], Mapping[str, UplinkHealth]]) -> None:
         self._snapshot = snapshot
+        self._uplinks = uplinks
         self._read_latency = read_latency
         self._broadcasts = broadcasts
 
@@ -67,7 +70,7 @@ class DaemonCollector(Collector):
         yield from _stations(status["stations"])
         yield from self._gauges(status["stations"])
         yield from _buses(status)
-        yield from _uplinks(status.get("uplinks", {}))
+        yield from _uplinks(self._uplinks())
         yield from self._zones(status["zones"])
 
     def _gauges(self, stations: Mapping[str, Any]) -> Iterator[Metric]:
@@ -191,41 +194,36 @@ def _buses(status: Mapping[str, Any]) -> Iterator[Metric]:
     yield from (connected, read, load)
 
 
-# The spool (another component) reports under the influx uplink; older daemons without it
-# report `queued` only. Each metric is emitted when one of its keys is there.
-_SPOOL_GAUGES = {
-    "gauged_spool_depth_points": (("spool_depth", "depth", "spooled", "queued"),
-                                  "Points waiting to be written to the TSDB"),
-    "gauged_spool_bytes": (("spool_bytes", "bytes"), "Size of the spool on disk"),
-}
-_SPOOL_COUNTERS = {
-    "gauged_spool_dropped_points": (("dropped",), "Points dropped (spool or buffer full)"),
-    "gauged_spool_quarantined_points": (("quarantined",),
-                                        "Points the TSDB rejected, set aside"),
-    "gauged_influx_written_points": (("written",), "Points the TSDB accepted"),
-    "gauged_influx_write_errors": (("errors",), "Failed writes to the TSDB"),
-}
-
-
-def _uplinks(uplinks: Mapping[str, Any]) -> Iterator[Metric]:
+def _uplinks(uplinks: Mapping[str, UplinkHealth]) -> Iterator[Metric]:
     connected = GaugeMetricFamily("gauged_uplink_connected", "1 while the uplink works",
                                   labels=["uplink"])
     for name, up in sorted(uplinks.items()):
-        connected.add_metric([name], 1.0 if up.get("connected") else 0.0)
+        works = not up.failing if isinstance(up, CapHealth) else up.connected
+        connected.add_metric([name], 1.0 if works else 0.0)
     yield connected
-    influx = uplinks.get("influx", {})
-    for name, (keys, doc) in _SPOOL_GAUGES.items():
-        value = _first(influx, keys)
-        if value is not None:
-            yield GaugeMetricFamily(name, doc, value=value)
-    for name, (keys, doc) in _SPOOL_COUNTERS.items():
-        value = _first(influx, keys)
-        if value is not None:
-            yield CounterMetricFamily(name, doc, value=value)
-    ts = unix_time(influx.get("last_success"))
-    if ts is not None:
+    for up in uplinks.values():
+        if isinstance(up, SinkHealth):
+            yield from _spool(up)
+
+
+def _spool(h: SinkHealth) -> Iterator[Metric]:
+    """The InfluxDB writer and its spool."""
+    yield GaugeMetricFamily("gauged_spool_depth_points",
+                            "Points waiting to be written to the TSDB", value=h.queued)
+    yield GaugeMetricFamily("gauged_spool_bytes", "Size of the spool on disk",
+                            value=h.queued_bytes)
+    yield CounterMetricFamily("gauged_spool_dropped_points",
+                              "Points dropped (spool or buffer full)", value=h.dropped)
+    yield CounterMetricFamily("gauged_spool_quarantined_points",
+                              "Points the TSDB rejected, set aside", value=h.quarantined)
+    yield CounterMetricFamily("gauged_influx_written_points", "Points the TSDB accepted",
+                              value=h.written)
+    yield CounterMetricFamily("gauged_influx_write_errors", "Failed writes to the TSDB",
+                              value=h.errors)
+    if h.last_success is not None:
         yield GaugeMetricFamily("gauged_influx_last_success_timestamp_seconds",
-                                "Time of the last accepted write (UNIX seconds)", value=ts)
+                                "Time of the last accepted write (UNIX seconds)",
+                                value=h.last_success)
 
 
 def unix_time(ts: object) -> float | None:
@@ -237,14 +235,6 @@ def unix_time(ts: object) -> float | None:
     if ts > 1e9:
         return float(ts)
     return time.time() - (time.monotonic() - float(ts))
-
-
-def _first(d: Mapping[str, Any], keys: Iterable[str]) -> float | None:
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, int | float) and not isinstance(v, bool):
-            return float(v)
-    return None
 
 
 def _maybe(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gauged.errors import GaugedError
+
 log = logging.getLogger(__name__)
 
 
-class Unusable(Exception):
+class Unusable(GaugedError):
     """The file is SQLite but not a database of this kind that this gauged can use."""
 
 

@@ -30,14 +30,18 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from drivers.backoff import Backoff
 from gauged.alarm.cap import ACTIVE_FILE, CapTracker, Document, Incident
 from gauged.alarm.types import Transition
 from gauged.config.settings import Config
+from gauged.health import CapHealth
+from gauged.store.state import JobRun
+from gauged.uplinks.base import CycleReport, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +79,14 @@ def load_open(folder: Path) -> dict[str, Incident]:
         return {}
 
 
-@dataclass
-class CapHealth:
-    """Counters for /status."""
-
-    documents: int = 0  # made
-    written: int = 0  # in the folder
-    published: int = 0  # handed to MQTT
-    failures: int = 0  # documents that could not be made, failed writes
-    dropped: int = 0  # documents never written (the write queue overflowed)
-    queued: int = 0
-    last_identifier: str = ""
-    last_error: str = ""
-
-
-class CapSink:
+class CapSink(Uplink):
     """Makes the documents of a daemon and sends them to the folder and MQTT.
 
     Call `open` once before the first cycle; `run` (a task of the daemon's TaskGroup) writes
     the folder; `transitions` and `test_played` never raise and never block.
     """
+
+    name = "cap"
 
     def __init__(self, config: Config,
                  publish: Callable[[str, str], None] | None = None) -> None:
@@ -103,7 +95,7 @@ class CapSink:
         self.topic = config.cap.topic
         self._publish = publish
         self.tracker = CapTracker(config)
-        self.health = CapHealth()
+        self._health = CapHealth()
         self._queue: deque[tuple[Document, bytes | None]] = deque()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -119,6 +111,17 @@ class CapSink:
         if self.tracker.open:
             log.info("cap: open alerts: %s", ", ".join(
                 f"{sid}={inc.stage_name}" for sid, inc in self.tracker.open.items()))
+
+    def cycle(self, report: CycleReport) -> None:
+        """The documents of the cycle's transitions (stations under an inhibit: none)."""
+        self.transitions(t for t in report.result.transitions
+                         if t.station not in report.inhibited)
+
+    def proof_test(self, when: datetime, run: JobRun) -> None:
+        """People heard an audible test: its Exercise."""
+        if run.job == "audible":
+            played = [z["zone"] for z in run.result.get("zones", []) if z.get("played")]
+            self.test_played(played, datetime.fromtimestamp(run.fire_time, UTC), when)
 
     def transitions(self, transitions: Iterable[Transition]) -> None:
         """The documents of a cycle's stage transitions."""
@@ -136,34 +139,34 @@ class CapSink:
         try:
             doc = make(*args)
         except Exception as exc:  # a CAP bug must never reach the cycle
-            self.health.failures += 1
-            self.health.last_error = f"{what}: {exc!r}"
+            self._health.failures += 1
+            self._health.last_error = f"{what}: {exc!r}"
             log.exception("cap: cannot make the document for %s", what)
             return
         if doc is None:
             return
-        self.health.documents += 1
-        self.health.last_identifier = doc.identifier
+        self._health.documents += 1
+        self._health.last_identifier = doc.identifier
         log.info("cap %s %s identifier=%s status=%s", doc.msg_type, doc.station or "test",
                  doc.identifier, doc.status)
         if self._publish is not None:
             self._publish(self.topic, doc.xml.decode("utf-8"))
-            self.health.published += 1
+            self._health.published += 1
         active = json.dumps(self.tracker.as_json(), ensure_ascii=False, indent=1,
                             sort_keys=True).encode() if track else None
         if len(self._queue) >= MAX_QUEUE:
             dropped, _ = self._queue.popleft()
-            self.health.dropped += 1
+            self._health.dropped += 1
             log.error("cap: write queue full: document %s dropped", dropped.identifier)
         self._queue.append((doc, active))
-        self.health.queued = len(self._queue)
+        self._health.queued = len(self._queue)
         self._idle.clear()
         self._wakeup.set()
 
     async def run(self) -> None:
         """Write queued documents (then the open incidents) until cancelled; retry with
         backoff while the folder cannot be written."""
-        backoff = 0.0
+        backoff = Backoff(30.0, first_s=0.5)
         while True:
             if not self._queue:
                 self._idle.set()
@@ -174,21 +177,21 @@ class CapSink:
             try:
                 await asyncio.to_thread(self._write, doc, active)
             except OSError as exc:
-                self.health.failures += 1
-                self.health.last_error = f"{doc.identifier}: {exc}"
+                self._health.failures += 1
+                self._health.last_error = f"{doc.identifier}: {exc}"
                 if not self._failing:
                     log.error("cap: cannot write %s to %s: %s (retrying; sirens and the "
                               "cycle are not affected)", doc.identifier, self.folder, exc)
                 self._failing = True
-                backoff = min(30.0, max(0.5, backoff * 2))
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(backoff.failed())
                 continue
             if self._failing:
                 log.info("cap: writing to %s again", self.folder)
-            self._failing, backoff = False, 0.0
+            self._failing = False
+            backoff.succeeded()
             self._queue.popleft()
-            self.health.written += 1
-            self.health.queued = len(self._queue)
+            self._health.written += 1
+            self._health.queued = len(self._queue)
 
     def _write(self, doc: Document, active: bytes | None) -> None:
         write_atomic(self.folder, f"{doc.identifier}.xml", doc.xml)
@@ -202,7 +205,6 @@ class CapSink:
                 await self._idle.wait()
         return not self._queue
 
-    def snapshot(self) -> dict[str, Any]:
-        return asdict(self.health) | {"dir": str(self.folder),
-                                      "open": {sid: inc.stage_name
-                                               for sid, inc in self.tracker.open.items()}}
+    def health(self) -> CapHealth:
+        return replace(self._health, failing=self._failing, dir=str(self.folder),
+                       open={sid: inc.stage_name for sid, inc in self.tracker.open.items()})

@@ -29,87 +29,44 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
+from drivers.backoff import Backoff
+from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.config.models import InfluxConfig
+from gauged.health import SinkHealth
+from gauged.store.state import JobRun
+from gauged.uplinks import records
+from gauged.uplinks.base import CycleReport, Uplink
+from gauged.uplinks.records import Record
 from gauged.uplinks.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
 
-# Routine telemetry: the only measurements the byte cap may drop.
-ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
 RETRY_AFTER_MAX_S = 600.0  # a Retry-After longer than this is taken as this
 REJECTED = frozenset({400, 413, 422})  # the request, not the server: split, then quarantine
 
 
-@dataclass(frozen=True)
-class Record:
-    """One point: measurement, tags, fields (None values are left out) and its time."""
-
-    measurement: str
-    tags: dict[str, str]
-    fields: dict[str, float | int | None]
-    time: datetime
-
-    @property
-    def routine(self) -> bool:
-        """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
-        return self.measurement in ROUTINE
-
-    def line(self) -> str:
-        """The point in InfluxDB line protocol, with a millisecond timestamp."""
-        def esc(s: str) -> str:
-            s = s.replace("\n", " ")  # one point, one line
-            return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=") \
-                .replace(" ", "\\ ")
-        tags = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(self.tags.items()) if v)
-        fields = ",".join(
-            f"{esc(k)}={v}i" if isinstance(v, int) and not isinstance(v, bool) else
-            f"{esc(k)}={float(v)!r}"
-            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics drops NaN
-            # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
-            for k, v in self.fields.items() if v is not None and math.isfinite(v))
-        ms = round(self.time.timestamp() * 1000)
-        return f"{esc(self.measurement)}{tags} {fields} {ms}"
-
-
-@dataclass
-class SinkHealth:
-    """/status `uplinks.influx`: the writer and its spool."""
-
-    connected: bool = False
-    queued: int = 0  # points in the spool (on disk or waiting in memory)
-    queued_bytes: int = 0
-    written: int = 0
-    batches: int = 0
-    errors: int = 0
-    dropped: int = 0  # routine telemetry dropped at the byte cap, exact
-    quarantined: int = 0
-    oldest_age_s: float | None = None  # age of the first point held
-    backoff_s: float = 0.0  # the wait before the next attempt (0: none)
-    last_error: str = ""
-    last_success: float | None = None  # UNIX time of the last accepted batch
-    spool_path: str = ""
-    spool_on_disk: bool = False
-    spool_problem: str = ""
-    spool_max_bytes: int = 0
-
-
-class InfluxSink:
+class InfluxSink(Uplink):
     """Spools points and writes them to InfluxDB (or anything serving /api/v2/write).
 
-    `open()` (or `opened()`) opens the spool; `write` before that opens it. `run()` is the
-    writer; `flush(timeout)` waits until the spool is empty.
+    `async with` (or `open()`, `opened()`) opens the spool; `write` before that opens it.
+    `run()` is the writer; `flush(timeout)` waits until the spool is empty. The recorder's
+    events become points through gauged/uplinks/records.py.
     """
 
-    def __init__(self, config: InfluxConfig, spool_path: Path | None = None) -> None:
+    name = "influx"
+
+    def __init__(self, config: InfluxConfig, spool_path: Path | None = None, *,
+                 gateway: str = "", gauge_names: Mapping[str, str] | None = None) -> None:
         self.config = config
+        self.gateway = gateway
+        self.gauge_names = dict(gauge_names or {})  # station → its gauge (the `gauge` tag)
         self.spool_path = spool_path
         self.spool: Spool | None = None
         self._wakeup = asyncio.Event()
@@ -121,7 +78,8 @@ class InfluxSink:
         self._errors = 0
         self._last_error = ""
         self._last_success: float | None = None
-        self._backoff = 0.0
+        self._backoff = Backoff(config.backoff_max_s, first_s=config.backoff_min_s)
+        self._waiting_s = 0.0  # the wait under way before the next attempt (0: none)
 
     # ---- the spool -------------------------------------------------------------------
 
@@ -149,6 +107,32 @@ class InfluxSink:
         finally:
             self.close()
 
+    async def __aenter__(self) -> Self:
+        self.open()  # never fails: a broken spool degrades storage only
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # ---- the recorder's events -------------------------------------------------------
+
+    def cycle(self, report: CycleReport) -> None:
+        self.write([*records.cycle(self.gateway, report, self.gauge_names),
+                    records.spool(self.gateway, self.health(), report.when)])
+
+    def broadcast(self, record: BroadcastRecord) -> None:
+        self.write([records.broadcast(self.gateway, record)])
+
+    def withheld(self, request: BroadcastRequest) -> None:
+        self.write([records.withheld(self.gateway, request)])
+
+    def proof_test(self, when: datetime, run: JobRun) -> None:
+        self.write([records.proof_test(self.gateway, run)])
+
+    def command(self, when: datetime, action: str, status: str) -> None:
+        self.write([records.command(self.gateway, when, action, status)])
+
     def write(self, records: list[Record]) -> None:
         """Spool points (durable when this returns, unless the spool is degraded)."""
         points = [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
@@ -159,12 +143,11 @@ class InfluxSink:
         self._idle.clear()
         self._wakeup.set()
 
-    @property
     def health(self) -> SinkHealth:
         h = SinkHealth(connected=self._connected, written=self._written,
                        batches=self._batches, errors=self._errors,
                        last_error=self._last_error, last_success=self._last_success,
-                       backoff_s=round(self._backoff, 3))
+                       backoff_s=round(self._waiting_s, 3))
         if self.spool is not None:
             s = self.spool.health
             h.queued, h.queued_bytes = s.points, s.bytes
@@ -174,15 +157,6 @@ class InfluxSink:
             h.spool_path, h.spool_on_disk = s.path, s.on_disk
             h.spool_problem, h.spool_max_bytes = s.problem, s.max_bytes
         return h
-
-    def health_record(self, gateway: str, when: datetime) -> Record:
-        """The `spool` point: the spool's health at `when` (routine telemetry)."""
-        h = self.health
-        return Record("spool", {"gateway": gateway}, {
-            "points": h.queued, "bytes": h.queued_bytes, "max_bytes": h.spool_max_bytes,
-            "dropped": h.dropped, "quarantined": h.quarantined,
-            "oldest_age_s": h.oldest_age_s, "connected": int(h.connected),
-            "on_disk": int(h.spool_on_disk), "errors": h.errors}, when)
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (True) or the timeout passes (False)."""
@@ -206,7 +180,6 @@ class InfluxSink:
         from influxdb_client.client.write_api import SYNCHRONOUS
 
         spool = self.open()
-        attempt = 0
         with InfluxDBClient(
             url=self.config.url, token=self.config.token.get_secret_value() or "-",
             org=self.config.org, timeout=int(self.config.timeout_s * 1000),
@@ -239,18 +212,15 @@ class InfluxSink:
                 except Exception as exc:
                     spool.mark_backlog()
                     self._failed(exc, spool)
-                    delay = min(self.config.backoff_max_s,
-                                self.config.backoff_min_s * 2 ** attempt)
-                    delay *= random.uniform(0.5, 1.0)
+                    delay = self._backoff.failed()
                     retry_after = _retry_after(exc)
                     if retry_after is not None:
                         delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
-                    attempt += 1
-                    self._backoff = delay
+                    self._waiting_s = delay
                     await asyncio.sleep(delay)
-                    self._backoff = 0.0
+                    self._waiting_s = 0.0
                     continue
-                attempt = 0
+                self._backoff.succeeded()
 
     async def _drain(self, api: Any, spool: Spool, batch: Batch) -> None:
         """Send `batch` and the batches after it until the spool is empty; raises on the

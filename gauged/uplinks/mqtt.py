@@ -29,15 +29,20 @@ import asyncio
 import contextlib
 import json
 import logging
-import random
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
 
+from drivers.backoff import Backoff
+from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.config.models import MqttConfig
+from gauged.health import MqttHealth
+from gauged.store.state import JobRun
+from gauged.uplinks.base import CycleReport, Uplink
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +52,15 @@ MAX_REPLIES = 1_000  # command replies wait apart: a flood of junk commands cann
 IN_FLIGHT = 50  # publishes awaited together (the wire keeps their order)
 
 
-class MqttPublisher:
+class MqttPublisher(Uplink):
     """Owns the MQTT connection of the daemon."""
 
-    def __init__(self, config: MqttConfig, gateway_id: str) -> None:
+    name = "mqtt"
+
+    def __init__(self, config: MqttConfig, gateway_id: str, *, timezone: str = "UTC") -> None:
         self.config = config
+        self.gateway = gateway_id
+        self.timezone = timezone  # of the local times in station states
         self.base = f"{config.topic_prefix}/{gateway_id}"
         self.client_id = f"gauged-{gateway_id}"
         self._retained: dict[str, str] = {}
@@ -64,6 +73,47 @@ class MqttPublisher:
         # set by the daemon: runs a command payload (bytes, retained?) and returns the reply
         self.on_command: Callable[[bytes, bool], Awaitable[dict[str, Any]]] | None = None
         self.command_topic = f"{self.base}/command"
+
+    def health(self) -> MqttHealth:
+        return MqttHealth(connected=self.connected)
+
+    # ---- the recorder's events -------------------------------------------------------
+
+    def cycle(self, report: CycleReport) -> None:
+        for s in report.result.states:
+            shown = s.as_json(self.timezone)
+            self.publish_state(s.station, shown)
+            self.publish_reading(s.station, shown)
+        for t in report.result.transitions:
+            self.publish_event("transition", {
+                "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
+                "from": t.from_name, "to": t.to_name, "value": t.value})
+
+    def broadcast(self, record: BroadcastRecord) -> None:
+        finished = datetime.fromtimestamp(record.finished, UTC)
+        self.publish_event("broadcast", record.as_json() | {"finished": finished.isoformat()})
+
+    def withheld(self, request: BroadcastRequest) -> None:
+        self.publish_event("broadcast", {
+            "zone": request.zone, "station": request.station, "stage": request.stage,
+            "stage_name": request.stage_name, "sequence": request.sequence,
+            "kind": request.kind, "outcome": "inhibited", "time": request.time.isoformat()})
+
+    def proof_test(self, when: datetime, run: JobRun) -> None:
+        self.publish_event("test", run.as_json() | {"gateway": self.gateway})
+
+    def manual_test(self, job: str, command_id: str, result: Mapping[str, Any]) -> None:
+        self.publish_event("test", {"job": job, "manual": True, "id": command_id,
+                                    "result": result, "gateway": self.gateway})
+
+    def fault(self, when: datetime, kind: str, what: str, detail: str) -> None:
+        self.publish_event("fault", {"kind": kind, "what": what, "detail": detail,
+                                     "time": when.isoformat()})
+
+    def inhibits(self, when: datetime, inhibits: Sequence[Mapping[str, Any]]) -> None:
+        self.publish_event("inhibits", {"time": when.isoformat(), "inhibits": list(inhibits)})
+
+    # ---- publishing ----------------------------------------------------------------------
 
     def publish_state(self, station: str, state: dict[str, Any]) -> None:
         """Set the retained state of a station."""
@@ -99,7 +149,7 @@ class MqttPublisher:
 
     async def run(self) -> None:
         """Connect, publish, reconnect with backoff; until cancelled."""
-        backoff = 0.0
+        backoff = Backoff(60.0, first_s=0.5)
         failures = 0
         while True:
             try:
@@ -112,11 +162,10 @@ class MqttPublisher:
                 if not _is_mqtt_error(exc):
                     log.error("uplink mqtt: unexpected error", exc_info=exc)
                 if self.connected:  # it was up: start the backoff again from the bottom
-                    backoff = 0.0
+                    backoff.succeeded()
                 self.connected = False
                 self._client = None
-                backoff = min(60.0, max(0.5, backoff * 2))
-                await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
+                await asyncio.sleep(backoff.failed())
             else:
                 return
 
@@ -181,6 +230,12 @@ class MqttPublisher:
                 b"" if raw is None else str(raw).encode()
             reply = await self.on_command(bytes(payload), bool(message.retain))
             self.publish_reply(reply)
+
+    async def flush(self, timeout_s: float) -> bool:
+        """At stop: say `offline` and disconnect (MQTT keeps no backlog across a stop; the
+        retained state is published again at the next connect)."""
+        await self.close()
+        return True
 
     async def close(self) -> None:
         """Say `offline` before a clean disconnect (the will covers only unclean ones)."""

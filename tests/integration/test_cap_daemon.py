@@ -117,5 +117,5 @@ async def test_cap_follows_a_station_up_to_overflow_and_back(
     assert not any(retain for _, _, retain in received)
     assert [payload for _, payload, _ in received] == \
         [f.read_text(encoding="utf-8") for _, f in docs]
-    assert daemon.cap.health.failures == 0
+    assert daemon.cap.health().failures == 0
     assert daemon.snapshot()["uplinks"]["cap"]["written"] == 4

@@ -88,7 +88,7 @@ async def test_dur_4_full_spool_disk_degrades_storage_only(
         db.execute("PRAGMA max_page_count = 1073741823")  # space again
         await rig.cycle()
         await rig.cycle()  # (the state is left after a few writes in a row succeeded)
-        await until(lambda: sink.health.spool_problem == "", 10.0, "the spool to recover")
+        await until(lambda: sink.health().spool_problem == "", 10.0, "the spool to recover")
         infos = [r for r in caplog.records if r.levelname == "INFO"
                  and "again" in r.getMessage()]
         assert len(infos) == 1  # once, on leaving

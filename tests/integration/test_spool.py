@@ -22,7 +22,8 @@ from tsdb_proxy import TsdbProxy
 
 from gauged.uplinks import spool as spool_module
 from gauged.config.models import InfluxConfig
-from gauged.uplinks.influx import InfluxSink, Record
+from gauged.uplinks.influx import InfluxSink
+from gauged.uplinks.records import Record
 from gauged.uplinks.spool import CHUNK_POINTS, Point, Spool
 
 STATIONS = 50
@@ -205,18 +206,18 @@ async def test_dur_1_a_day_of_fleet_data_with_the_tsdb_down_arrives_complete(
     async with running(sink):
         for i in range(CYCLES):
             sink.write(cycle(run, start + timedelta(seconds=180 * i), float(i)))
-        await until(lambda: sink.health.errors > 0, 10.0, "the writer to notice the outage")
-        h = sink.health
+        await until(lambda: sink.health().errors > 0, 10.0, "the writer to notice the outage")
+        h = sink.health()
         assert (h.queued, h.dropped, h.connected) == (STATIONS * CYCLES, 0, False)
 
         victoria.start()
         live = now + timedelta(seconds=1)
         sink.write(cycle(run, live, 99.0))  # spooled after the outage: sent first
-        await until(lambda: sink.health.written > 0, 30.0, "the first batch after recovery")
+        await until(lambda: sink.health().written > 0, 30.0, "the first batch after recovery")
         assert sink.spool is not None
         held = set(sink.spool.take(10**6).lines)
         assert not any(f" {round(live.timestamp() * 1000)}" in x for x in held)  # live gone
-        assert sink.health.queued > 0  # ... while the backlog still drains
+        assert sink.health().queued > 0  # ... while the backlog still drains
 
         # and live points keep flowing during the drain
         later = [live + timedelta(seconds=k + 1) for k in range(5)]
@@ -257,14 +258,14 @@ async def test_dur_2_at_the_byte_cap_oldest_telemetry_goes_first_events_never(
             sink.write([Record("stage_change", {"run": run, "station": "s00",
                                                 "quantity": "level"},
                                {"from_stage": i, "to_stage": i + 1, "value": 0.5}, when)])
-            assert sink.health.queued_bytes <= cap  # under the cap while routine is left
-        h = sink.health
+            assert sink.health().queued_bytes <= cap  # under the cap while routine is left
+        h = sink.health()
         assert h.dropped > 0
         assert h.queued == STATIONS * cycles + cycles - h.dropped
         dropped = h.dropped
         victoria.start()
         assert await sink.flush(30.0)
-        assert sink.health.dropped == dropped  # nothing more dropped on the way out
+        assert sink.health().dropped == dropped  # nothing more dropped on the way out
 
     series = await victoria.wait_for_async(
         f'{{run="{run}"}}', lambda got: total(got) >= STATIONS * cycles + cycles - dropped,
@@ -296,7 +297,7 @@ async def test_dur_5_one_rejected_point_is_quarantined_the_rest_written_no_retry
         async with running(sink):
             assert await sink.flush(30.0)
             requests = len(proxy.requests)
-            assert sink.health.quarantined == 1
+            assert sink.health().quarantined == 1
             assert sink.spool is not None
             quarantined = sink.spool.quarantined()
             assert [line for line, _ in quarantined] == [bad.line()]
@@ -356,8 +357,8 @@ async def test_unreachable_tsdb_counts_errors_and_keeps_points(tmp_path: Path) -
                       tmp_path / "spool.sqlite3")
     async with running(sink):
         sink.write(cycle("x", datetime.now(UTC), 1.0))
-        await until(lambda: sink.health.errors >= 2, 10.0, "two failed attempts")
-        h = sink.health
+        await until(lambda: sink.health().errors >= 2, 10.0, "two failed attempts")
+        h = sink.health()
         assert (h.connected, h.queued, h.written) == (False, STATIONS, 0)
         assert h.last_error
     assert h.oldest_age_s is not None

@@ -241,6 +241,10 @@ def test_metrics_match_status(rig: Rig) -> None:
     assert one("gauged_spool_depth_points") >= 0
     assert 0 < one("gauged_influx_written_points_total") <= influx["written"]
     assert one("gauged_spool_dropped_points_total") == influx["dropped"] == 0
+    # the spool's size, read from the writer's typed health (it was never exported while
+    # /metrics guessed at /status keys: the spool reports `queued_bytes`)
+    assert "gauged_spool_bytes" in m
+    assert one("gauged_spool_bytes") >= 0
     assert abs(one("gauged_influx_last_success_timestamp_seconds") - time.time()) < 30
     assert one("gauged_last_cycle_timestamp_seconds") == \
         pytest.approx(_ts(st["last_cycle"]))

@@ -271,7 +271,7 @@ def transition(sid: str, before: int, after: int, minutes: float, value: float) 
 
 
 async def written(sink: CapSink, count: int) -> None:
-    await until(lambda: sink.health.written >= count, 10, f"{count} documents written")
+    await until(lambda: sink.health().written >= count, 10, f"{count} documents written")
 
 
 async def test_documents_land_in_the_folder_and_the_reference_survives_a_restart(
@@ -299,7 +299,7 @@ async def test_documents_land_in_the_folder_and_the_reference_survives_a_restart
     again: list[tuple[str, str]] = []
     sink2 = CapSink(config, lambda topic, xml: again.append((topic, xml)))
     sink2.open({"shin_hiroo": 0, "shirokane": 0}, at(400))
-    assert sink2.health.documents == 1
+    assert sink2.health().documents == 1
     root = parse(again[0][1].encode())
     assert text(root, "msgType") == "Cancel"
     assert text(root, "references") == \
@@ -334,9 +334,9 @@ async def test_an_unwritable_folder_is_counted_and_retried_never_raised(
     task = asyncio.create_task(sink.run())
     try:
         sink.transitions([transition("shin_hiroo", 0, 2, 0, 1.9)])
-        await until(lambda: sink.health.failures >= 1, 10, "a failed write")
-        assert sink.health.written == 0
-        assert sink.health.queued == 1  # kept for the next try
+        await until(lambda: sink.health().failures >= 1, 10, "a failed write")
+        assert sink.health().written == 0
+        assert sink.health().queued == 1  # kept for the next try
         blocker.unlink()  # the disk is back
         await written(sink, 1)
     finally:
@@ -353,9 +353,9 @@ def test_a_document_that_cannot_be_made_is_counted_not_raised(config: Config) ->
     config.sequences["level_notice"].clips = ["no_such_clip"]  # broken behind its back
     sink.transitions([transition("shin_hiroo", 0, 2, 0, 1.9),
                       transition("rain_ward_office", 2, 3, 0, 51.0)])
-    assert sink.health.failures == 1
-    assert sink.health.documents == 1  # the other station's document still made
-    assert "shin_hiroo" in sink.health.last_error
+    assert sink.health().failures == 1
+    assert sink.health().documents == 1  # the other station's document still made
+    assert "shin_hiroo" in sink.health().last_error
 
 
 def test_the_cap_section_is_checked(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import asdict
 import re
 import time
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gauged.alarm.quality import Quality
 from gauged.alarm.types import StationState
+from gauged.health import MqttHealth, SinkHealth, UplinkHealth
 from gauged.histogram import Histogram
 from gauged.ops.history import History, Point
 from gauged.ops.metrics import BroadcastTally, DaemonCollector, exposition, unix_time
@@ -62,13 +64,18 @@ def snapshot(**changes: Any) -> dict[str, Any]:
             "ward": {"name": "区内全域", "busy": False, "current": None, "last": None},
         },
         "buses": {"river": {"kind": "modbus_tcp", "connected": True, "read_s": 0.018}},
-        "uplinks": {"influx": {"connected": True, "queued": 3, "written": 100, "dropped": 0,
-                               "errors": 1, "last_error": "", "last_success": None},
-                    "mqtt": {"connected": False}},
+        "uplinks": {name: asdict(h) for name, h in uplinks().items()},
         "faults": [],
     }
     doc.update(changes)
     return doc
+
+
+def uplinks(**influx: Any) -> dict[str, UplinkHealth]:
+    """The uplinks' typed health, as /status shows them and /metrics reads them."""
+    return {"influx": SinkHealth(**{"connected": True, "queued": 3, "written": 100,
+                                   "errors": 1} | influx),
+            "mqtt": MqttHealth(connected=False)}
 
 
 def history() -> dict[str, list[Point]]:
@@ -192,9 +199,11 @@ def test_pad_counts_wide_characters_as_two_cells() -> None:
 
 
 def scrape(doc: dict[str, Any], tally: BroadcastTally | None = None,
-           latency: dict[str, Histogram] | None = None) -> dict[str, dict[Any, float]]:
+           latency: dict[str, Histogram] | None = None,
+           health: dict[str, UplinkHealth] | None = None) -> dict[str, dict[Any, float]]:
     text = exposition(DaemonCollector(lambda: copy.deepcopy(doc), latency or {},
-                                      tally or BroadcastTally()))().decode()
+                                      tally or BroadcastTally(),
+                                      lambda: health or uplinks()))().decode()
     out: dict[str, dict[Any, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -210,15 +219,14 @@ def test_metrics_from_a_snapshot_with_and_without_the_spool() -> None:
     assert m["gauged_station_quality"][(("quality", "bad"), ("station", "rain_ward_office"))] \
         == 1
     assert m["gauged_cycles_total"][()] == 42
-    assert m["gauged_spool_depth_points"][()] == 3  # today: the influx queue
-    assert "gauged_spool_bytes" not in m
+    assert m["gauged_spool_depth_points"][()] == 3
+    assert m["gauged_spool_bytes"][()] == 0
     assert "gauged_inhibits_active" not in m
     assert m["gauged_bus_load_ratio"][(("bus", "river"),)] == pytest.approx(0.018 / 180)
     assert m["gauged_uplink_connected"][(("uplink", "mqtt"),)] == 0
     doc = snapshot(inhibits=[{"target": "zone:ward"}])
-    doc["uplinks"]["influx"] |= {"spool_depth": 5000, "spool_bytes": 1 << 20,
-                                 "quarantined": 2, "last_success": time.time() - 5}
-    m = scrape(doc)
+    m = scrape(doc, health=uplinks(queued=5000, queued_bytes=1 << 20, quarantined=2,
+                                   last_success=time.time() - 5))
     assert m["gauged_spool_depth_points"][()] == 5000
     assert m["gauged_spool_bytes"][()] == 1 << 20
     assert m["gauged_spool_quarantined_points_total"][()] == 2

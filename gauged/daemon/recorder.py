@@ -1,0 +1,130 @@
+"""The recorder: what happened goes to the log, the state store, /status and every uplink.
+
+The daemon tells the recorder about cycles, broadcasts, tests, commands, faults and
+inhibits; the recorder logs them, keeps what /status and the page show (the latest state of
+each station, the charts' history, the faults, the broadcast tally for /metrics) and hands
+each event to every uplink (gauged/uplinks/base.py), which records what it cares about.
+It is called after the sirens have their requests and never raises into the cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import (
+    BroadcastRecord,
+    BroadcastRequest,
+    CycleResult,
+    StationState,
+    local_time,
+)
+from gauged.clock import Clock
+from gauged.health import BusHealth, GaugeHealth
+from gauged.ops.history import History
+from gauged.ops.metrics import BroadcastTally
+from gauged.store.state import JobRun, StateStore
+from gauged.uplinks.base import CycleReport, Uplink
+
+log = logging.getLogger(__name__)
+
+MAX_FAULTS = 50  # kept for /status (it shows the last 20)
+
+
+class Recorder:
+    """Fans the daemon's events out to the log, the store, /status and the uplinks."""
+
+    def __init__(self, uplinks: Sequence[Uplink], clock: Clock, *, timezone: str,
+                 poll_interval_s: float) -> None:
+        self.uplinks = list(uplinks)
+        self.clock = clock
+        self.timezone = timezone
+        self.store: StateStore | None = None  # set once the daemon has opened it
+        self.states: dict[str, StationState] = {}
+        self.history = History(poll_interval_s)  # the status page's charts
+        self.broadcast_tally = BroadcastTally()  # /metrics
+        self.faults: list[str] = []
+
+    def cycle(self, when: datetime, result: CycleResult, *, gauges: Mapping[str, GaugeHealth],
+              buses: Mapping[str, BusHealth], inhibited: frozenset[str]) -> None:
+        for t in result.transitions:
+            log.info("stage station=%s quantity=%s from=%s to=%s value=%g time=%s",
+                     t.station, t.quantity, t.from_name, t.to_name, t.value,
+                     local_time(t.time, self.timezone))
+        for s in result.states:
+            self.states[s.station] = s
+            self.history.add(s)
+            if s.kind == "level":
+                log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
+                          s.station, s.level_m, s.freeboard_m, s.quality)
+        self._log_cycle(when, result)
+        report = CycleReport(when, result, gauges, buses, inhibited)
+        for uplink in self.uplinks:
+            uplink.cycle(report)
+
+    def _log_cycle(self, when: datetime, result: CycleResult) -> None:
+        levels = " ".join(f"{s.station}={s.freeboard_m:.2f}m" for s in result.states
+                          if s.kind == "level" and s.freeboard_m is not None)
+        rain = max((s.rain_total_mm or 0.0 for s in result.states if s.kind == "rain"),
+                   default=0.0)
+        bad = sum(1 for s in result.states if s.quality is not Quality.GOOD)
+        log.info("cycle time=%s freeboard %s rain_60m_max=%.1fmm not_good=%d",
+                 local_time(when, self.timezone), levels, rain, bad)
+
+    def withheld(self, request: BroadcastRequest) -> None:
+        """A broadcast an inhibit withheld: stored and published like one that played."""
+        for uplink in self.uplinks:
+            uplink.withheld(request)
+
+    def broadcast_started(self, record: BroadcastRecord) -> None:
+        req = record.request
+        if self.store is not None:
+            self.store.broadcast_started(req.zone, req.station, req.stage, req.stage_name,
+                                         req.sequence, record.started)
+
+    def broadcast_done(self, record: BroadcastRecord) -> None:
+        req = record.request
+        self.broadcast_tally.add(req.zone, record.outcome, record.latency_s)
+        if self.store is not None:
+            self.store.broadcast_finished(
+                req.zone, req.station, req.stage, req.stage_name, req.sequence,
+                outcome=record.outcome, started=record.started, finished=record.finished,
+                siren_on_s=record.siren_on_s, clips_played=record.clips_played,
+                faults=record.faults)
+        for uplink in self.uplinks:
+            uplink.broadcast(record)
+
+    def fault(self, kind: str, what: str, detail: str) -> None:
+        """A relay or audio fault: kept for /status, published at once."""
+        self.faults.append(f"{kind}: {what}: {detail}")
+        del self.faults[:-MAX_FAULTS]
+        now = self.clock.now()
+        for uplink in self.uplinks:
+            uplink.fault(now, kind, what, detail)
+
+    def proof_test(self, run: JobRun) -> None:
+        """A scheduled test has a result: stored already; published here."""
+        now = self.clock.now()
+        for uplink in self.uplinks:
+            uplink.proof_test(now, run)
+
+    def manual_test(self, job: str, command_id: str, result: Mapping[str, Any]) -> None:
+        for uplink in self.uplinks:
+            uplink.manual_test(job, command_id, result)
+
+    def command(self, when: float, command_id: str | None, sender: str, action: str,
+                status: str, reason: str, detail: dict[str, Any]) -> None:
+        """An operator command was decided: audited in the store, counted in InfluxDB."""
+        if self.store is not None:
+            self.store.audit_command(when, command_id, sender, action, status, reason, detail)
+        at = datetime.fromtimestamp(when, UTC)
+        for uplink in self.uplinks:
+            uplink.command(at, action, status)
+
+    def inhibits(self, inhibits: Sequence[Mapping[str, Any]]) -> None:
+        now = self.clock.now()
+        for uplink in self.uplinks:
+            uplink.inhibits(now, inhibits)

@@ -1,0 +1,151 @@
+"""The status snapshot: what /status shows (and, through it, /metrics, the page and
+`gauged status`), built from the parts' typed state.
+
+`status` reads the daemon through `Parts`: the fields it needs, nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any, Protocol
+
+from drivers.registry import AnyHub
+from gauged.alarm.engine import Engine
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import StationState
+from gauged.clock import Clock
+from gauged.config.settings import Config
+from gauged.daemon.restore import StateKeeper
+from gauged.field.poll import Poller
+from gauged.field.prooftests import ProofTestScheduler
+from gauged.field.zones import ZoneBroadcaster
+from gauged.health import GaugeHealth
+from gauged.ops.commands import CommandHandler
+from gauged.ops.inhibits import Inhibits, inhibit_json
+from gauged.store.state import SavedBroadcast, StateStore
+from gauged.uplinks.base import Uplink
+
+
+class Parts(Protocol):
+    """What the snapshot reads of the daemon."""
+
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def poller(self) -> Poller: ...
+    @property
+    def hubs(self) -> Mapping[str, AnyHub]: ...
+    @property
+    def zones(self) -> Mapping[str, ZoneBroadcaster]: ...
+    @property
+    def keeper(self) -> StateKeeper: ...
+    @property
+    def store(self) -> StateStore | None: ...
+    @property
+    def inhibits(self) -> Inhibits | None: ...
+    @property
+    def commands(self) -> CommandHandler | None: ...
+    @property
+    def tests(self) -> ProofTestScheduler | None: ...
+    @property
+    def uplinks(self) -> list[Uplink]: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def last_cycle(self) -> datetime | None: ...
+    @property
+    def states(self) -> dict[str, StationState]: ...
+    @property
+    def faults(self) -> list[str]: ...
+    def health(self) -> list[str]: ...
+
+
+def status(d: Parts) -> dict[str, Any]:
+    """Everything /status shows."""
+    keeper, store = d.keeper, d.store
+    return {
+        "gateway": d.gateway,
+        "time": d.clock.now().isoformat(),
+        "timezone": d.config.gateway.timezone,
+        "poll_interval_s": d.config.gateway.poll_interval_s,
+        "clock_speed": d.clock.speed,
+        "cycles": d.cycles,
+        "last_cycle": d.last_cycle.isoformat() if d.last_cycle else None,
+        "health": d.health() or ["ok"],
+        "stations": stations(
+            d.config, d.engine, d.states, d.poller.health,
+            restored=keeper.restored.get("stations", {}), inhibits=d.inhibits,
+            now=d.clock.now()),
+        "zones": zones(d.config, d.zones, inhibits=d.inhibits, stored_last=keeper.stored_last),
+        "buses": {n: {"kind": b.kind, "connected": b.connected, "read_s": b.read_s}
+                  for n, b in d.poller.buses(d.hubs).items()},
+        "uplinks": uplinks(d.uplinks),
+        "faults": d.faults[-20:],
+        "state": {"path": str(store.path) if store and store.path else None,
+                  "fresh": store.fresh if store else True,
+                  "problem": store.problem if store else "",
+                  "restored": keeper.restored},
+        "interrupted_broadcasts": [b.as_json() for b in keeper.interrupted],
+        "inhibits": d.inhibits.snapshot() if d.inhibits is not None else [],
+        "commands": d.commands.snapshot() if d.commands is not None else None,
+        "clock_skew_s": round(d.clock.skew(), 1),
+        "tests": d.tests.snapshot() if d.tests is not None else {},
+    }
+
+
+def stations(config: Config, engine: Engine, states: Mapping[str, StationState],
+             gauges: Mapping[str, GaugeHealth], *, restored: Mapping[str, int],
+             inhibits: Inhibits | None, now: datetime) -> dict[str, Any]:
+    """Every station: its config, its last state (or the stage restored at start), its gauge."""
+    tz = config.gateway.timezone
+    out = {}
+    for sid, st in config.stations.items():
+        s = states.get(sid)
+        entry: dict[str, Any] = {"name": st.name, "kind": st.kind, "zones": st.zones,
+                                 "stages": [{"name": g.name, "threshold": g.threshold}
+                                            for g in st.stages]}
+        if s is not None:
+            entry |= s.as_json(tz)
+        else:  # no cycle yet: the stage restored at start (or normal)
+            stage = engine.stages[sid]
+            entry |= {"stage": stage, "stage_name": engine.machines[sid].rule.names[stage],
+                      "quality": Quality.MISSING.value}
+        entry["restored_stage"] = restored.get(sid)
+        inhibit = inhibits.station_inhibit(sid) if inhibits else None
+        entry["inhibited_until"] = inhibit_json(inhibit)["until"] if inhibit else None
+        health = gauges[sid]
+        entry["reading_age_s"] = None if health.last_good is None else round(
+            (now - health.last_good).total_seconds(), 1)
+        entry["gauge"] = {"error": health.error, "errors": health.errors,
+                          "polled": health.polled, "status_word": health.status,
+                          "last_good": health.last_good.isoformat()
+                          if health.last_good else None}
+        out[sid] = entry
+    return out
+
+
+def zones(config: Config, broadcasters: Mapping[str, ZoneBroadcaster], *,
+          inhibits: Inhibits | None,
+          stored_last: Mapping[str, SavedBroadcast]) -> dict[str, Any]:
+    """Every zone: busy or not, inhibited or not, what it plays and what it played last."""
+    return {
+        zid: {"name": config.zones[zid].name, "busy": z.current is not None,
+              "inhibited": bool(inhibits and inhibits.zone_inhibited(zid)),
+              "current": z.current.as_json() if z.current else None,
+              "last": z.last.as_json() | {"status": "finished"} if z.last else
+              stored_last[zid].as_json() if zid in stored_last else None}
+        for zid, z in broadcasters.items()
+    }
+
+
+def uplinks(parts: list[Uplink]) -> dict[str, Any]:
+    """Each uplink's typed health, under its name."""
+    return {u.name: asdict(u.health()) for u in parts}

@@ -1,0 +1,133 @@
+"""What gauged writes to InfluxDB: one function per event, each returning its `Record`s.
+
+The schema is documented in README.md ("Schema"); a measurement's tags and fields are
+spelled only here. `InfluxSink` (gauged/uplinks/influx.py) spools and sends them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gauged.alarm.quality import Quality
+from gauged.alarm.types import BroadcastRecord, BroadcastRequest
+from gauged.health import BusHealth, GaugeHealth, SinkHealth
+from gauged.store.state import JobRun
+from gauged.uplinks.base import CycleReport
+
+# Routine telemetry: the only measurements the spool's byte cap may drop.
+ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
+
+
+@dataclass(frozen=True)
+class Record:
+    """One point: measurement, tags, fields (None values are left out) and its time."""
+
+    measurement: str
+    tags: dict[str, str]
+    fields: dict[str, float | int | None]
+    time: datetime
+
+    @property
+    def routine(self) -> bool:
+        """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
+        return self.measurement in ROUTINE
+
+    def line(self) -> str:
+        """The point in InfluxDB line protocol, with a millisecond timestamp."""
+        def esc(s: str) -> str:
+            s = s.replace("\n", " ")  # one point, one line
+            return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=") \
+                .replace(" ", "\\ ")
+        tags = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(self.tags.items()) if v)
+        fields = ",".join(
+            f"{esc(k)}={v}i" if isinstance(v, int) and not isinstance(v, bool) else
+            f"{esc(k)}={float(v)!r}"
+            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics drops NaN
+            # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
+            for k, v in self.fields.items() if v is not None and math.isfinite(v))
+        ms = round(self.time.timestamp() * 1000)
+        return f"{esc(self.measurement)}{tags} {fields} {ms}"
+
+
+def cycle(gateway: str, report: CycleReport, gauge_names: Mapping[str, str]) -> list[Record]:
+    """Readings and stage changes of a cycle, then gauge and bus health (routine)."""
+    when, records = report.when, []
+    for s in report.result.states:
+        tags = {"gateway": gateway, "station": s.station}
+        if s.kind == "level":
+            records.append(Record("level", tags, {
+                "level_m": s.level_m, "freeboard_m": s.freeboard_m,
+                "quality": s.quality.code, "fault": int(bool(s.fault)),
+                "stage": s.stage}, when))
+        else:
+            raw = report.gauges[s.station].raw if s.quality is not Quality.MISSING else None
+            records.append(Record("rain", tags, {
+                "counter": None if raw is None else int(raw),
+                "increment_mm": s.rain_increment_mm, "total_60m_mm": s.rain_total_mm,
+                "quality": s.quality.code, "fault": int(bool(s.fault)),
+                "stage": s.stage}, when))
+    for t in report.result.transitions:
+        records.append(Record("stage_change", {
+            "gateway": gateway, "station": t.station, "quantity": t.quantity},
+            {"from_stage": t.from_stage, "to_stage": t.to_stage, "value": t.value}, when))
+    records += [gauge(gateway, sid, gauge_names[sid], h, when)
+                for sid, h in report.gauges.items()]
+    records += [bus(gateway, name, h, when) for name, h in report.buses.items()]
+    return records
+
+
+def gauge(gateway: str, station: str, name: str, h: GaugeHealth, when: datetime) -> Record:
+    return Record("gauge", {"gateway": gateway, "station": station, "gauge": name}, {
+        "raw": h.raw, "ok": int(not h.error), "errors": h.errors,
+        "status_word": h.status, "fault": int(bool(h.fault))}, when)
+
+
+def bus(gateway: str, name: str, h: BusHealth, when: datetime) -> Record:
+    return Record("bus", {"gateway": gateway, "bus": name}, {
+        "connected": int(h.connected), "read_s": h.read_s}, when)
+
+
+def spool(gateway: str, h: SinkHealth, when: datetime) -> Record:
+    """The `spool` point: the spool's health at `when` (routine telemetry)."""
+    return Record("spool", {"gateway": gateway}, {
+        "points": h.queued, "bytes": h.queued_bytes, "max_bytes": h.spool_max_bytes,
+        "dropped": h.dropped, "quarantined": h.quarantined,
+        "oldest_age_s": h.oldest_age_s, "connected": int(h.connected),
+        "on_disk": int(h.spool_on_disk), "errors": h.errors}, when)
+
+
+def broadcast(gateway: str, record: BroadcastRecord) -> Record:
+    req = record.request
+    return Record("broadcast", {
+        "gateway": gateway, "zone": req.zone, "station": req.station,
+        "sequence": req.sequence, "kind": req.kind, "outcome": record.outcome}, {
+        "stage": req.stage, "siren_on_s": record.siren_on_s,
+        "clips_played": len(record.clips_played), "faults": len(record.faults),
+        "latency_ms": None if record.latency_s is None else record.latency_s * 1000,
+        **record.latency()},
+        datetime.fromtimestamp(record.started, UTC))
+
+
+def withheld(gateway: str, request: BroadcastRequest) -> Record:
+    return Record("broadcast", {
+        "gateway": gateway, "zone": request.zone, "station": request.station,
+        "sequence": request.sequence, "kind": request.kind, "outcome": "inhibited"}, {
+        "stage": request.stage, "siren_on_s": 0.0, "clips_played": 0, "faults": 0},
+        request.time)
+
+
+def proof_test(gateway: str, run: JobRun) -> Record:
+    items = run.result.get("relays") or run.result.get("zones") or []
+    return Record("scheduled_test", {
+        "gateway": gateway, "job": run.job, "status": run.status}, {
+        "ok": int(run.status == "ok"), "items": len(items),
+        "faults": sum(1 for i in items if i.get("error"))},
+        datetime.fromtimestamp(run.fire_time, UTC))
+
+
+def command(gateway: str, when: datetime, action: str, status: str) -> Record:
+    return Record("command", {"gateway": gateway, "action": action or "-", "status": status},
+                  {"ok": int(status == "done")}, when)
