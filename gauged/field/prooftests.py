@@ -9,6 +9,11 @@
 - **Audible test**: in each of `audible_zones` (all by default), amplifier ON, the chime
   clip `audible_clip`, amplifier OFF, each relay write read back.
 
+Relays are driven through gauged/field/relays.py: an ON is written once (what the relay does
+when asked once is what the test reports), an OFF is retried like every other OFF
+(`RELAY_ATTEMPTS`); a relay that will not follow is a `relay_fault`, reported through
+`on_fault`. OFF is driven whatever happens, on cancellation too.
+
 Results (`ok`, `failed`, `skipped`, `aborted`, `interrupted`, with one entry per relay or
 zone) are stored in the state database, published as the MQTT event `test`, and shown in
 /status.
@@ -50,7 +55,6 @@ is handed to its zone.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -64,12 +68,12 @@ from drivers.errors import DriverError
 from drivers.relays import CoilRelay
 from gauged.clock import Clock
 from gauged.config.cron import cron_trigger, plan
+from gauged.field.relays import drive, report_fault, state_name
 from gauged.field.zones import ZoneBroadcaster
 from gauged.store.state import JobRun, StateStore
+from gauged.tasks import wait_child
 
 log = logging.getLogger(__name__)
-
-OFF_ATTEMPTS = 3
 
 
 # ---- the tests themselves ---------------------------------------------------------------
@@ -109,11 +113,12 @@ class ProofTestRunner:
                                          "off": False, "error": ""}
                 entries.append(entry)
                 try:
-                    await relay.set(True)
-                    entry["on"] = True
-                    await self.clock.sleep(self.hold_s)
-                except DriverError as exc:
-                    self._fault(entry, relay, True, exc)
+                    error = await drive(relay, True, attempts=1)
+                    if error is None:
+                        entry["on"] = True
+                        await self.clock.sleep(self.hold_s)
+                    else:
+                        self._fault(entry, relay, True, error)
                 finally:
                     await asyncio.shield(self._off(relay, entry))
                 if not entry["off"]:
@@ -135,15 +140,12 @@ class ProofTestRunner:
             entries.append(entry)
             amp = zone.amplifier
             try:
-                if amp is not None:
-                    entry |= {"relay": amp.name, "on": False, "off": False}
-                    await amp.set(True)
-                    entry["on"] = True
-                await zone.player.play(zid, clip, self.clip_path(clip))
-                entry["played"] = True
+                await self._chime(zid, zone, clip, entry)
             except DriverError as exc:
+                # The player's AudioFault is a DriverError: it lands here, reported as the
+                # amplifier's relay_fault (want on), as it always has been.
                 self._fault(entry, amp, True, exc)
-            except Exception as exc:  # any player failure is an audio fault
+            except Exception as exc:  # any other player failure is an audio fault
                 entry["error"] = f"audio_fault: {exc}"
                 log.error("audio_fault zone=%s clip=%s (audible test): %s", zid, clip, exc)
                 self.on_fault("audio_fault", f"{zid}/{clip}", str(exc))
@@ -154,27 +156,33 @@ class ProofTestRunner:
                  for e in entries if "skipped" not in e)
         return {"ok": ok, "zones": entries}
 
-    async def _off(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
-        error: DriverError | None = None
-        for _ in range(OFF_ATTEMPTS):
-            try:
-                await relay.set(False)
-            except DriverError as exc:
-                error = exc
-            else:
-                entry["off"] = True
+    async def _chime(self, zid: str, zone: ZoneBroadcaster, clip: str,
+                     entry: dict[str, Any]) -> None:
+        """Amplifier ON (when the zone has one), then the clip; the caller drives it OFF."""
+        amp = zone.amplifier
+        if amp is not None:
+            entry |= {"relay": amp.name, "on": False, "off": False}
+            error = await drive(amp, True, attempts=1)
+            if error is not None:
+                self._fault(entry, amp, True, error)
                 return
-        assert error is not None
-        self._fault(entry, relay, False, error)
+            entry["on"] = True
+        await zone.player.play(zid, clip, self.clip_path(clip))
+        entry["played"] = True
+
+    async def _off(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
+        error = await drive(relay, False)
+        if error is None:
+            entry["off"] = True
+        else:
+            self._fault(entry, relay, False, error)
 
     def _fault(self, entry: dict[str, Any], relay: CoilRelay | None, on: bool,
                exc: Exception) -> None:
         name = relay.name if relay is not None else "?"
         entry["error"] = (entry["error"] + "; " if entry["error"] else "") + \
-            f"relay_fault: want {'on' if on else 'off'}: {exc}"
-        log.error("relay_fault relay=%s want=%s (scheduled test): %s", name,
-                  "on" if on else "off", exc)
-        self.on_fault("relay_fault", name, str(exc))
+            f"relay_fault: want {state_name(on)}: {exc}"
+        report_fault(log, name, on, exc, during="scheduled test", on_fault=self.on_fault)
 
 
 # ---- the calendar -------------------------------------------------------------------------
@@ -291,11 +299,8 @@ class ProofTestScheduler:
             task = asyncio.create_task(self._run(job.name), name=f"gauged[tests:{job.name}].run")
             self._running = task
             try:
-                await asyncio.wait({task})
-            except asyncio.CancelledError:  # the daemon stops: the test stops too
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await wait_child(task)  # `abort` cancels `task`, not us
+            except asyncio.CancelledError:  # the daemon stops: the test has stopped too
                 self._finish(job, fire_ts, "aborted", {"reason": "daemon stopping"})
                 raise
             finally:

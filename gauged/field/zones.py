@@ -4,11 +4,13 @@ A broadcast plays a sequence (config `sequences`): amplifier ON, the pre-roll, t
 pattern (on, off, on … seconds; the total on-time never exceeds `defaults.siren_max_s`),
 the clips in order × `repeats` with `gap_s` between, amplifier OFF.
 
-Every relay write is verified by read-back and retried (3 attempts); a relay that will not
-follow is a `relay_fault`, a clip that cannot be played an `audio_fault`: both are reported
-at once through `on_fault` and the broadcast goes on with what still works (a siren without
-words beats silence). Siren and amplifier are driven OFF whatever happens: at the end, on
-an error, on cancellation and when pre-empted.
+Every relay write is verified by read-back and retried (`RELAY_ATTEMPTS`, 3 attempts; the
+retry and the report live in gauged/field/relays.py); a relay that will not follow is a
+`relay_fault`, a clip that cannot be played an `audio_fault`: both are reported at once
+through `on_fault` and the broadcast goes on with what still works (a siren without words
+beats silence); a relay that follows again is logged once as `relay_fault cleared`. Siren
+and amplifier are driven OFF whatever happens: at the end, on an error, on cancellation and
+when pre-empted.
 
 One broadcast at a time per zone. Waiting requests are taken highest stage first; a request
 of a higher stage than the one playing pre-empts it: the playing one is stopped (relays
@@ -21,23 +23,22 @@ or dropped as a duplicate of one already waiting.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from drivers.errors import DriverError
 from drivers.players import Player
 from drivers.relays import CoilRelay
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.clock import Clock
 from gauged.config.models import SequenceConfig
+from gauged.field.relays import RELAY_ATTEMPTS as RELAY_ATTEMPTS  # gauged/daemon imports it here
+from gauged.field.relays import drive, report_fault, state_name
+from gauged.tasks import wait_child
 
 log = logging.getLogger(__name__)
-
-RELAY_ATTEMPTS = 3
 
 
 class ZoneBroadcaster:
@@ -155,12 +156,8 @@ class ZoneBroadcaster:
             task = asyncio.create_task(self.play(record), name=f"gauged[zone:{self.zone}].play")
             self._playing = task
             try:
-                await asyncio.wait({task})  # a pre-emption cancels `task`, not us
-            except asyncio.CancelledError:  # we are being stopped: stop the broadcast too
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                raise
+                # a pre-emption cancels `task`, not us; our stop stops the broadcast too
+                await wait_child(task)
             finally:
                 self._playing = None
                 self._queue.task_done()
@@ -244,25 +241,19 @@ class ZoneBroadcaster:
                 await self._set(record, relay, False)
 
     async def _set(self, record: BroadcastRecord, relay: CoilRelay, on: bool) -> None:
-        """Drive a relay with read-back, retrying; a relay that will not follow is a fault."""
+        """Drive a relay with read-back, retrying (`drive`); a relay that will not follow
+        is a fault of the broadcast."""
         now = time.monotonic()
         if record.first_relay_mono is None:
             record.first_relay_mono = now
         record.relay_writes.append((relay.name, on, now))
-        error: DriverError | None = None
-        for _ in range(RELAY_ATTEMPTS):
-            try:
-                await relay.set(on)
-            except DriverError as exc:
-                error = exc
-            else:
-                if (relay.name, on) in self._faulty:  # the recovery, once, as the fault was
-                    self._faulty.discard((relay.name, on))
-                    log.info("relay_fault cleared zone=%s relay=%s want=%s", self.zone,
-                             relay.name, "on" if on else "off")
-                return
+        error = await drive(relay, on)
+        if error is None:
+            if (relay.name, on) in self._faulty:  # the recovery, once, as the fault was
+                self._faulty.discard((relay.name, on))
+                log.info("relay_fault cleared zone=%s relay=%s want=%s", self.zone,
+                         relay.name, state_name(on))
+            return
         self._faulty.add((relay.name, on))
         record.faults.append(f"relay_fault: {relay.name}: {error}")
-        log.error("relay_fault zone=%s relay=%s want=%s: %s", self.zone, relay.name,
-                  "on" if on else "off", error)
-        self.on_fault("relay_fault", relay.name, str(error))
+        report_fault(log, relay.name, on, error, zone=self.zone, on_fault=self.on_fault)
