@@ -12,9 +12,12 @@ cancel it: a pre-emption, an abort) and waits for. Two rules hold for every chil
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
@@ -46,3 +49,14 @@ async def wait_child(task: asyncio.Task[T]) -> asyncio.Task[T]:
         await cancel_and_wait(task)
         raise
     return task
+
+
+async def report_stuck(after_s: float, what: str) -> None:
+    """If still running after `after_s` (a stop that takes too long), log at ERROR what every
+    task is waiting on, one line each: `<what>: task <name> waits at <file:line fn> <- …`."""
+    await asyncio.sleep(after_s)
+    for task in asyncio.all_tasks():
+        frames = task.get_stack(limit=8)
+        where = " <- ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno}"
+                            f" {f.f_code.co_name}" for f in reversed(frames))
+        log.error("%s: task %s waits at %s", what, task.get_name(), where or "?")

@@ -42,7 +42,7 @@ from gauged.daemon.restore import StateKeeper
 from gauged.daemon.watchdog import status_line, watch
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
-from gauged.field.relays import all_off
+from gauged.field.relays import drive_off
 from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.commands import CommandHandler
 from gauged.ops.inhibits import Inhibits
@@ -278,7 +278,8 @@ class Daemon:
 
     async def all_relays_off(self) -> None:
         """Drive every relay OFF and verify; failures are faults, never exceptions."""
-        await all_off(self.relays, self.faults)
+        await drive_off(self.relays, lambda r, exc: self.faults.append(f"{r.name}: {exc}"),
+                        attempts=1, logger=log)
 
     # ---- the cycle -------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.commands import Command, CommandHandler, Outcome, Refused
 from gauged.ops.inhibits import InhibitError, Inhibits, inhibit_json
 from gauged.store.state import StateStore
+from gauged.tasks import wait_child
 from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class CommandExecutor:
         raise Refused(f"unknown action {command.action!r}")  # the schema rules this out
 
     def _zone(self, zone: str | None) -> ZoneBroadcaster:
-        if zone not in self.zones:
+        if zone is None or zone not in self.zones:
             raise Refused(f"unknown zone {zone!r}")
         return self.zones[zone]
 
@@ -163,7 +164,7 @@ class CommandExecutor:
         task = asyncio.create_task(runner.run(command.job), name="gauged[tests].on-command")
         self._test = task
         try:
-            await asyncio.wait({task})
+            await wait_child(task)
         finally:
             self._test = None
         if task.cancelled():

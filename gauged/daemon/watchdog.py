@@ -20,7 +20,8 @@ from gauged.clock import Clock
 from gauged.config.models import SequenceConfig
 from gauged.config.settings import Config
 from gauged.field.poll import Poller
-from gauged.field.zones import RELAY_ATTEMPTS, ZoneBroadcaster
+from gauged.field.relays import RELAY_ATTEMPTS
+from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.notify import MARGIN_S, Notifier, stalled
 from gauged.uplinks.base import Uplink
 from gauged.uplinks.influx import InfluxSink

@@ -34,7 +34,6 @@ from drivers.relays import CoilRelay
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.clock import Clock
 from gauged.config.models import SequenceConfig
-from gauged.field.relays import RELAY_ATTEMPTS as RELAY_ATTEMPTS  # gauged/daemon imports it here
 from gauged.field.relays import drive, report_fault, state_name
 from gauged.tasks import wait_child
 

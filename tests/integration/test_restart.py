@@ -112,7 +112,7 @@ def test_alm_5_kill_9_mid_siren_relays_off_first_and_no_duplicate(rig_factory: A
         ("furukawa_hiroo", "shin_hiroo", 4, "interrupted")]
     assert status["zones"]["furukawa_hiroo"]["last"]["status"] == "interrupted"
     second = rig.log("daemon")[log_before:]
-    warning = second.index("WARNING gauged.daemon.daemon: broadcast interrupted by a restart "
+    warning = second.index("WARNING gauged.daemon.restore: broadcast interrupted by a restart "
                            "zone=furukawa_hiroo station=shin_hiroo stage=overflow")
     assert "not re-run" in second[warning:warning + 400]
     assert "broadcast start" not in second

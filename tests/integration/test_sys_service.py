@@ -205,8 +205,8 @@ def test_sys_3_ready_after_state_restore_and_relays_off_read_back(
     lines = [line for line in rig.log("daemon").splitlines() if line.strip()]
     assert lines
     assert all(re.match(r"<[2-7]>", line) for line in lines), lines[:5]
-    assert any(line.startswith("<6>INFO gauged.daemon.daemon: stage station=") or
-               line.startswith("<6>INFO gauged.daemon.daemon: cycle time=") for line in lines)
+    assert any(line.startswith("<6>INFO gauged.daemon.recorder: stage station=") or
+               line.startswith("<6>INFO gauged.daemon.recorder: cycle time=") for line in lines)
 
 
 # ---- SYS-4: a stalled cycle stops the pings; "systemd" aborts and restarts it ------------

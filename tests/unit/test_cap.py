@@ -320,7 +320,7 @@ def test_a_restart_with_the_stage_restored_sends_nothing_and_never_a_new_alert(
     sink._write(*sink._queue.popleft())  # what the writer task does
     again = CapSink(config)
     again.open({"shin_hiroo": 3, "shirokane": 4}, at(10))  # shirokane: no open alert
-    assert again.health.documents == 0
+    assert again.health().documents == 0
     assert set(again.tracker.open) == {"shin_hiroo"}
 
 

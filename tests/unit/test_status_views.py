@@ -188,7 +188,8 @@ def test_terminal_view_is_one_aligned_screen() -> None:
     assert any(x.startswith("furukawa_hiroo 古川沿い（広尾）") and "last: 11:51 shin_hiroo "
                "notice done" in x for x in lines)
     assert "INHIBITS zone:ward until 12:00 (speaker repair, ito)" in lines
-    assert "UPLINKS influx up, queued 3, written 100, dropped 0, errors 1; mqtt DOWN" in lines
+    assert "UPLINKS influx up, queued 3, written 100, dropped 0, quarantined 0, errors 1; "\
+        "mqtt DOWN" in lines
     assert all(cells(x) <= 120 for x in lines), max(lines, key=cells)
 
 
