@@ -223,7 +223,7 @@ class Engine:
                 change: StageChange, kind: str, value: float) -> None:
         names = self.machines[sid].rule.names
         result.transitions.append(Transition(
-            time=time, station=sid, quantity=kind, from_stage=change.from_stage,
+            time=time, station=sid, kind=kind, from_stage=change.from_stage,
             to_stage=change.to_stage, from_name=names[change.from_stage],
             to_name=names[change.to_stage], value=value))
         result.broadcasts += self.announcers[sid].changed(time, change)

@@ -423,7 +423,7 @@ def replay_per_cycle(scenario: Scenario, config: Config) -> Iterator[dict[str, A
             i += 1
         result = engine.evaluate(_time(us), samples)
         for t in result.transitions:
-            yield _stage_event(t.time, t.station, t.quantity, t.from_name, t.to_name, t.value)
+            yield _stage_event(t.time, t.station, t.kind, t.from_name, t.to_name, t.value)
         for b in result.broadcasts:
             yield _broadcast_event(b)
 

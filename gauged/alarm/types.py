@@ -58,11 +58,6 @@ class StationState:
     reason: str = ""
     fault: str = ""
 
-    @property
-    def quantity(self) -> float | None:
-        """The value compared with the station's own thresholds."""
-        return self.stage_value
-
     def as_json(self, tz: str) -> dict[str, Any]:
         """The JSON form (MQTT and /status); local times in the gateway's zone `tz`."""
         out: dict[str, Any] = {"time": self.time.isoformat(),
@@ -86,7 +81,8 @@ class StationState:
 class Transition:
     time: datetime
     station: str
-    quantity: str  # "level" or "rain": the kind of the quantity that moved the station
+    kind: str  # "level" or "rain": the kind of the quantity that moved the station (the
+    # field `quantity` of the `transition` event, the `stage_change` point and the log line)
     from_stage: int
     to_stage: int
     from_name: str

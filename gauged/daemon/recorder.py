@@ -52,7 +52,7 @@ class Recorder:
               buses: Mapping[str, BusHealth], inhibited: frozenset[str]) -> None:
         for t in result.transitions:
             log.info("stage station=%s quantity=%s from=%s to=%s value=%g time=%s",
-                     t.station, t.quantity, t.from_name, t.to_name, t.value,
+                     t.station, t.kind, t.from_name, t.to_name, t.value,
                      local_time(t.time, self.timezone))
         for s in result.states:
             self.states[s.station] = s

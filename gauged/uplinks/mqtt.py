@@ -86,7 +86,7 @@ class MqttPublisher(Uplink):
             self.publish_reading(s.station, shown)
         for t in report.result.transitions:
             self.publish_event("transition", {
-                "time": t.time.isoformat(), "station": t.station, "quantity": t.quantity,
+                "time": t.time.isoformat(), "station": t.station, "quantity": t.kind,
                 "from": t.from_name, "to": t.to_name, "value": t.value})
 
     def broadcast(self, record: BroadcastRecord) -> None:

@@ -71,7 +71,7 @@ def cycle(gateway: str, report: CycleReport, gauge_names: Mapping[str, str]) -> 
                 "stage": s.stage}, when))
     for t in report.result.transitions:
         records.append(Record("stage_change", {
-            "gateway": gateway, "station": t.station, "quantity": t.quantity},
+            "gateway": gateway, "station": t.station, "quantity": t.kind},
             {"from_stage": t.from_stage, "to_stage": t.to_stage, "value": t.value}, when))
     records += [gauge(gateway, sid, gauge_names[sid], h, when)
                 for sid, h in report.gauges.items()]

@@ -20,8 +20,8 @@ from fieldbus import background, until
 from services import VictoriaMetrics, free_port
 from tsdb_proxy import TsdbProxy
 
-from gauged.uplinks import spool as spool_module
 from gauged.config.models import InfluxConfig
+from gauged.uplinks import spool as spool_module
 from gauged.uplinks.influx import InfluxSink
 from gauged.uplinks.records import Record
 from gauged.uplinks.spool import CHUNK_POINTS, Point, Spool

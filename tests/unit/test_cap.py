@@ -266,7 +266,7 @@ def test_the_audible_test_is_an_exercise(config: Config) -> None:
 # ---- the folder, the restart, failures ----------------------------------------------------
 
 def transition(sid: str, before: int, after: int, minutes: float, value: float) -> Transition:
-    return Transition(time=at(minutes), station=sid, quantity="level", from_stage=before,
+    return Transition(time=at(minutes), station=sid, kind="level", from_stage=before,
                       to_stage=after, from_name="", to_name="", value=value)
 
 

@@ -104,7 +104,7 @@ def test_level_state_has_the_rate_of_rise_and_minutes_to_the_next_stage(
     assert last.rise_m_per_h == pytest.approx(1.0)  # 5 cm per 3 minutes
     assert last.stage_name == "normal"  # freeboard 3.4; watch at 2.58: 0.82 m away
     assert last.minutes_to_next == pytest.approx(49.2)
-    assert last.quantity == last.freeboard_m
+    assert last.stage_value == last.freeboard_m
 
 
 def test_rain_state_has_every_total(engine: Engine) -> None:
@@ -161,7 +161,7 @@ def rain_then_level(engine: Engine, levels: list[float]) -> list[tuple[int, str,
         rain = None if i == 0 else (3.0 if i <= 11 else 0.0)
         result = engine.evaluate(at(i), {"river": Sample(level, GOOD),
                                          "rain": Sample(rain, GOOD)})
-        out += [(i, t.quantity, t.from_name, t.to_name) for t in result.transitions
+        out += [(i, t.kind, t.from_name, t.to_name) for t in result.transitions
                 if t.station == "river"]
     return out
 

@@ -4,9 +4,9 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict
 import re
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
