@@ -44,7 +44,8 @@ GOAL_MB, GOAL_IDLE_PCT, GOAL_READY_S = 80.0, 1.0, 2.0
 GOAL = f"RSS ≤ {GOAL_MB:g} MB, idle CPU ≈ 0 (≤ {GOAL_IDLE_PCT:g} %), READY ≤ {GOAL_READY_S:g} s"
 TICK = os.sysconf("SC_CLK_TCK")
 
-STACK = ("import gauged.daemon.daemon, gauged.cli, influxdb_client, influxdb_client.client.write_api; "
+STACK = ("import gauged.daemon.daemon, gauged.cli, influxdb_client, "
+         "influxdb_client.client.write_api; "
          "import os, re; s = open('/proc/self/status').read(); "
          "print(int(re.search(r'VmRSS:\\s+(\\d+)', s).group(1)) * 1024)")
 BARE = ("import re; s = open('/proc/self/status').read(); "

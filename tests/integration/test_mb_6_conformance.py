@@ -41,8 +41,8 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from services import PtyPair, PtyPairFactory, free_port
 
-from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
 from drivers.configs import ModbusRtuBusConfig, ModbusTcpBusConfig, RegisterSpec
+from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
 from drivers.modbus import ModbusGauge, ModbusTcpHub
 from drivers.registers import decode_registers
 from drivers.rtu import ModbusRtuHub

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.errors import AudioFault
 from drivers.configs import AplayConfig
+from drivers.errors import AudioFault
 from drivers.players import AplayPlayer
 
 

@@ -20,10 +20,11 @@ from fieldbus import background, until
 from services import VictoriaMetrics, free_port
 from tsdb_proxy import TsdbProxy
 
-from gauged.uplinks import spool as spool_module
 from gauged.config.models import InfluxConfig
+from gauged.uplinks import spool as spool_module
 from gauged.uplinks.influx import InfluxSink, Record
-from gauged.uplinks.spool import CHUNK_POINTS, Point, Spool
+from gauged.uplinks.spool import Point, Spool
+from gauged.uplinks.spool_file import CHUNK_POINTS
 
 STATIONS = 50
 CYCLES = 480  # 24 h of 3-minute cycles

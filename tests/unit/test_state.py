@@ -1,4 +1,5 @@
-"""The state store (gauged/store/state.py): what survives a restart, and a bad file never stops us."""
+"""The state store (gauged/store/state.py): what survives a restart, and a bad file never stops
+us."""
 
 from __future__ import annotations
 
