@@ -51,12 +51,14 @@ test: deps venv ## run the test suite (real mosquitto and VictoriaMetrics)
 demo: venv ## run simulators and daemon on the reference system
 	$(VENV)/bin/gauged demo $(DEMO_ARGS)
 
-lint: venv ## ruff and mypy (both run; fails if either fails)
-	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; exit $$status
+# lint-imports checks the dependency rule of DESIGN.md §3 (contracts in pyproject.toml).
+lint: venv ## ruff, mypy and lint-imports (all run; fails if any fails)
+	status=0; $(VENV)/bin/ruff check . || status=1; $(VENV)/bin/mypy || status=1; \
+	  $(VENV)/bin/lint-imports || status=1; exit $$status
 
 install: ## install as a systemd service (DESTDIR=/some/root stages it there)
 	PYTHON=$(PYTHON) bash scripts/install.sh "$(DESTDIR)"
 
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info build
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +

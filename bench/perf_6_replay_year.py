@@ -9,7 +9,7 @@ reservoir (it tops the wall in the biggest storms), 3 mm of level noise, scatter
 and out-of-range readings, rain gauges down for hours at a time, and two stations reported
 as raw tip counters (a uint16 one that rolls over, a uint32 one that is reset mid-year).
 
-value    = the vectorised replay (`gauged.replay.replay`): parse the CSV, derive, run the
+value    = the vectorised replay (`gauged.alarm.replay.replay`): parse the CSV, derive, run the
            stage machines, build the events;
 baseline = the same parse, then `Engine.evaluate` once per cycle (`replay_per_cycle`), the
            per-reading loop of the daemon. It runs on the whole year when a first slice
@@ -33,7 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gauged.alarm.replay import Scenario, read_scenario, replay, replay_per_cycle  # noqa: E402
+from gauged.alarm.replay import replay, replay_per_cycle  # noqa: E402
+from gauged.alarm.scenario import Scenario, read_scenario  # noqa: E402
 from gauged.config.load import load_config  # noqa: E402
 from gauged.config.settings import Config  # noqa: E402
 

@@ -78,7 +78,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return EXIT_CONFIG
-    from gauged.alarm.replay import DEFAULT_START, describe, read_scenario, replay
+    from gauged.alarm.replay import describe, replay
+    from gauged.alarm.scenario import DEFAULT_START, read_scenario
 
     start = args.start or DEFAULT_START
     try:

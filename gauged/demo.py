@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from gauged.alarm.replay import read_scenario
+from gauged.alarm.scenario import read_scenario
 from gauged.clock import next_boundary
 from gauged.config.models import ClockConfig
 from gauged.config.settings import Config

@@ -17,7 +17,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict, Field
+from gauged.config.models import QualityRules
 
 
 class Quality(enum.StrEnum):
@@ -37,23 +37,6 @@ class Quality(enum.StrEnum):
 
 
 _CODES = {Quality.GOOD: 0, Quality.SUSPECT: 1, Quality.BAD: 2, Quality.MISSING: 3}
-
-
-class QualityRules(BaseModel):
-    """The checks of one gauge (the `quality` table of a gauge in the config)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # Largest plausible change per cycle: m for a level, mm of rain increment per cycle for a
-    # counter. A level further than this from the last good value is a spike, unless the
-    # next reading confirms it (a real step is seen twice in a row; a spike is not).
-    max_step: float | None = Field(default=None, gt=0)
-    # Identical values for this many cycles while other gauges of the same kind move …
-    flatline_cycles: int | None = Field(default=None, ge=2)
-    # … or for this many cycles whatever the others do.
-    flatline_max_cycles: int | None = Field(default=None, ge=2)
-    # No good reading for this many cycles: gauge_fault (stale).
-    stale_cycles: int = Field(default=2, ge=1)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from pydantic import (
 )
 
 from drivers.configs import LineSpec, RegisterSpec, RelayConfig, StatusSpec
-from gauged.alarm.quality import QualityRules
 
 
 class _Model(BaseModel):
@@ -115,6 +114,23 @@ class Defaults(_Model):
             raise ValueError(f"clock_hour needs a rain_window_min that divides a day "
                              f"(60 for the clock hour), not {window_s / 60:g}")
         return mode
+
+
+class QualityRules(BaseModel):
+    """The checks of one gauge (the `quality` table of a gauge in the config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Largest plausible change per cycle: m for a level, mm of rain increment per cycle for a
+    # counter. A level further than this from the last good value is a spike, unless the
+    # next reading confirms it (a real step is seen twice in a row; a spike is not).
+    max_step: float | None = Field(default=None, gt=0)
+    # Identical values for this many cycles while other gauges of the same kind move …
+    flatline_cycles: int | None = Field(default=None, ge=2)
+    # … or for this many cycles whatever the others do.
+    flatline_max_cycles: int | None = Field(default=None, ge=2)
+    # No good reading for this many cycles: gauge_fault (stale).
+    stale_cycles: int = Field(default=2, ge=1)
 
 
 class GaugeConfig(_Model):

@@ -8,8 +8,8 @@ removes it (`remove`): a crash between the two re-sends that batch, which is har
 a point keeps its original series and timestamp and overwrites itself in the database. For
 the same reason a removal is committed without an fsync (a removal lost in a power cut only
 re-sends), so that a drain is not bound by the disk's flush rate. Points are stored per
-`put` and class, as chunks of at most CHUNK_POINTS lines (see _SCHEMA for why), and a batch
-is whole chunks.
+`put` and class, as chunks of at most CHUNK_POINTS lines (see gauged/uplinks/spool_file.py
+for why), and a batch is whole chunks.
 
 Order of a batch: the *live* points first (those spooled since the last failed send, oldest
 first), then the *backlog* (everything spooled before it, oldest first). After an outage the
@@ -37,110 +37,32 @@ import contextlib
 import itertools
 import logging
 import sqlite3
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, Self, TypeVar
 
-from gauged.store.sqlite_file import Unusable, open_wal, set_aside
+from gauged.store.sqlite_file import Unusable, set_aside
+
+# Point and Batch are the spool's interface (`put`, `take`): re-exported for its users.
+from gauged.uplinks.spool_file import Batch as Batch
+from gauged.uplinks.spool_file import Point as Point
+from gauged.uplinks.spool_file import (
+    SpoolFile,
+    chunk_rows,
+    connect_once,
+    drop_oldest_routine,
+    locked,
+)
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
 REOPEN_S = 5.0  # how often a spool that could not be opened tries again
 RECOVER_WRITES = 3  # writes in a row that must succeed before a failing spool is well again
-CHUNK_POINTS = 500  # at most this many points in one row (a batch is whole rows)
-CHECKPOINT_S = 1.0  # the writer checkpoints at most this often (two fsyncs each)
 # Points marked sent that are deleted in one transaction once a drain is over: a deletion
 # holds the spool (and a `put` waiting for it) for about 15 ms per 50,000 points.
 PURGE_POINTS = 50_000
-
-# One row ("chunk") holds the points of one `put` of one class (kept or routine), their
-# lines joined by newlines. A drain moves hundreds of thousands of points: per point, SQLite
-# would read, sum and delete a row (about 2 µs each, a third of the request's time); per
-# chunk of a cycle's 50 to 500 points it is negligible. `time` is the time of the chunk's
-# oldest point when it was spooled.
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
-CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, n INTEGER NOT NULL,
-    bytes INTEGER NOT NULL, time REAL NOT NULL, lines TEXT NOT NULL
-);
-CREATE TABLE quarantine (
-    id INTEGER PRIMARY KEY, line TEXT NOT NULL, reason TEXT NOT NULL, at REAL NOT NULL
-);
-CREATE TABLE sent (lo INTEGER NOT NULL, hi INTEGER NOT NULL);
-"""
-
-# Version 1 kept one row per point: each becomes a chunk of one, in the same order.
-_UPGRADES = {1: """
-CREATE TABLE chunks (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, kept INTEGER NOT NULL, n INTEGER NOT NULL,
-    bytes INTEGER NOT NULL, time REAL NOT NULL, lines TEXT NOT NULL
-);
-INSERT INTO chunks (kept, n, bytes, time, lines)
-    SELECT kept, 1, length(line), time, line FROM points ORDER BY id;
-DROP TABLE points;
-CREATE TABLE sent (lo INTEGER NOT NULL, hi INTEGER NOT NULL)
-"""}
-
-
-@dataclass(frozen=True)
-class Point:
-    """One point to spool: its line protocol, whether it must never be dropped, its time
-    (UNIX seconds) and, while it waits in memory, its (negative) id."""
-
-    line: str
-    kept: bool
-    time: float
-    id: int = 0
-
-    @property
-    def size(self) -> int:
-        return len(self.line)
-
-
-class Batch:
-    """Points taken from the spool to send, in sending order: whole chunks from disk
-    (id, points, lines joined), then points waiting in memory (id < 0, line)."""
-
-    __slots__ = ("backlog_hi", "chunks", "counts", "live_hi", "rows")
-
-    def __init__(self, chunks: list[tuple[int, int, str]] | None = None,
-                 rows: list[tuple[int, str]] | None = None, live_hi: int = 0,
-                 backlog_hi: int = 0, counts: tuple[int, int, int] = (0, 0, 0)) -> None:
-        self.chunks = chunks or []
-        self.rows = rows or []
-        self.live_hi = live_hi  # where the next batch's live and backlog chunks start
-        self.backlog_hi = backlog_hi
-        self.counts = counts  # the chunks' points, bytes and routine bytes when taken
-
-    def __len__(self) -> int:
-        return len(self.rows) + sum(chunk[1] for chunk in self.chunks)
-
-    @property
-    def lines(self) -> list[str]:
-        body = self.body()
-        return body.split("\n") if body else []
-
-    def body(self) -> str:
-        """The request body: the lines, one per line (a line never holds a newline)."""
-        return "\n".join([chunk[2] for chunk in self.chunks] + [row[1] for row in self.rows])
-
-    def runs(self) -> list[tuple[int, int]]:
-        """The chunks as id ranges (lo, hi). Exact: a batch is at most two runs of
-        consecutive chunks (live, then backlog) and new chunks only ever get larger ids, so
-        every chunk in a range belongs to the batch (or is gone already)."""
-        out: list[tuple[int, int]] = []
-        for chunk_id, _, _ in self.chunks:
-            if out and chunk_id > out[-1][1]:
-                out[-1] = (out[-1][0], chunk_id)
-            else:
-                out.append((chunk_id, chunk_id))
-        return out
 
 
 @dataclass
@@ -158,21 +80,7 @@ class SpoolHealth:
     problem: str = ""
 
 
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def _locked(method: Callable[P, T]) -> Callable[P, T]:
-    """One thread at a time on the connection (the writer reads ahead in a worker thread)."""
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-        spool: Any = args[0]
-        with spool._lock:
-            return method(*args, **kwargs)
-    wrapper.__doc__, wrapper.__name__ = method.__doc__, method.__name__
-    return wrapper
-
-
-class Spool:
+class Spool(SpoolFile):
     """The durable queue in front of the time-series database. `Spool.open(path, max_bytes)`;
     close it (or use `with`).
 
@@ -183,9 +91,8 @@ class Spool:
     """
 
     def __init__(self, path: Path | None, max_bytes: int) -> None:
-        self.path = path
+        super().__init__(path)
         self.max_bytes = max_bytes
-        self.db: sqlite3.Connection | None = None  # public for tests (e.g. max_page_count)
         self._memory: deque[Point] = deque()  # points that could not reach the file
         self._memory_seq = 0
         self._disk_points = 0
@@ -194,12 +101,9 @@ class Spool:
         self._live_mark = 0  # rows above it are live, at or below it the backlog
         self._failing = False
         self._next_open = 0.0
-        self._on_commit: list[Callable[[], None]] = []  # counting, once a transaction commits
         # the batches marked sent and not yet deleted: their chunks (id ranges) and counts
         self._sent: deque[tuple[list[tuple[int, int]], tuple[int, int, int]]] = deque()
-        self._checkpointed = 0.0  # monotonic time of the last checkpoint (see maintain)
         self._streak = 0  # writes that succeeded in a row
-        self._lock = threading.RLock()
         self._health = SpoolHealth(path=str(path) if path else "", max_bytes=max_bytes)
 
     # ---- opening ---------------------------------------------------------------------
@@ -245,18 +149,6 @@ class Spool:
         self._health.quarantined = max(self._health.quarantined,
                                       int(meta.get("quarantined", 0)))
 
-    @_locked
-    def close(self) -> None:
-        if self.db is not None:
-            self.db.close()
-            self.db = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ---- the queue -------------------------------------------------------------------
 
     @property
@@ -267,7 +159,7 @@ class Spool:
     def bytes(self) -> int:
         return self._disk_bytes + sum(p.size for p in self._memory)
 
-    @_locked
+    @locked
     def put(self, points: list[Point]) -> None:
         """Make `points` durable (one transaction), dropping routine ones at the cap."""
         if not points:
@@ -277,7 +169,7 @@ class Spool:
         self._enforce_cap()
         self._update_health()
 
-    @_locked
+    @locked
     def retry(self) -> None:
         """Try again to move the points that wait in memory onto disk (the writer calls it
         before each batch)."""
@@ -296,7 +188,7 @@ class Spool:
         try:
             with self._tx() as db:
                 db.executemany("INSERT INTO chunks (kept, n, bytes, time, lines) "
-                               "VALUES (?, ?, ?, ?, ?)", _chunks(self._memory))
+                               "VALUES (?, ?, ?, ?, ?)", chunk_rows(self._memory))
                 self._trim_disk(db)
         except sqlite3.Error as exc:
             self._failed(f"cannot write {self.path}: {exc}")
@@ -316,32 +208,7 @@ class Spool:
         if over <= 0 or self._disk_routine_bytes <= 0:
             return
         self._purge(db)  # (what was sent is not the oldest telemetry: it arrived)
-        gone: list[int] = []
-        points = freed = 0
-        with contextlib.closing(db.execute(
-                "SELECT id, n, bytes FROM chunks WHERE kept = 0 ORDER BY id")) as chunks:
-            for chunk_id, n, size in chunks:  # the oldest first, only as far as needed
-                if freed >= over:
-                    break
-                if freed + size > over:  # the last one: only its first lines
-                    lines = db.execute("SELECT lines FROM chunks WHERE id = ?",
-                                       (chunk_id,)).fetchone()[0].split("\n")
-                    k = 0
-                    while freed < over:
-                        freed += len(lines[k])
-                        k += 1
-                    points += k
-                    if k < len(lines):
-                        rest = lines[k:]
-                        db.execute("UPDATE chunks SET n = ?, bytes = ?, lines = ? WHERE id = ?",
-                                   (len(rest), size - sum(map(len, lines[:k])),
-                                    "\n".join(rest), chunk_id))
-                        break
-                else:
-                    freed += size
-                    points += n
-                gone.append(chunk_id)
-        db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in gone])
+        points, freed = drop_oldest_routine(db, over)
         dropped = self._health.dropped_routine + points
         db.execute("INSERT OR REPLACE INTO meta VALUES ('dropped_routine', ?)", (dropped,))
 
@@ -420,35 +287,7 @@ class Spool:
                     keep.append(p)
             self._memory = keep
 
-    @contextlib.contextmanager
-    def _tx(self, fsync: bool = True) -> Iterator[sqlite3.Connection]:
-        """One transaction; the counting it registered (`_on_commit`) is done once it
-        committed. `fsync=False`: for what need not survive a power cut (a lost removal
-        re-sends points that overwrite themselves), so that a drain is not bound by the
-        disk's flush rate (WAL with synchronous=NORMAL still survives a crash)."""
-        assert self.db is not None
-        self._on_commit.clear()
-        if not fsync:
-            self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-            self.db.execute("COMMIT")
-        except BaseException:
-            self._on_commit.clear()
-            if self.db.in_transaction:  # a failed COMMIT leaves it open
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-            raise
-        finally:
-            if not fsync:
-                with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("PRAGMA synchronous = FULL")
-        for count in self._on_commit:
-            count()
-        self._on_commit.clear()
-
-    @_locked
+    @locked
     def take(self, limit: int, after: Batch | None = None) -> Batch:
         """Points to send: live ones first, then the backlog, each oldest first, in whole
         chunks, as many as make at most `limit` points (at least one chunk: a batch may
@@ -492,16 +331,6 @@ class Spool:
                 rows.append((p.id, p.line))
         return Batch(chunks, rows, his[0], his[1], (taken, size, routine))
 
-    @_locked
-    def maintain(self) -> None:
-        """Copy the write-ahead log into the database (a passive checkpoint), at most every
-        CHECKPOINT_S; the writer calls it while a request is in flight, so that a drain does
-        not wait for it."""
-        if self.db is not None and time.monotonic() - self._checkpointed >= CHECKPOINT_S:
-            self._checkpointed = time.monotonic()
-            with contextlib.suppress(sqlite3.Error):
-                self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
     def _purge_now(self, limit: int | None = None) -> bool:
         """`_purge` in a transaction of its own; False if it failed (logged)."""
         if self._sent and self.db is not None:
@@ -513,13 +342,13 @@ class Spool:
                 return False
         return True
 
-    @_locked
+    @locked
     def mark_backlog(self) -> None:
         """A send failed: everything held now is backlog; points spooled from now on are
         live and go first."""
         self._live_mark = self._max_id()
 
-    @_locked
+    @locked
     def remove(self, batch: Batch, quarantine: Sequence[tuple[str, str]] = ()) -> None:
         """The database accepted `batch`: forget it, in one transaction. `quarantine`: the
         points of it that the database rejected for good (line, reason), kept aside for a
@@ -558,7 +387,7 @@ class Spool:
         self._recovered()
         self._update_health()
 
-    @_locked
+    @locked
     def quarantined(self) -> list[tuple[str, str]]:
         """The quarantined points (line, reason), oldest first."""
         if self.db is None:
@@ -627,22 +456,11 @@ class Spool:
             self._failing = False
 
 
-def _chunks(points: Iterable[Point]) -> Iterator[tuple[int, int, int, float, str]]:
-    """Rows for `points`: the kept ones first, then the routine ones, CHUNK_POINTS at most
-    per row, each in the order given."""
-    for kept in (True, False):
-        same = [p for p in points if p.kept == kept]
-        for i in range(0, len(same), CHUNK_POINTS):
-            part = same[i:i + CHUNK_POINTS]
-            yield (int(kept), len(part), sum(p.size for p in part), min(p.time for p in part),
-                   "\n".join(p.line for p in part))
-
-
 def _connect(path: Path) -> sqlite3.Connection:
     """Open `path` as the spool, creating the schema in a new file; a file that is not a
     usable spool is renamed aside (its points cannot be read, a fresh spool starts)."""
     try:
-        return _connect_once(path)
+        return connect_once(path)
     except (sqlite3.DatabaseError, Unusable) as exc:
         if isinstance(exc, sqlite3.OperationalError) or not path.exists():
             raise
@@ -651,12 +469,4 @@ def _connect(path: Path) -> sqlite3.Connection:
             raise Unusable(f"{path} is unusable ({exc}) and cannot be renamed") from exc
         log.error("spool file unusable path=%s: %s; renamed to %s, starting a fresh spool",
                   path, exc, aside)
-        return _connect_once(path)
-
-
-def _connect_once(path: Path) -> sqlite3.Connection:
-    return open_wal(path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False,  # see _locked
-                    pragmas=["cache_size = -16384",  # 16 MiB: a drain re-reads what it sends
-                             # the writer checkpoints while its requests are in flight
-                             # (`maintain`); this is the backstop when it does not run
-                             "wal_autocheckpoint = 10000"], upgrades=_UPGRADES)
+        return connect_once(path)

@@ -24,7 +24,8 @@ from gauged.config.models import InfluxConfig
 from gauged.uplinks import spool as spool_module
 from gauged.uplinks.influx import InfluxSink
 from gauged.uplinks.records import Record
-from gauged.uplinks.spool import CHUNK_POINTS, Point, Spool
+from gauged.uplinks.spool import Point, Spool
+from gauged.uplinks.spool_file import CHUNK_POINTS
 
 STATIONS = 50
 CYCLES = 480  # 24 h of 3-minute cycles

@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from gauged.alarm.replay import read_scenario, replay_per_cycle
+from gauged.alarm.replay import replay_per_cycle
+from gauged.alarm.scenario import read_scenario
 from gauged.cli import main
 from gauged.config.load import load_config
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from gauged.alarm.quality import Quality, QualityRules, QualityTracker, assess
+from gauged.alarm.quality import Quality, QualityTracker, assess
+from gauged.config.models import QualityRules
 
 GOOD, SUSPECT, BAD, MISSING = Quality.GOOD, Quality.SUSPECT, Quality.BAD, Quality.MISSING
 

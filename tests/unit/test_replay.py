@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gauged.alarm.replay import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
+from gauged.alarm.scenario import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
 from gauged.cli import main
 from gauged.config.load import load_config
 

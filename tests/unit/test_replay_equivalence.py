@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gauged.alarm.replay import read_scenario, replay, replay_per_cycle
+from gauged.alarm.replay import replay, replay_per_cycle
+from gauged.alarm.scenario import read_scenario
 from gauged.config.load import load_config
 from gauged.config.settings import Config
 
