@@ -1,7 +1,7 @@
 """The status snapshot: what /status shows (and, through it, /metrics, the page and
 `gauged status`), built from the parts' typed state.
 
-`status` reads the daemon through `Parts`: the fields it needs, nothing more.
+`status` reads the daemon through `DaemonView` (gauged/daemon/view.py).
 """
 
 from __future__ import annotations
@@ -9,66 +9,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from drivers.registry import AnyHub
 from gauged.alarm.engine import Engine
 from gauged.alarm.quality import Quality
 from gauged.alarm.types import StationState
-from gauged.clock import Clock
 from gauged.config.settings import Config
-from gauged.daemon.restore import StateKeeper
-from gauged.field.poll import Poller
-from gauged.field.prooftests import ProofTestScheduler
+from gauged.daemon.view import DaemonView
 from gauged.field.zones import ZoneBroadcaster
 from gauged.health import GaugeHealth
-from gauged.ops.commands import CommandHandler
 from gauged.ops.inhibits import Inhibits, inhibit_json
-from gauged.store.state import SavedBroadcast, StateStore
+from gauged.store.state import SavedBroadcast
 from gauged.uplinks.base import Uplink
 
 
-class Parts(Protocol):
-    """What the snapshot reads of the daemon."""
-
-    @property
-    def gateway(self) -> str: ...
-    @property
-    def config(self) -> Config: ...
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def engine(self) -> Engine: ...
-    @property
-    def poller(self) -> Poller: ...
-    @property
-    def hubs(self) -> Mapping[str, AnyHub]: ...
-    @property
-    def zones(self) -> Mapping[str, ZoneBroadcaster]: ...
-    @property
-    def keeper(self) -> StateKeeper: ...
-    @property
-    def store(self) -> StateStore | None: ...
-    @property
-    def inhibits(self) -> Inhibits | None: ...
-    @property
-    def commands(self) -> CommandHandler | None: ...
-    @property
-    def tests(self) -> ProofTestScheduler | None: ...
-    @property
-    def uplinks(self) -> list[Uplink]: ...
-    @property
-    def cycles(self) -> int: ...
-    @property
-    def last_cycle(self) -> datetime | None: ...
-    @property
-    def states(self) -> dict[str, StationState]: ...
-    @property
-    def faults(self) -> list[str]: ...
-    def health(self) -> list[str]: ...
-
-
-def status(d: Parts) -> dict[str, Any]:
+def status(d: DaemonView) -> dict[str, Any]:
     """Everything /status shows."""
     keeper, store = d.keeper, d.store
     return {

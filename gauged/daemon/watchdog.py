@@ -9,60 +9,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
-from datetime import datetime
-from typing import Protocol
 
-from gauged.alarm.engine import Engine
 from gauged.alarm.quality import Quality
-from gauged.alarm.types import BroadcastRecord, StationState
-from gauged.clock import Clock
+from gauged.alarm.types import BroadcastRecord
 from gauged.config.models import SequenceConfig
-from gauged.config.settings import Config
-from gauged.field.poll import Poller
+from gauged.daemon.view import DaemonView
 from gauged.field.relays import RELAY_ATTEMPTS
 from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.notify import MARGIN_S, Notifier, stalled
-from gauged.uplinks.base import Uplink
 from gauged.uplinks.influx import InfluxSink
 from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
 
 
-class Daemon(Protocol):
-    """What the watchdog reads of the daemon."""
-
-    @property
-    def config(self) -> Config: ...
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def engine(self) -> Engine: ...
-    @property
-    def poller(self) -> Poller: ...
-    @property
-    def zones(self) -> Mapping[str, ZoneBroadcaster]: ...
-    @property
-    def uplinks(self) -> list[Uplink]: ...
-    @property
-    def states(self) -> Mapping[str, StationState]: ...
-    @property
-    def faults(self) -> list[str]: ...
-    @property
-    def cycles(self) -> int: ...
-    @property
-    def last_cycle(self) -> datetime | None: ...
-    @property
-    def last_cycle_mono(self) -> float | None: ...
-    @property
-    def cycle_started_mono(self) -> float | None: ...
-
-
 CLIP_BOUND_S = 300.0  # a clip without a player timeout (aplay): longer is a wedged player
 
 
-def cycle_budget(daemon: Daemon) -> float:
+def cycle_budget(daemon: DaemonView) -> float:
     """Real seconds a cycle may take: the poll interval, plus the slowest bus reading every
     gauge to its timeout (each attempt) after a connect that timed out, plus MARGIN_S."""
     config = daemon.config
@@ -73,7 +37,7 @@ def cycle_budget(daemon: Daemon) -> float:
     return daemon.clock.real_seconds(config.gateway.poll_interval_s) + worst + MARGIN_S
 
 
-def broadcast_budget(daemon: Daemon, zone: ZoneBroadcaster, record: BroadcastRecord) -> float:
+def broadcast_budget(daemon: DaemonView, zone: ZoneBroadcaster, record: BroadcastRecord) -> float:
     """Real seconds one broadcast may take, from its sequence (see the module docstring)."""
     config = daemon.config
     req = record.request
@@ -91,7 +55,7 @@ def broadcast_budget(daemon: Daemon, zone: ZoneBroadcaster, record: BroadcastRec
         relay_s + MARGIN_S
 
 
-def progress(daemon: Daemon, now: float, loop_started: float) -> list[str]:
+def progress(daemon: DaemonView, now: float, loop_started: float) -> list[str]:
     """`stalled` applied to the daemon at monotonic time `now`."""
     zones: dict[str, tuple[float, float] | None] = {}
     for zid, zone in daemon.zones.items():
@@ -107,7 +71,7 @@ def progress(daemon: Daemon, now: float, loop_started: float) -> list[str]:
                    zones=zones)
 
 
-def status_line(daemon: Daemon) -> str:
+def status_line(daemon: DaemonView) -> str:
     """One line for `systemctl status`: cycles, raised stages, data quality, faults, uplinks."""
     raised = [f"{sid}={daemon.engine.machines[sid].rule.names[stage]}"
               for sid, stage in daemon.engine.stages.items() if stage > 0]
@@ -127,7 +91,7 @@ def status_line(daemon: Daemon) -> str:
     return " ".join(parts)
 
 
-async def watch(daemon: Daemon, notifier: Notifier, status_every_s: float = 5.0) -> None:
+async def watch(daemon: DaemonView, notifier: Notifier, status_every_s: float = 5.0) -> None:
     """Ping the watchdog while `progress` finds nothing stalled; keep STATUS= current.
 
     A task of `Daemon.run`'s TaskGroup, started with the poll loop. Stops pinging at the

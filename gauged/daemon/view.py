@@ -1,0 +1,66 @@
+"""What the status snapshot and the watchdog read of the daemon: a protocol, so that neither
+imports `Daemon` (gauged/daemon/daemon.py imports both) and neither reaches further."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Protocol
+
+from drivers.registry import AnyHub
+from gauged.alarm.engine import Engine
+from gauged.alarm.types import StationState
+from gauged.clock import Clock
+from gauged.config.settings import Config
+from gauged.daemon.restore import StateKeeper
+from gauged.field.poll import Poller
+from gauged.field.prooftests import ProofTestScheduler
+from gauged.field.zones import ZoneBroadcaster
+from gauged.ops.commands import CommandHandler
+from gauged.ops.inhibits import Inhibits
+from gauged.store.state import StateStore
+from gauged.uplinks.base import Uplink
+
+
+class DaemonView(Protocol):
+    """The daemon's parts and counters, read-only."""
+
+    @property
+    def gateway(self) -> str: ...
+    @property
+    def config(self) -> Config: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def poller(self) -> Poller: ...
+    @property
+    def hubs(self) -> Mapping[str, AnyHub]: ...
+    @property
+    def zones(self) -> Mapping[str, ZoneBroadcaster]: ...
+    @property
+    def keeper(self) -> StateKeeper: ...
+    @property
+    def store(self) -> StateStore | None: ...
+    @property
+    def inhibits(self) -> Inhibits | None: ...
+    @property
+    def commands(self) -> CommandHandler | None: ...
+    @property
+    def tests(self) -> ProofTestScheduler | None: ...
+    @property
+    def uplinks(self) -> list[Uplink]: ...
+    @property
+    def states(self) -> Mapping[str, StationState]: ...
+    @property
+    def faults(self) -> list[str]: ...
+    @property
+    def cycles(self) -> int: ...
+    @property
+    def last_cycle(self) -> datetime | None: ...
+    @property
+    def last_cycle_mono(self) -> float | None: ...
+    @property
+    def cycle_started_mono(self) -> float | None: ...
+    def health(self) -> list[str]: ...
