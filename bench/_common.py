@@ -91,7 +91,7 @@ async def uplinks_running(daemon: Daemon) -> AsyncIterator[None]:
         finally:
             for task in tasks:
                 task.cancel()
-    assert daemon.influx.health.queued > 0  # every cycle recorded its points (still queued)
+    assert daemon.influx.health().queued > 0  # every cycle recorded its points (still queued)
 
 
 def timed(obj: object, name: str, into: dict[str, float]) -> None:

@@ -131,12 +131,12 @@ def levels() -> dict[str, float]:
 
 async def daemon_cycles(config_path: Path) -> tuple[list[float], list[float], dict[str, float]]:
     """Cycle times, per cycle the slowest bus's read time, and the mean time per cycle of
-    judging (`_judge`, all stations), stages (`evaluate`) and recording (`_record`)."""
+    judging (`_judge`, all stations), stages (`evaluate`) and recording (`Recorder.cycle`)."""
     daemon = Daemon(load_config(config_path), Clock())
     phases: dict[str, float] = {}
     timed(daemon.poller, "_judge", phases)
     timed(daemon.engine, "evaluate", phases)
-    timed(daemon, "_record", phases)
+    timed(daemon.recorder, "cycle", phases)
     expected = levels()
     cycles, buses = [], []
     async with daemon.opened(), uplinks_running(daemon):

@@ -97,8 +97,8 @@ async def drain_rate(tsdb: VictoriaMetrics, folder: Path, run: str,
         # WAL holds a minute of points when the database returns, not the whole outage.
         assert sink.spool is not None
         sink.spool.maintain()
-        held = sink.health.queued
-        print(f"  outage: {held:,} points spooled ({sink.health.queued_bytes / 1e6:.1f} MB "
+        held = sink.health().queued
+        print(f"  outage: {held:,} points spooled ({sink.health().queued_bytes / 1e6:.1f} MB "
               f"of line protocol) in {fill:.1f} s, one transaction per cycle of {STATIONS}")
         tsdb.start()
         t0 = time.perf_counter()
@@ -109,7 +109,7 @@ async def drain_rate(tsdb: VictoriaMetrics, folder: Path, run: str,
             writer.cancel()
         if not drained:
             raise SystemExit("the spool did not drain within 300 s")
-        h = sink.health
+        h = sink.health()
         print(f"  drain: {h.written:,} points in {h.batches} batches in {elapsed:.2f} s, "
               f"{h.errors} errors: {held / elapsed:,.0f} points/s")
         return held / elapsed, held

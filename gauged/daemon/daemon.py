@@ -164,8 +164,8 @@ class Daemon:
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.store
             self.keeper.report_interrupted(self.store)
-            if self.influx is not None:  # never fails: a broken spool degrades storage only
-                await stack.enter_async_context(self.influx)
+            for uplink in self.uplinks:  # never fails: a broken spool degrades storage only
+                await stack.enter_async_context(uplink)
             for hub in self.hubs.values():
                 await stack.enter_async_context(hub)
             stack.push_async_callback(self._close_players)
