@@ -9,19 +9,35 @@ A station's stage comes from one or more *quantities*, each with its own stage m
 own quantity (freeboard, or a rain total) and the `inputs` of its config (a quantity of this
 or another station, with thresholds for its stages 1, 2 …). `combine = "max"` (the default)
 makes the station's stage the highest of its quantities' stages, `"min"` the lowest. A
-transition names the quantity that moved the station (`level` or `rain`).
+transition names the quantity that moved the station (`level` or `rain`, or `follow`).
+
+A station whose gauge is in `gauge_fault` holds its stage (its readings are not good, so no
+stage machine moves on them); with `follow = "<station>"` its stage follows that station's
+upward, never down, until its own good readings take over again.
+
+What a cycle sounds is decided per station (`Announcer`: transitions, repeats, all-clear) and
+then per zone (`ZoneAnnouncer`): stations of one zone that reach one stage are heard once per
+`min_gap_min`, and an all-clear waits for the zone's last raised station.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from gauged.alarm.level import LevelTrend, freeboard, minutes_to
 from gauged.alarm.rain import RainParams, RainState
 from gauged.alarm.stages import StageChange, StageMachine, StageRule
-from gauged.alarm.types import BroadcastRequest, CycleResult, Sample, StationState, Transition
+from gauged.alarm.types import (
+    BroadcastRequest,
+    CycleResult,
+    Merged,
+    Sample,
+    StationState,
+    Transition,
+)
 from gauged.config.checks import combine_problems
 from gauged.config.models import StationConfig, StationInput
 from gauged.config.settings import Config
@@ -131,6 +147,9 @@ class Engine:
         self.rain = {sid: RainState(params)
                      for sid, st in config.stations.items() if st.kind == "rain"}
         self.announcers = {sid: Announcer(config, sid) for sid in config.stations}
+        self.zones = {zone: ZoneAnnouncer(config, zone) for zone in config.zones}
+        self.followers = {sid: st.follow for sid, st in config.stations.items()
+                          if st.follow is not None}
 
     def restore(self, station: str, stage: int, entered: datetime | None = None) -> None:
         """Set a station's stage (state restored after a restart): every quantity of the
@@ -149,6 +168,7 @@ class Engine:
         ts = time.timestamp()
         derived = {sid: self._derive(sid, time, ts, samples[sid])
                    for sid in self.config.stations if sid in samples}
+        requests: list[BroadcastRequest] = []
         for sid, st in self.config.stations.items():
             moved: list[tuple[Quantity, StageChange, float]] = []
             updated = False
@@ -167,15 +187,54 @@ class Engine:
             before = self.stages[sid]
             after = combined([m.stage for m in self.inputs[sid]], st.combine)
             self.stages[sid] = after
-            if sid in derived:
-                self._finish(derived[sid], st, after)
             if after != before:
                 q, value = mover(moved, before, after)
-                self._record(result, time, sid, st, StageChange(before, after), q.kind, value)
+                requests += self._record(result, time, sid, StageChange(before, after),
+                                         q.kind, value)
             else:
-                result.broadcasts += self.announcers[sid].held(time, after)
+                requests += self.announcers[sid].held(time, after)
+        for sid, leader in self.followers.items():
+            d = derived.get(sid)
+            if d is not None and d.state.fault:
+                requests += self._follow(result, time, ts, sid, leader)
+        for sid, d in derived.items():
+            self._finish(d, self.config.stations[sid], self.stages[sid])
+        result.broadcasts, result.merged = self._by_zone(_us(time), requests)
         result.states = [d.state for d in derived.values()]
         return result
+
+    def _follow(self, result: CycleResult, time: datetime, ts: float, sid: str,
+                leader: str) -> list[BroadcastRequest]:
+        """A station in gauge_fault follows its leader's stage upward (never down)."""
+        stage = self.stages[leader]
+        before = self.stages[sid]
+        if stage <= before:
+            return []
+        self.machines[sid].raise_to(stage, ts)
+        after = combined([m.stage for m in self.inputs[sid]], self.config.stations[sid].combine)
+        self.stages[sid] = after
+        if after == before:
+            return []
+        value = self.machines[leader].last_value
+        return self._record(result, time, sid, StageChange(before, after), "follow",
+                            math.nan if value is None else value)
+
+    def _by_zone(self, us: int, requests: list[BroadcastRequest]) -> tuple[
+            list[BroadcastRequest], list[Merged]]:
+        """What each zone plays of what its stations asked this cycle."""
+        order = request_order(self.config)
+        out: list[BroadcastRequest] = []
+        merged: list[Merged] = []
+        for zone, zone_requests in _group(sorted(requests, key=order)).items():
+            played, held = self.zones[zone].filter(us, zone_requests, self.in_episode)
+            out += played
+            merged += held
+        out.sort(key=order)
+        merged.sort(key=lambda m: order(m.request))
+        return out, merged
+
+    def in_episode(self, sid: str) -> bool:
+        return self.announcers[sid].episode
 
     def _derive(self, sid: str, time: datetime, ts: float, sample: Sample) -> _Derived:
         st = self.config.stations[sid]
@@ -219,14 +278,14 @@ class Engine:
             state.minutes_to_next = minutes_to(state.freeboard_m, st.stages[stage].threshold,
                                                state.rise_m_per_h)
 
-    def _record(self, result: CycleResult, time: datetime, sid: str, st: StationConfig,
-                change: StageChange, kind: str, value: float) -> None:
+    def _record(self, result: CycleResult, time: datetime, sid: str, change: StageChange,
+                kind: str, value: float) -> list[BroadcastRequest]:
         names = self.machines[sid].rule.names
         result.transitions.append(Transition(
             time=time, station=sid, kind=kind, from_stage=change.from_stage,
             to_stage=change.to_stage, from_name=names[change.from_stage],
             to_name=names[change.to_stage], value=value))
-        result.broadcasts += self.announcers[sid].changed(time, change)
+        return self.announcers[sid].changed(time, change)
 
 
 def broadcasts(config: Config, st: StationConfig, sid: str, time: datetime,
@@ -316,6 +375,96 @@ class Announcer:
                                  stage_name=name, sequence=seq_id, siren_s=seq.siren_s,
                                  clips=tuple(seq.clips), kind=kind)
                 for zone in self.station.zones]
+
+
+class ZoneAnnouncer:
+    """What a zone plays of what its stations ask (DESIGN §1, "Zones hear an escalation
+    once"; the same rules live and in replay):
+
+    - requests of one stage in one cycle are one broadcast naming every station;
+    - a stage request is merged into the zone's broadcast of that stage or a higher one heard
+      less than `min_gap_min` ago (a higher stage is always heard); a repeat likewise within
+      the station's `repeat_min`;
+    - an all-clear is held while another station of the zone is still in its episode (a
+      stage that broadcast); the zone's gap starts again after an all-clear.
+    """
+
+    def __init__(self, config: Config, zone: str) -> None:
+        self.gap_us = round(config.zones[zone].min_gap_min * 60e6)
+        self.stations = [sid for sid, st in config.stations.items() if zone in st.zones]
+        self.repeat_us = {sid: tuple(None if s.repeat_min is None else round(s.repeat_min * 60e6)
+                                     for s in config.stations[sid].stages)
+                          for sid in self.stations}
+        self.heard: dict[int, tuple[int, BroadcastRequest]] = {}  # stage: (when, broadcast)
+
+    def filter(self, us: int, requests: list[BroadcastRequest],
+               in_episode: Callable[[str], bool]) -> tuple[list[BroadcastRequest],
+                                                           list[Merged]]:
+        out: list[BroadcastRequest] = []
+        merged: list[Merged] = []
+        for request in requests:
+            if request.kind == "all_clear" and any(
+                    s != request.station and in_episode(s) for s in self.stations):
+                merged.append(Merged(request, None))  # the zone still stands at a stage
+                continue
+            same = next((i for i, r in enumerate(out)
+                         if r.stage == request.stage and (r.kind == "all_clear") ==
+                         (request.kind == "all_clear")), None)
+            if same is not None:
+                leader = out[same]
+                out[same] = replace(leader, stations=(*leader.named, request.station))
+                merged.append(Merged(request, out[same]))
+                continue
+            prior = self._heard(us, request)
+            if prior is not None:
+                merged.append(Merged(request, prior))
+                continue
+            out.append(request)
+        for request in out:
+            if request.kind == "all_clear":
+                self.heard.clear()
+            else:
+                self.heard[request.stage] = (us, request)
+        # the merged requests name the broadcast that speaks for them as it was sent
+        final = {r.stage: r for r in out}
+        merged = [Merged(m.request, final.get(m.into.stage, m.into))
+                  if m.into is not None and m.into.time == m.request.time else m
+                  for m in merged]
+        return out, merged
+
+    def _heard(self, us: int, request: BroadcastRequest) -> BroadcastRequest | None:
+        """The broadcast of this stage or a higher one that still speaks for `request`."""
+        if request.kind == "all_clear":
+            return None
+        if request.kind == "repeat":
+            window = self.repeat_us[request.station][request.stage - 1]
+        else:
+            window = self.gap_us
+        if not window:
+            return None
+        best = None
+        for stage, (when, broadcast) in self.heard.items():
+            if stage >= request.stage and us - when < window and (
+                    best is None or when > best[0]):
+                best = (when, broadcast)
+        return None if best is None else best[1]
+
+
+def request_order(config: Config) -> Callable[[BroadcastRequest], tuple[int, int]]:
+    """The order of a cycle's broadcasts: by station (config order), then zone."""
+    pos = {sid: i for i, sid in enumerate(config.stations)}
+
+    def key(request: BroadcastRequest) -> tuple[int, int]:
+        return pos[request.station], config.stations[request.station].zones.index(request.zone)
+
+    return key
+
+
+def _group(requests: list[BroadcastRequest]) -> dict[str, list[BroadcastRequest]]:
+    by_zone: dict[str, list[BroadcastRequest]] = {}
+    for request in requests:
+        by_zone.setdefault(request.zone, []).append(request)
+    return by_zone
 
 
 def _us(time: datetime) -> int:

@@ -5,19 +5,47 @@ implausible: NaN, outside the physical range, a spike, a device status bit), `mi
 value: the read failed or was skipped). Only good readings move a stage; the others are
 stored and shown, never acted on.
 
+Uncertainty resolves toward safety (DESIGN §1, "Fail-safe data"): doubtful data may raise or
+hold a stage, never lower it.
+
+- A move toward danger larger than `max_step` in one cycle is a spike (bad) unless the next
+  reading confirms it: no siren from one absurd sample, but a real step is believed.
+- A move toward safety faster than the river can recede (`max_fall_m_per_h` from the last good
+  reading, the allowance growing with the time since) is suspect, and repetition does not
+  confirm it: the gauge must come back to a plausible path. Two in a row are a gauge_fault (a
+  gauge that failed to a constant inside its range, 0.0 m say).
+- A gauge that repeats one value while a related gauge (the station's `related`) moves by
+  `related_move` is frozen: suspect and gauge_fault after `related_cycles` identical readings.
+
 A gauge is in `gauge_fault` when it has given no good reading for `stale_cycles` cycles, when
 its device reports a failure (Modbus exception 04, a status bit), when it answers that the
-configured address does not exist (exception 02), or while its value is flat-lined. The fault
-clears with the next good reading.
+configured address does not exist (exception 02), while its value is flat-lined or frozen, or
+after two implausible falls in a row. The fault clears with the next good reading.
+
+`Judge` judges one cycle of every station at once (the related gauges watch each other); the
+live poller and `gauged replay` both use it, so replay sees exactly what the daemon sees.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gauged.config.models import QualityRules
+import numpy as np
+import numpy.typing as npt
+
+from gauged.config.models import (
+    DEFAULT_MAX_FALL_M_PER_H,
+    DEFAULT_RELATED_MOVE,
+    QualityRules,
+)
+from gauged.config.settings import Config
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
 
 
 class Quality(enum.StrEnum):
@@ -54,11 +82,18 @@ def assess(value: float | None, valid_range: tuple[float, float] | None) -> Qual
     return Quality.GOOD
 
 
+def in_range(value: float, valid_range: tuple[float, float] | None) -> bool:
+    """`value` is a number inside the physical range (when there is one)."""
+    return math.isfinite(value) and (valid_range is None or
+                                     valid_range[0] <= value <= valid_range[1])
+
+
 class QualityTracker:
     """Judges the successive readings of one gauge and keeps its fault state.
 
     For a level gauge the value judged is the level; for a rain counter it is the increment
-    since the previous reading (mm), with the raw counter as what must not flat-line.
+    since the previous reading (mm), with the raw counter as what must not flat-line (the
+    `key` of a reading).
     """
 
     def __init__(self, rules: QualityRules, valid_range: tuple[float, float] | None, *,
@@ -66,28 +101,51 @@ class QualityTracker:
         self.rules = rules
         self.range = valid_range
         self.counter = counter
+        fall = rules.max_fall_m_per_h
+        self.max_fall = None if counter else (DEFAULT_MAX_FALL_M_PER_H if fall is None
+                                              else fall or None)
+        self.related_move = rules.related_move if rules.related_move is not None else \
+            DEFAULT_RELATED_MOVE["rain_counter" if counter else "level_m"]
         self.last_good: float | None = None
+        self.last_good_t: float | None = None
         self.cycles_since_good = 0
+        self.falls = 0  # consecutive implausible falls
+        self.fell_to: float | None = None  # the value of the first of them
         self.flat_value: float | None = None
         self.flat_cycles = 0  # consecutive identical readings
         self.candidate: float | None = None  # last cycle's spike, which this one may confirm
         self.device_fault = ""  # a failure the device reported, until the next good reading
         self.fault = ""  # the current gauge_fault reason, "" when none
 
-    def judge(self, value: float | None, status: int | None = None, *,
-              others_moving: bool = False, flat_key: float | None = None) -> Judgement:
-        """Judge one reading (None: nothing to judge yet, such as a counter's baseline).
+    def run_length(self, key: float | None) -> int:
+        """The identical readings so far if `key` is read next (without reading it)."""
+        if key is None or not math.isfinite(key):
+            return self.flat_cycles
+        return self.flat_cycles + 1 if key == self.flat_value else 1
+
+    def judge(self, value: float | None, status: int | None = None, *, t: float = 0.0,
+              others_moving: bool = False, related: tuple[str, float] | None = None,
+              flat_key: float | None = None) -> Judgement:
+        """Judge one reading taken at `t` (Unix seconds; None: nothing to judge yet, such as
+        a counter's baseline).
 
         `status` holds the fault bits the device reported (its status word under the
-        configured fault mask): any bit set makes the reading bad.
+        configured fault mask): any bit set makes the reading bad. `flat_key` is what must
+        not flat-line (default: the value); `related` the related gauge that moved most
+        since this gauge's value last changed, and by how much.
         """
+        key = value if flat_key is None else flat_key
+        if key is not None and math.isfinite(key):
+            self.flat_cycles = self.run_length(key)
+            self.flat_value = key
         candidate, self.candidate = self.candidate, None
-        judgement = self._judge(value, status, others_moving,
-                                value if flat_key is None else flat_key, candidate)
+        judgement = self._judge(value, status, t, others_moving, related, candidate)
         if judgement.quality is Quality.GOOD:
             if value is not None:
-                self.last_good = value
+                self.last_good, self.last_good_t = value, t
             self.cycles_since_good = 0
+            self.falls = 0
+            self.fell_to = None
             self.device_fault = ""
             self.fault = ""
         else:
@@ -105,15 +163,19 @@ class QualityTracker:
 
     def _not_good(self, judgement: Judgement) -> None:
         self.cycles_since_good += 1
+        if judgement.reason.startswith("implausible fall"):
+            self.falls += 1
+        else:
+            self.falls, self.fell_to = 0, None
         if self.device_fault:
             self.fault = self.device_fault
-        elif judgement.reason.startswith(("flatline", "status")):
+        elif judgement.reason.startswith(("flatline", "status", "frozen")) or self.falls >= 2:
             self.fault = judgement.reason
         elif self.cycles_since_good >= self.rules.stale_cycles:
             self.fault = f"stale: no good reading for {self.cycles_since_good} cycles"
 
-    def _judge(self, value: float | None, status: int | None, others_moving: bool,
-               flat_key: float | None, candidate: float | None) -> Judgement:
+    def _judge(self, value: float | None, status: int | None, t: float, others_moving: bool,
+               related: tuple[str, float] | None, candidate: float | None) -> Judgement:
         if status:  # the fault bits of the device's status word (already masked)
             return Judgement(Quality.BAD, f"status 0x{status:X}: the device reports a fault")
         if value is None:
@@ -121,15 +183,21 @@ class QualityTracker:
                 Judgement(Quality.MISSING, "no reading")
         if not math.isfinite(value):
             return Judgement(Quality.BAD, "not a number")
+        if self.counter and value < 0:
+            return Judgement(Quality.BAD, "negative rain")
         if not self.counter and self.range is not None and \
                 not self.range[0] <= value <= self.range[1]:
             return Judgement(Quality.BAD, f"out of range [{self.range[0]:g}, {self.range[1]:g}]")
         spike = self._spike(value, candidate)
         if spike is not None:
             return spike
-        return self._flatline(flat_key, others_moving)
+        fall = self._fall(value, t)
+        if fall is not None:
+            return fall
+        return self._flatline(others_moving, related)
 
     def _spike(self, value: float, candidate: float | None) -> Judgement | None:
+        """A move toward danger too large for one cycle, unless the next reading confirms it."""
         step = self.rules.max_step
         if step is None:
             return None
@@ -138,7 +206,7 @@ class QualityTracker:
             if value > step * (self.cycles_since_good + 1):
                 return Judgement(Quality.BAD, f"spike: {value:g} in one reading")
             return None
-        if self.last_good is None or abs(value - self.last_good) <= step:
+        if self.last_good is None or value - self.last_good <= step:
             return None
         if candidate is not None and abs(value - candidate) <= step:
             return None  # seen twice in a row: a real step (after a gap, say), not a spike
@@ -146,15 +214,280 @@ class QualityTracker:
         return Judgement(Quality.BAD, f"spike: {value - self.last_good:+g} from the last good "
                                       f"reading")
 
-    def _flatline(self, key: float | None, others_moving: bool) -> Judgement:
-        if key is not None and key == self.flat_value:
-            self.flat_cycles += 1
-        else:
-            self.flat_value, self.flat_cycles = key, 1
+    def _fall(self, value: float, t: float) -> Judgement | None:
+        """A move toward safety faster than the river can recede: never confirmed by
+        repetition, only by a plausible path back."""
+        if self.max_fall is None or self.last_good is None or self.last_good_t is None:
+            return None
+        fall = self.last_good - value
+        minutes = (t - self.last_good_t) / 60.0
+        if self.fell_to is not None and value == self.fell_to:
+            # stuck where it fell: waiting does not make a constant plausible
+            return Judgement(Quality.SUSPECT, f"implausible fall: stuck at {value:g} m for "
+                                              f"{minutes:.0f} min")
+        if fall <= self.max_fall * (t - self.last_good_t) / 3600.0:
+            return None
+        if self.fell_to is None:
+            self.fell_to = value
+        return Judgement(Quality.SUSPECT, f"implausible fall: {-fall:+.2f} m in "
+                                          f"{minutes:.0f} min (max {self.max_fall:g} m/h)")
+
+    def _flatline(self, others_moving: bool, related: tuple[str, float] | None) -> Judgement:
         n, rules = self.flat_cycles, self.rules
+        if related is not None and n >= rules.related_cycles and \
+                related[1] >= self.related_move:
+            return Judgement(Quality.SUSPECT, f"frozen: {n} identical readings while "
+                                              f"{related[0]} moved {related[1]:.3g}")
         if rules.flatline_max_cycles is not None and n >= rules.flatline_max_cycles:
             return Judgement(Quality.SUSPECT, f"flatline: {n} identical readings")
         if rules.flatline_cycles is not None and n >= rules.flatline_cycles and others_moving:
             return Judgement(Quality.SUSPECT,
                              f"flatline: {n} identical readings while other gauges move")
         return Judgement(Quality.GOOD)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one cycle read of one station's gauge, before judging.
+
+    `value`: the level (m) or the counter's increment (mm; None for its first reading or a
+    jump that is neither rain nor a reset); `key`: what must not flat-line (the level, the
+    raw counter); `watch`: what a related gauge compares (the level, or the rain counted so
+    far); `error`: why the read failed ("" when it did not).
+    """
+
+    value: float | None = None
+    key: float | None = None
+    watch: float | None = None
+    status: int | None = None
+    error: str = ""
+    device_fault: bool = False
+
+
+def related_map(config: Config) -> dict[str, tuple[str, ...]]:
+    """Each station's related stations (`related` in either direction), in config order."""
+    linked: dict[str, set[str]] = {sid: set(st.related) for sid, st in config.stations.items()}
+    for sid, st in config.stations.items():
+        for other in st.related:
+            if other in linked:
+                linked[other].add(sid)
+    return {sid: tuple(o for o in config.stations if o in linked[sid]) for sid in linked}
+
+
+class Judge:
+    """Judges one cycle of readings of every station: each gauge against its own history,
+    and against the gauges that watch it (its related stations, the others of its kind)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.trackers: dict[str, QualityTracker] = {}
+        self.kinds: dict[str, str] = {}
+        for sid, st in config.stations.items():
+            g = config.gauges[st.gauge]
+            self.trackers[sid] = QualityTracker(g.quality, g.range,
+                                                counter=g.quantity == "rain_counter")
+            self.kinds[sid] = st.kind
+        self.related = related_map(config)
+        self.keys: dict[str, float] = {}  # each station's last key read
+        self.watch: dict[str, float] = {}  # each station's last watch value
+        # per station: its related stations' watch values when its own value last changed
+        self.anchors: dict[str, dict[str, float]] = {}
+
+    def judge(self, t: float, observations: Mapping[str, Observation]) -> dict[str, Judgement]:
+        """Judge the stations read at `t` (Unix seconds); others are left as they are."""
+        moving: dict[str, int] = {"level": 0, "rain": 0}
+        moved: set[str] = set()
+        for sid, obs in observations.items():
+            key = obs.key
+            if key is None or not math.isfinite(key):
+                continue
+            previous = self.keys.get(sid)
+            if previous is not None and key != previous:
+                moved.add(sid)
+                moving[self.kinds[sid]] += 1
+            self.keys[sid] = key
+        for sid, obs in observations.items():
+            if obs.watch is not None and math.isfinite(obs.watch):
+                self.watch[sid] = obs.watch
+        out = {}
+        for sid, obs in observations.items():
+            tracker = self.trackers[sid]
+            if obs.error:
+                out[sid] = tracker.judge_error(obs.error, device_fault=obs.device_fault)
+                continue
+            related = self._related(sid, tracker, obs.key)
+            others = moving[self.kinds[sid]] - (sid in moved) > 0
+            out[sid] = tracker.judge(obs.value, obs.status, t=t, others_moving=others,
+                                     related=related, flat_key=obs.key)
+        return out
+
+    def _related(self, sid: str, tracker: QualityTracker,
+                 key: float | None) -> tuple[str, float] | None:
+        """The related station that moved most since this one's value last changed."""
+        names = self.related[sid]
+        if not names:
+            return None
+        if tracker.run_length(key) == 1 and key is not None and math.isfinite(key):
+            self.anchors[sid] = {r: self.watch[r] for r in names if r in self.watch}
+            return None
+        anchor = self.anchors.get(sid, {})
+        best: tuple[str, float] | None = None
+        for r in names:
+            if r in anchor and r in self.watch:
+                amount = abs(self.watch[r] - anchor[r])
+                if best is None or amount > best[1]:
+                    best = (r, amount)
+        return best
+
+
+# ---- the same over whole records (replay) ---------------------------------------------
+
+@dataclass(frozen=True)
+class ObservationRecord:
+    """One station's observations over a scenario, as arrays (NaN: none), with the index of
+    each reading's cycle on the scenario's grid of cycle times."""
+
+    time_us: IntArray
+    t: FloatArray
+    cycle: IntArray
+    value: FloatArray
+    key: FloatArray
+    watch: FloatArray
+    error: BoolArray  # the read failed ("no reading")
+
+
+@dataclass(frozen=True)
+class JudgedRecord:
+    """`Judge.judge` over a station's record: the quality code of every reading and the
+    readings at which a gauge_fault started (index, its reason) or cleared (index, "")."""
+
+    quality: npt.NDArray[np.int8]
+    faults: list[tuple[int, str]]
+
+
+def _last_index(mask: BoolArray) -> IntArray:
+    """At each index, the last index at or before it where `mask` holds (−1: none)."""
+    return np.maximum.accumulate(np.where(mask, np.arange(mask.size), -1))
+
+
+def _fill_forward(values: FloatArray) -> FloatArray:
+    """Each NaN replaced by the last number before it (NaN while there is none)."""
+    last = _last_index(np.isfinite(values))
+    return np.where(last >= 0, values[np.maximum(last, 0)], np.nan)
+
+
+def judge_records(config: Config, records: Mapping[str, ObservationRecord],
+                  cycles: int) -> dict[str, JudgedRecord]:
+    """`Judge.judge` over whole records, reading for reading the same judgements.
+
+    What links the stations (other gauges moving in a cycle, related gauges' watch values)
+    is worked out on the grid of cycles first; then each record is judged: readings that
+    cannot be anything but good after a good one (in range, a plausible step and fall, not
+    flat against anything) are passed in bulk, and a `QualityTracker` judges the others,
+    set to the state a good reading leaves before each.
+    """
+    moved: dict[str, BoolArray] = {}
+    runs: dict[str, tuple[IntArray, IntArray]] = {}
+    watch: dict[str, FloatArray] = {}
+    movers = {"level": np.zeros(cycles, dtype=np.int64), "rain": np.zeros(cycles, dtype=np.int64)}
+    for sid, rec in records.items():
+        has_key = np.isfinite(rec.key) & ~rec.error
+        last = _last_index(has_key)
+        prev = np.concatenate([[-1], last[:-1]])
+        same = has_key & (prev >= 0) & (rec.key == rec.key[np.maximum(prev, 0)])
+        moved[sid] = has_key & (prev >= 0) & ~same
+        movers[config.stations[sid].kind] += np.bincount(rec.cycle[moved[sid]],
+                                                         minlength=cycles)
+        # the run of identical keys each reading ends (readings without a key skipped)
+        rows = np.flatnonzero(has_key)
+        start_pos = _last_index(~same[rows])  # position (in rows) of each run's first reading
+        length = np.zeros(rec.t.size, dtype=np.int64)
+        start = np.zeros(rec.t.size, dtype=np.int64)
+        length[rows] = np.arange(rows.size) - start_pos + 1
+        start[rows] = rows[start_pos]
+        runs[sid] = (length, start)
+        grid = np.full(cycles, np.nan)
+        ok = np.isfinite(rec.watch) & ~rec.error
+        grid[rec.cycle[ok]] = rec.watch[ok]
+        watch[sid] = _fill_forward(grid)
+    related = related_map(config)
+    out = {}
+    for sid, rec in records.items():
+        length, start = runs[sid]
+        kind = config.stations[sid].kind
+        others = movers[kind][rec.cycle] - moved[sid] > 0
+        names = [r for r in related[sid] if r in watch]
+        amount = np.full(rec.t.size, -np.inf)
+        best = np.full(rec.t.size, -1)
+        for k, r in enumerate(names):
+            now, then = watch[r][rec.cycle], watch[r][rec.cycle[start]]
+            a = np.where(np.isfinite(now) & np.isfinite(then), np.abs(now - then), -np.inf)
+            better = a > amount
+            amount = np.where(better, a, amount)
+            best = np.where(better, k, best)
+        best = np.where(length == 1, -1, best)
+        out[sid] = _judge_record(config, sid, rec, others, length, names, best, amount)
+    return out
+
+
+def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: BoolArray,
+                  length: IntArray, names: list[str], best: IntArray,
+                  amount: FloatArray) -> JudgedRecord:
+    g = config.gauges[config.stations[sid].gauge]
+    tracker = QualityTracker(g.quality, g.range, counter=g.quantity == "rain_counter")
+    rules = tracker.rules
+    n = rec.t.size
+    value, t = rec.value, rec.t
+    has_value = np.isfinite(value)
+    flat = (best >= 0) & (length >= rules.related_cycles) & (amount >= tracker.related_move)
+    if rules.flatline_max_cycles is not None:
+        flat |= length >= rules.flatline_max_cycles
+    if rules.flatline_cycles is not None:
+        flat |= (length >= rules.flatline_cycles) & others
+    step = rules.max_step
+    if tracker.counter:
+        plain = ~flat & (value >= 0)
+        if step is not None:
+            plain &= value <= step * 1
+        trivial = ~rec.error & (~has_value | plain)
+    else:
+        prev_value = np.concatenate([[np.nan], value[:-1]])
+        prev_t = np.concatenate([[np.nan], t[:-1]])
+        trivial = ~rec.error & has_value & np.isfinite(prev_value) & ~flat
+        if g.range is not None:
+            trivial &= (value >= g.range[0]) & (value <= g.range[1])
+        if step is not None:
+            trivial &= value - prev_value <= step
+        if tracker.max_fall is not None:
+            trivial &= prev_value - value <= tracker.max_fall * (t - prev_t) / 3600.0
+    if n:
+        trivial[0] = False
+    hard = np.flatnonzero(~trivial)
+    quality = np.full(n, Quality.GOOD.code, dtype=np.int8)
+    faults: list[tuple[int, str]] = []
+    fault = ""
+    i = 0
+    while i < n:
+        if rec.error[i]:
+            judgement = tracker.judge_error("no reading")
+        else:
+            related = (names[best[i]], float(amount[i])) if best[i] >= 0 else None
+            judgement = tracker.judge(None if not has_value[i] else float(value[i]),
+                                      t=float(t[i]), others_moving=bool(others[i]),
+                                      related=related, flat_key=float(rec.key[i]))
+        quality[i] = judgement.quality.code
+        if bool(tracker.fault) != bool(fault):  # a fault starts or clears (as the log says)
+            faults.append((i, tracker.fault))
+        fault = tracker.fault
+        if judgement.quality is not Quality.GOOD:
+            i += 1
+            continue
+        k = int(hard[np.searchsorted(hard, i, side="right")]) if hard[-1] > i else n
+        if k > i + 1:  # readings i+1 … k−1 are good: the tracker as the last one leaves it
+            p = k - 1
+            if has_value[p]:
+                tracker.last_good, tracker.last_good_t = float(value[p]), float(t[p])
+            tracker.fell_to = None
+            tracker.flat_value, tracker.flat_cycles = float(rec.key[p]), int(length[p])
+        i = k
+    return JudgedRecord(quality, faults)

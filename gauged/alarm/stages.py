@@ -134,6 +134,7 @@ class StageMachine:
         self.entered = entered
         self._up: list[int] = []  # stages reached over the current confirming run
         self._down: deque[int] = deque(maxlen=rule.clear_samples)  # stages held, clearing
+        self.last_value: float | None = None  # the last good value
 
     @property
     def name(self) -> str:
@@ -148,6 +149,7 @@ class StageMachine:
             self._up.clear()
             self._down.clear()
             return None
+        self.last_value = value
         reached = self.rule.reached(value, rate)
         if reached > self.stage:
             self._down.clear()
@@ -167,6 +169,11 @@ class StageMachine:
             return None
         self._down.clear()
         return None
+
+    def raise_to(self, stage: int, ts: float) -> None:
+        """Hold at least `stage` from `ts` (a faulty station following another upward)."""
+        if stage > self.stage:
+            self._move(stage, ts)
 
     def _move(self, stage: int, ts: float) -> StageChange:
         change = StageChange(self.stage, stage)

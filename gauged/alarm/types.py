@@ -105,6 +105,23 @@ class BroadcastRequest:
     # "stage" (an upward transition), "repeat" (the stage still stands, `repeat_min`) or
     # "all_clear" (back to normal after a stage that broadcast; stage 0, lowest priority)
     kind: str = "stage"
+    # every station the broadcast speaks for: several stations of one zone that reach one
+    # stage together are heard once (DESIGN §1); empty means just `station`
+    stations: tuple[str, ...] = ()
+
+    @property
+    def named(self) -> tuple[str, ...]:
+        return self.stations or (self.station,)
+
+
+@dataclass(frozen=True)
+class Merged:
+    """A broadcast the zone does not play because it already hears the same: `into` is
+    the broadcast that speaks for it (None: an all-clear held while another station of the
+    zone still stands at a stage)."""
+
+    request: BroadcastRequest
+    into: BroadcastRequest | None
 
 
 @dataclass
@@ -112,6 +129,7 @@ class CycleResult:
     states: list[StationState] = field(default_factory=list)
     transitions: list[Transition] = field(default_factory=list)
     broadcasts: list[BroadcastRequest] = field(default_factory=list)
+    merged: list[Merged] = field(default_factory=list)
 
 
 
@@ -157,7 +175,8 @@ class BroadcastRecord:
     def as_json(self) -> dict[str, Any]:
         """The JSON form (MQTT and /status)."""
         req = self.request
-        return {"zone": req.zone, "station": req.station, "stage": req.stage,
+        return {"zone": req.zone, "station": req.station, "stations": list(req.named),
+                "stage": req.stage,
                 "stage_name": req.stage_name, "sequence": req.sequence, "kind": req.kind,
                 "started": datetime.fromtimestamp(self.started, UTC).isoformat(),
                 "outcome": self.outcome,

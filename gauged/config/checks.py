@@ -4,6 +4,7 @@ on a bus, a calendar parses …): each problem as `entry: field: message`."""
 from __future__ import annotations
 
 import math
+import wave
 
 from drivers.configs import RelayConfig, SerialLineBusConfig
 from gauged.config.cron import cron_trigger
@@ -88,6 +89,23 @@ def cross_check(config: Config) -> list[str]:
         for zone in st.zones:
             if zone not in config.zones:
                 add(f"station {name}: zones: unknown zone {zone!r}")
+        for other in st.related:
+            o = config.stations.get(other)
+            if o is None or other == name:
+                add(f"station {name}: related: {other!r} is not another station")
+            elif o.kind != st.kind:
+                add(f"station {name}: related: {other} is a {o.kind} station; related "
+                    f"gauges measure the same kind ({st.kind})")
+        if st.follow is not None:
+            o = config.stations.get(st.follow)
+            if o is None or st.follow == name:
+                add(f"station {name}: follow: {st.follow!r} is not another station")
+            elif len(o.stages) != len(st.stages):
+                add(f"station {name}: follow: {st.follow} has {len(o.stages)} stages, this "
+                    f"station {len(st.stages)}; a station follows one with the same stages")
+            elif o.follow is not None:
+                add(f"station {name}: follow: {st.follow} follows {o.follow} itself; name "
+                    f"a station that reads its own gauge")
         seen_names: set[str] = set()
         for i, stage in enumerate(st.stages):
             where = f"station {name}: stages[{i}]"
@@ -202,6 +220,20 @@ def missing_clip_files(config: Config) -> list[str]:
     """Clips whose file is missing: a warning, not an error (the siren still sounds)."""
     return [f"{config.source}: clip {cid}: file: {config.clip_path(cid)} not found"
             for cid in config.clips if not config.clip_path(cid).is_file()]
+
+
+def clip_seconds(config: Config) -> dict[str, float]:
+    """How long each clip plays (s), from its WAV header; 0 for a clip that cannot be read
+    (the broadcast goes on without it). Replay times the zone queue with it."""
+    out = {}
+    for cid in config.clips:
+        try:
+            with wave.open(str(config.clip_path(cid)), "rb") as clip:
+                frames, rate = clip.getnframes(), clip.getframerate()
+            out[cid] = frames / rate if rate > 0 else 0.0
+        except (OSError, EOFError, wave.Error):
+            out[cid] = 0.0
+    return out
 
 
 def combine_problems(config: Config) -> list[str]:

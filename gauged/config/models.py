@@ -131,6 +131,26 @@ class QualityRules(BaseModel):
     flatline_max_cycles: int | None = Field(default=None, ge=2)
     # No good reading for this many cycles: gauge_fault (stale).
     stale_cycles: int = Field(default=2, ge=1)
+    # The fastest a level may fall (m/h). A fall faster than this from the last good reading
+    # is a move toward safety that repetition does not confirm: the reading is suspect, and
+    # two in a row are a gauge_fault (a gauge failing to a constant inside its range). None:
+    # the default of the kind (DEFAULT_MAX_FALL_M_PER_H); 0 turns the check off.
+    max_fall_m_per_h: float | None = Field(default=None, ge=0)
+    # A related gauge (the station's `related`) that moves at least this much (m for a
+    # level, mm of rain for a counter) while this one repeats one value for
+    # `related_cycles` readings makes this one suspect, then gauge_fault (frozen).
+    # None: the default of the kind (DEFAULT_RELATED_MOVE).
+    related_move: float | None = Field(default=None, gt=0)
+    related_cycles: int = Field(default=3, ge=2)
+
+
+# The defaults of the checks that depend on the gauge's kind: a small, steep urban river can
+# fall fast once the rain stops (the bundled design storm recedes at up to 3.4 m/h over one
+# cycle), so 4 m/h leaves room while a gauge that drops from warning to 0.0 m in one cycle
+# is still caught; neighbouring gauges on one river move together by centimetres, rain
+# gauges of one ward within a few millimetres of a storm's rain.
+DEFAULT_MAX_FALL_M_PER_H = 4.0
+DEFAULT_RELATED_MOVE = {"level_m": 0.05, "rain_counter": 5.0}
 
 
 class GaugeConfig(_Model):
@@ -272,6 +292,13 @@ class StationConfig(_Model):
     inputs: list[StationInput] = Field(default_factory=list)
     # Played on the station's zones when it returns to normal after a stage that broadcast.
     all_clear: str | None = None
+    # Stations whose gauges watch this one's (the same river, or the rain gauges of one
+    # area; the relation is symmetric): a gauge that stays flat while a related one moves
+    # is suspect within `related_cycles` (gauged/alarm/quality.py).
+    related: list[str] = Field(default_factory=list)
+    # While this station's gauge is in gauge_fault, its stage holds (the default) or, with
+    # `follow = "<station>"`, follows that station's stage upward (never down).
+    follow: str | None = None
     area: CapArea = CapArea()  # where its CAP alerts apply (gauged/alarm/cap.py)
 
     @field_validator("stages")
@@ -310,6 +337,9 @@ class StationConfig(_Model):
 
 class ZoneConfig(_Model):
     name: str = ""
+    # Several stations reaching one stage within this many minutes are heard once on the
+    # zone (a higher stage is always heard): DESIGN §1 "Zones hear an escalation once".
+    min_gap_min: float = Field(default=30.0, ge=0)
     siren_relay: RelayConfig | None = None
     amplifier_relay: RelayConfig | None = None
     player: str

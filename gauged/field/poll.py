@@ -16,7 +16,7 @@ from datetime import datetime
 from drivers.base import Gauge, RawReading
 from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
 from drivers.registry import AnyHub, make_gauge
-from gauged.alarm.quality import Judgement, Quality, QualityTracker
+from gauged.alarm.quality import Judge, Observation, Quality, in_range
 from gauged.alarm.rain import CounterTracker
 from gauged.alarm.types import Sample
 from gauged.config.settings import Config
@@ -73,7 +73,8 @@ class Poller:
     def __init__(self, config: Config, hubs: Mapping[str, AnyHub]) -> None:
         self.config = config
         self.gauges: dict[str, Gauge] = {}
-        self.trackers: dict[str, QualityTracker] = {}
+        self.judge = Judge(config)
+        self.rain_seen: dict[str, float] = {}  # per counter: the rain counted so far (mm)
         self.schedules: dict[str, ProbeSchedule] = {}
         self.counters: dict[str, CounterTracker] = {}
         self.by_bus: dict[str, list[str]] = {}
@@ -88,11 +89,10 @@ class Poller:
             spec = g.spec if g.spec is not None else g.line
             assert spec is not None  # cross_check guarantees it
             self.gauges[sid] = make_gauge(hubs[g.bus], g.unit, spec, g.status)
-            counter = g.quantity == "rain_counter"
-            self.trackers[sid] = QualityTracker(g.quality, g.range, counter=counter)
             self.schedules[sid] = ProbeSchedule()
-            if counter:
+            if g.quantity == "rain_counter":
                 self.counters[sid] = CounterTracker(g.counter_bits, g.scale)
+                self.rain_seen[sid] = 0.0
             self.by_bus.setdefault(g.bus, []).append(sid)
             self._by_kind[st.kind].append(sid)
             self.health[sid] = GaugeHealth()
@@ -131,66 +131,62 @@ class Poller:
         async with asyncio.TaskGroup() as tg:
             for bus, sids in self.by_bus.items():
                 tg.create_task(read_bus(bus, sids), name=f"gauged[bus:{bus}].poll")
-        moving = self._moving(outcomes)
-        return {sid: self._judge(sid, outcomes[sid], moving, when) for sid in self.gauges}
+        return self._judge(outcomes, when)
 
-    def _moving(self, outcomes: Mapping[str, RawReading | DriverError | None]) -> set[str]:
-        """Stations whose raw value changed since their previous good read."""
-        moving = set()
-        for sid, out in outcomes.items():
-            previous = self.health[sid].raw
-            if isinstance(out, RawReading) and previous is not None and out.value != previous:
-                moving.add(sid)
-        return moving
+    def _judge(self, outcomes: Mapping[str, RawReading | DriverError | None],
+               when: datetime) -> dict[str, Sample]:
+        """Turn what the buses answered into observations and judge them together
+        (gauged/alarm/quality.py: the same judge replays scenarios)."""
+        observations = {sid: self._observe(sid, outcomes[sid]) for sid in self.gauges}
+        judgements = self.judge.judge(when.timestamp(), observations)
+        samples = {}
+        for sid, judgement in judgements.items():
+            health, tracker = self.health[sid], self.judge.trackers[sid]
+            if judgement.quality is Quality.GOOD:
+                health.last_good = when
+            self._log_fault(sid, health, tracker.fault)
+            samples[sid] = Sample(observations[sid].value, judgement.quality, judgement.reason,
+                                  tracker.fault)
+        return samples
 
-    def _judge(self, sid: str, out: RawReading | DriverError | None, moving: set[str],
-               when: datetime) -> Sample:
-        st = self.config.stations[sid]
-        g = self.config.gauges[st.gauge]
-        tracker, health = self.trackers[sid], self.health[sid]
+    def _observe(self, sid: str, out: RawReading | DriverError | None) -> Observation:
+        g = self.config.gauges[self.config.stations[sid].gauge]
+        health = self.health[sid]
         health.polled = out is not None
-        others_moving = bool(moving - {sid}) and any(
-            o in moving for o in self._by_kind[st.kind] if o != sid)
         if out is None:
             schedule = self.schedules[sid]
-            judgement = tracker.judge_error(
-                f"not polled: no answer for {schedule.failures} cycles, probing every "
-                f"{schedule.every} cycles")
-            value: float | None = None
-        elif isinstance(out, DriverError):
+            return Observation(error=f"not polled: no answer for {schedule.failures} cycles, "
+                                     f"probing every {schedule.every} cycles")
+        if isinstance(out, DriverError):
             health.errors += 1
             health.error = str(out)
-            judgement = self._judge_error(sid, tracker, out)
-            value = None
-        else:
-            health.error = ""
-            health.raw, health.status = out.value, out.status
-            faults = None if out.status is None else out.status & g.status_fault_mask
-            if sid in self.counters:
-                value = self.counters[sid].update(int(out.value))
-                judgement = tracker.judge(value, faults, others_moving=others_moving,
-                                          flat_key=float(out.value))
-            else:
-                value = float(out.value) * g.scale + g.offset
-                judgement = tracker.judge(value, faults, others_moving=others_moving)
-        if judgement.quality is Quality.GOOD:
-            health.last_good = when
-        self._log_fault(sid, health, tracker.fault)
-        return Sample(value, judgement.quality, judgement.reason, tracker.fault)
+            return self._error(sid, out)
+        health.error = ""
+        health.raw, health.status = out.value, out.status
+        faults = None if out.status is None else out.status & g.status_fault_mask
+        raw = float(out.value)
+        if sid in self.counters:
+            value = self.counters[sid].update(int(out.value))
+            if value is not None and value >= 0:
+                self.rain_seen[sid] += value
+            return Observation(value, key=raw, watch=self.rain_seen[sid], status=faults)
+        level = raw * g.scale + g.offset
+        return Observation(level, key=level, watch=level if in_range(level, g.range) else None,
+                           status=faults)
 
-    def _judge_error(self, sid: str, tracker: QualityTracker, exc: DriverError) -> Judgement:
+    def _error(self, sid: str, exc: DriverError) -> Observation:
         if not isinstance(exc, DeviceError):
-            return tracker.judge_error(str(exc))
+            return Observation(error=str(exc))
         if exc.code in (1, 2, 3):
             if sid not in self._config_faults:  # a configuration fault is logged once
                 self._config_faults.add(sid)
                 log.error("gauge config fault station=%s gauge=%s: %s (check the register "
                           "map against the device)", sid, self.config.stations[sid].gauge, exc)
-            return tracker.judge_error(f"configuration: exception {exc.code:02X}",
-                                       device_fault=True)
+            return Observation(error=f"configuration: exception {exc.code:02X}",
+                               device_fault=True)
         if exc.code == 4:
-            return tracker.judge_error("device failure: exception 04", device_fault=True)
-        return tracker.judge_error(str(exc))
+            return Observation(error="device failure: exception 04", device_fault=True)
+        return Observation(error=str(exc))
 
     def by_kind(self, kind: str) -> list[str]:
         return self._by_kind[kind]

@@ -23,8 +23,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_replay_json_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A rise through every stage, then the gauge fails to 1.0 m (inside its range) for four
+    readings and reads true again: the stage holds, the fault is reported and cleared, and
+    nothing sounds twice (the daemon's quality rules run in replay)."""
     rows = ["time,station,quantity,value"]
-    levels = [1.0, 2.1, 2.7, 3.7, 4.7, 4.7, 1.0, 1.0]  # crest 4.60 at shin_hiroo
+    levels = [1.0, 1.7, 2.3, 2.9, 3.6, 4.2, 4.7, 4.7, 1.0, 1.0, 1.0, 1.0, 4.65]  # crest 4.60
     for i, level in enumerate(levels):
         rows.append(f"{i * 180},shin_hiroo,level_m,{level}")
     scenario = write(tmp_path, "\n".join(rows) + "\n")
@@ -33,17 +36,20 @@ def test_replay_json_timeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     stages = [(e["time"], e["from"], e["to"]) for e in events if e["event"] == "stage"]
     assert stages == [
-        ("2026-07-01T00:03:00+00:00", "normal", "watch"),
-        ("2026-07-01T00:06:00+00:00", "watch", "notice"),
-        ("2026-07-01T00:09:00+00:00", "notice", "warning"),
-        ("2026-07-01T00:12:00+00:00", "warning", "overflow"),
-        ("2026-07-01T00:21:00+00:00", "overflow", "normal"),
+        ("2026-07-01T00:06:00+00:00", "normal", "watch"),
+        ("2026-07-01T00:09:00+00:00", "watch", "notice"),
+        ("2026-07-01T00:12:00+00:00", "notice", "warning"),
+        ("2026-07-01T00:18:00+00:00", "warning", "overflow"),
     ]
+    faults = [(e["time"], e["event"]) for e in events if e["event"].startswith("fault")]
+    assert faults == [("2026-07-01T00:27:00+00:00", "fault"),
+                      ("2026-07-01T00:36:00+00:00", "fault_cleared")]
     broadcasts = [e for e in events if e["event"] == "broadcast"]
-    assert [(b["zone"], b["stage"], b["clips"]) for b in broadcasts] == [
-        ("furukawa_hiroo", "notice", ["furukawa_rising_ja", "furukawa_rising_en"]),
-        ("furukawa_hiroo", "warning", ["furukawa_warning_ja", "furukawa_warning_en"]),
-        ("furukawa_hiroo", "overflow", ["furukawa_overflow_ja", "furukawa_overflow_en"]),
+    assert [(b["zone"], b["stage"], b["clips"], b["outcome"]) for b in broadcasts] == [
+        ("furukawa_hiroo", "notice", ["furukawa_rising_ja", "furukawa_rising_en"], "done"),
+        ("furukawa_hiroo", "warning", ["furukawa_warning_ja", "furukawa_warning_en"], "done"),
+        ("furukawa_hiroo", "overflow", ["furukawa_overflow_ja", "furukawa_overflow_en"],
+         "done"),
     ]
     assert broadcasts[-1]["siren_s"] == 10
 
