@@ -89,6 +89,8 @@ class Daemon:
         self.uplinks: list[Uplink] = [u for u in (self.influx, self.mqtt, self.cap) if u]
         self.recorder = Recorder(self.uplinks, self.clock, timezone=tz,
                                  poll_interval_s=config.gateway.poll_interval_s)
+        self.recorder.follow = {sid: st.follow for sid, st in config.stations.items()
+                                if st.follow is not None}
         # One player per zone: a player plays one clip at a time, zones play at once.
         self.players = {zid: make_player(config.players[z.player])
                         for zid, z in config.zones.items()}
@@ -317,6 +319,8 @@ class Daemon:
         for request in result.broadcasts:
             if request not in requests:
                 self.recorder.withheld(request)
+        for merged in result.merged:
+            self.recorder.merged(merged)
         return result
 
     def _not_inhibited(self, wanted: list[BroadcastRequest]) -> list[BroadcastRequest]:

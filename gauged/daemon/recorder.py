@@ -19,6 +19,7 @@ from gauged.alarm.types import (
     BroadcastRecord,
     BroadcastRequest,
     CycleResult,
+    Merged,
     StationState,
     local_time,
 )
@@ -47,6 +48,7 @@ class Recorder:
         self.history = History(poll_interval_s)  # the status page's charts
         self.broadcast_tally = BroadcastTally()  # /metrics
         self.faults: list[str] = []
+        self.follow: dict[str, str] = {}  # station: the station it follows in gauge_fault
 
     def cycle(self, when: datetime, result: CycleResult, *, gauges: Mapping[str, GaugeHealth],
               buses: Mapping[str, BusHealth], inhibited: frozenset[str]) -> None:
@@ -55,6 +57,9 @@ class Recorder:
                      t.station, t.kind, t.from_name, t.to_name, t.value,
                      local_time(t.time, self.timezone))
         for s in result.states:
+            before = self.states.get(s.station)
+            if s.fault and (before is None or not before.fault):
+                self._gauge_fault(s)
             self.states[s.station] = s
             self.history.add(s)
             if s.kind == "level":
@@ -64,6 +69,14 @@ class Recorder:
         report = CycleReport(when, result, gauges, buses, inhibited)
         for uplink in self.uplinks:
             uplink.cycle(report)
+
+    def _gauge_fault(self, s: StationState) -> None:
+        """A gauge_fault starts: its stage is held (or follows another station); operators
+        are told at once (the poller has logged the reason)."""
+        policy = f"follows {self.follow[s.station]} upward" if s.station in self.follow \
+            else "holds"
+        self.fault("gauge_fault", s.station, f"{s.fault}; stage {s.stage_name} {policy} "
+                                             f"until the gauge reads true")
 
     def _log_cycle(self, when: datetime, result: CycleResult) -> None:
         levels = " ".join(f"{s.station}={s.freeboard_m:.2f}m" for s in result.states
@@ -78,6 +91,17 @@ class Recorder:
         """A broadcast an inhibit withheld: stored and published like one that played."""
         for uplink in self.uplinks:
             uplink.withheld(request)
+
+    def merged(self, merged: Merged) -> None:
+        """A broadcast the zone does not play: it already hears one that speaks for it."""
+        req, into = merged.request, merged.into
+        if into is None:
+            log.info("broadcast merged zone=%s station=%s kind=%s: another station of the zone "
+                     "still stands at a stage", req.zone, req.station, req.kind)
+        else:
+            log.info("broadcast merged zone=%s station=%s stage=%s kind=%s into station=%s "
+                     "stage=%s (stations=%s)", req.zone, req.station, req.stage_name, req.kind,
+                     into.station, into.stage_name, ",".join(into.named))
 
     def broadcast_started(self, record: BroadcastRecord) -> None:
         req = record.request

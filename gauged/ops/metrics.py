@@ -159,8 +159,12 @@ def _stations(stations: Mapping[str, Any]) -> Iterator[Metric]:
                             labels=["station"])
     rain = GaugeMetricFamily("gauged_station_rain_millimeters", "Rain totals over a window "
                              "(10m, 60m rolling; 24h)", labels=["station", "window"])
+    fault = GaugeMetricFamily("gauged_station_gauge_fault", "1 while the station's gauge is "
+                              "in gauge_fault (its stage is held, not measured)",
+                              labels=["station"])
     for sid, st in stations.items():
         stage.add_metric([sid, st["kind"]], float(st["stage"]))
+        fault.add_metric([sid], 1.0 if st.get("gauge_fault") else 0.0)
         for q in QUALITIES:
             quality.add_metric([sid, q], 1.0 if st.get("quality") == q else 0.0)
         _maybe(age, [sid], st.get("reading_age_s"))
@@ -173,7 +177,7 @@ def _stations(stations: Mapping[str, Any]) -> Iterator[Metric]:
         else:
             for window, key in RAIN_WINDOWS.items():
                 _maybe(rain, [sid, window], st.get(key))
-    yield from (stage, quality, age, level, freeboard, rise, eta, rain)
+    yield from (stage, fault, quality, age, level, freeboard, rise, eta, rain)
 
 
 def _buses(status: Mapping[str, Any]) -> Iterator[Metric]:

@@ -78,7 +78,7 @@ def render_page(status: Mapping[str, Any], history: Mapping[str, Sequence[Point]
     now = parse_time(status.get("time")) or datetime.now(tz)
     stations: Mapping[str, Any] = status.get("stations", {})
     inhibits = list(status.get("inhibits") or [])
-    parts = [_header(status, now, tz), _banner(stations)]
+    parts = [_header(status, now, tz), _banner(stations), _fault_banner(stations)]
     for kind, title in (("level", "River level"), ("rain", "Rain")):
         cards = [_station(sid, st, history.get(sid, ()), now, tz, inhibits,
                           float(status.get("poll_interval_s") or 180))
@@ -128,6 +128,18 @@ def _banner(stations: Mapping[str, Any]) -> str:
                       f"({_stage_text(stations[sid])})" for _, sid in raised[:BANNER_MAX])
     more = f" and {len(raised) - BANNER_MAX} more" if len(raised) > BANNER_MAX else ""
     return _badge_div(top, f"Highest stage {top}: {names}{more}", "banner")
+
+
+def _fault_banner(stations: Mapping[str, Any]) -> str:
+    """Gauges in gauge_fault, loudly: their stations' stages are held (or follow another),
+    not measured."""
+    faulty = [(sid, st) for sid, st in stations.items() if st.get("gauge_fault")]
+    if not faulty:
+        return ""
+    items = "; ".join(f"{st.get('name') or sid}: {st['gauge_fault']} (stage "
+                      f"{_stage_text(st)} held)" for sid, st in faulty)
+    return (f'<div class="banner" id="gauge-faults" style="background:#fff3cd;color:#000">'
+            f"Gauge fault — {_e(items)}</div>")
 
 
 def _badge_div(stage: int, text: str, cls: str) -> str:
