@@ -17,7 +17,8 @@ of a higher stage than the one playing pre-empts it: the playing one is stopped 
 OFF), recorded as `pre-empted`, and not replayed (the situation has moved on); likewise a
 waiting lower-stage request is `superseded` once a higher stage has sounded after it was
 decided. Every request is logged with what became of it: played, pre-empted, superseded,
-or dropped as a duplicate of one already waiting.
+or dropped as a duplicate of one already waiting. These decisions are `ZoneQueue`'s
+(gauged/alarm/queue.py, pure), shared with `gauged replay`; this class plays them.
 """
 
 from __future__ import annotations
