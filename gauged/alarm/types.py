@@ -142,7 +142,7 @@ class BroadcastRecord:
     """
 
     request: BroadcastRequest
-    outcome: str = "queued"  # queued, playing, done, pre-empted, superseded, dropped
+    outcome: str = "queued"  # queued, playing, done, pre-empted, superseded, dropped, silenced
     started: float = 0.0
     finished: float = 0.0
     siren_on_s: float = 0.0

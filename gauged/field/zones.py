@@ -17,13 +17,13 @@ of a higher stage than the one playing pre-empts it: the playing one is stopped 
 OFF), recorded as `pre-empted`, and not replayed (the situation has moved on); likewise a
 waiting lower-stage request is `superseded` once a higher stage has sounded after it was
 decided. Every request is logged with what became of it: played, pre-empted, superseded,
-or dropped as a duplicate of one already waiting.
+or dropped as a duplicate of one already waiting. These decisions are `ZoneQueue`'s
+(gauged/alarm/queue.py, pure), shared with `gauged replay`; this class plays them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from drivers.players import Player
 from drivers.relays import CoilRelay
+from gauged.alarm.queue import ZoneQueue, sequence_of
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.clock import Clock
 from gauged.config.models import SequenceConfig
@@ -61,11 +62,12 @@ class ZoneBroadcaster:
         self.on_fault = on_fault or (lambda kind, what, detail: None)
         # called before the first relay write of a broadcast (the state store records it)
         self.on_start = on_start or (lambda record: None)
-        self._queue: asyncio.PriorityQueue[tuple[int, int, BroadcastRecord]] = \
-            asyncio.PriorityQueue()
-        self._order = itertools.count()
-        self._waiting: set[str] = set()  # sequences queued and not started yet
-        self._last_started: tuple[int, float] | None = None  # (stage, monotonic time)
+        # the decisions (who plays, who waits, what became of each) are the pure ZoneQueue's,
+        # shared with `gauged replay`; this class plays them and keeps the times
+        self._queue = ZoneQueue()
+        self._wake = asyncio.Event()  # set by `submit`: something may wait to start
+        self._settled = asyncio.Event()  # nothing plays or waits (`idle`)
+        self._settled.set()
         self._playing: asyncio.Task[None] | None = None
         self.current: BroadcastRecord | None = None
         self.last: BroadcastRecord | None = None
@@ -80,47 +82,37 @@ class ZoneBroadcaster:
     def busy(self) -> bool:
         """A broadcast is playing or waiting (a scheduled test keeps off the zone)."""
         return self.current is not None or self._playing is not None or \
-            not self._queue.empty()
+            not self._queue.empty
 
     def submit(self, request: BroadcastRequest, reading_mono: float | None = None) -> None:
         """Queue a broadcast (never blocks); pre-empt a lower-stage one that is playing."""
-        record = BroadcastRecord(request=request, reading_mono=reading_mono,
-                                 decided_mono=time.monotonic())
-        if request.sequence in self._waiting:
-            record.outcome = "dropped"
+        record = BroadcastRecord(request=request, reading_mono=reading_mono)
+        preempted = self._queue.submit(record, time.monotonic())
+        if record.outcome == "dropped":
             log.info("broadcast dropped zone=%s station=%s sequence=%s: the same sequence is "
                      "already waiting", self.zone, request.station, request.sequence)
             return
         log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s kind=%s", self.zone,
                  request.station, request.stage_name, request.sequence, request.kind)
-        self._queue.put_nowait((-request.stage, next(self._order), record))
-        self._waiting.add(request.sequence)
-        current = self.current
-        if current is not None and request.stage > current.request.stage and \
-                self._playing is not None:
+        self._wake.set()
+        self._settle()
+        if preempted is not None:
             log.warning("broadcast pre-empted zone=%s station=%s stage=%s by station=%s "
-                        "stage=%s", self.zone, current.request.station,
-                        current.request.stage_name, request.station, request.stage_name)
-            current.outcome = "pre-empted"
-            self._playing.cancel()
+                        "stage=%s", self.zone, preempted.request.station,
+                        preempted.request.stage_name, request.station, request.stage_name)
+            self._stop(preempted)
 
     def silence(self) -> dict[str, object]:
         """An operator's silence: the playing broadcast stops (relays OFF, outcome
         `silenced`) and the waiting ones are dropped. Stages stand; a later transition or
         repeat broadcasts as usual."""
-        dropped = []
-        while not self._queue.empty():
-            _, _, record = self._queue.get_nowait()
-            self._queue.task_done()
-            record.outcome = "silenced"
-            dropped.append(record.request)
-        self._waiting.clear()
-        current = self.current
+        records, playing = self._queue.silence()
+        dropped = [record.request for record in records]
         stopped = None
-        if current is not None and self._playing is not None:
-            current.outcome = "silenced"
-            self._playing.cancel()
-            stopped = current.request
+        if playing is not None:
+            self._stop(playing)
+            stopped = playing.request
+        self._settle()
         log.warning("broadcast silenced zone=%s playing=%s dropped=%d", self.zone,
                     f"{stopped.station}/{stopped.stage_name}" if stopped else "-", len(dropped))
         return {"stopped": None if stopped is None else {
@@ -128,9 +120,22 @@ class ZoneBroadcaster:
                     "sequence": stopped.sequence},
                 "dropped": [f"{r.station}/{r.stage_name}" for r in dropped]}
 
+    def _stop(self, record: BroadcastRecord) -> None:
+        """Stop the playing `record` (its outcome already says why). A broadcast whose task
+        has not begun yet is not cancelled (that would skip its report): `play` sees the
+        outcome and ends it at once."""
+        if self.current is record and self._playing is not None:
+            self._playing.cancel()
+
+    def _settle(self) -> None:
+        if self._queue.empty and self._playing is None:
+            self._settled.set()
+        else:
+            self._settled.clear()
+
     async def idle(self) -> None:
         """Wait until every queued broadcast has finished."""
-        await self._queue.join()
+        await self._settled.wait()
 
     async def run(self) -> None:
         """Serve the queue until cancelled.
@@ -139,19 +144,16 @@ class ZoneBroadcaster:
         `submit` can cancel it when a higher stage pre-empts it.
         """
         while True:
-            _, _, record = await self._queue.get()
-            self._waiting.discard(record.request.sequence)
-            started = self._last_started
-            if started is not None and started[0] > record.request.stage and \
-                    started[1] >= record.decided_mono:
-                # a higher stage has sounded since this was decided: it would only confuse
-                record.outcome = "superseded"
+            superseded, record = self._queue.start_next(time.monotonic())
+            for old in superseded:
                 log.info("broadcast superseded zone=%s station=%s stage=%s: a higher stage "
-                         "was broadcast since", self.zone, record.request.station,
-                         record.request.stage_name)
-                self._queue.task_done()
+                         "was broadcast since", self.zone, old.request.station,
+                         old.request.stage_name)
+            if record is None:
+                self._settle()
+                self._wake.clear()
+                await self._wake.wait()
                 continue
-            self._last_started = (record.request.stage, time.monotonic())
             task = asyncio.create_task(self.play(record), name=f"gauged[zone:{self.zone}].play")
             self._playing = task
             try:
@@ -159,20 +161,25 @@ class ZoneBroadcaster:
                 await wait_child(task)
             finally:
                 self._playing = None
-                self._queue.task_done()
+                if self._queue.playing is record:  # its task ended before it could say so
+                    self._queue.finished(record)
+                self._settle()
             if not task.cancelled() and task.exception() is not None:
                 # A zone must outlive any single broadcast: log it and serve the next one.
                 log.error("broadcast failed zone=%s station=%s", self.zone,
                           record.request.station, exc_info=task.exception())
 
     async def play(self, record: BroadcastRecord) -> None:
-        """Play one broadcast; relays OFF at the end whatever happens."""
+        """Play one broadcast (`playing`, from `ZoneQueue.start_next`); relays OFF at the
+        end whatever happens."""
         req = record.request
-        seq = self.sequences.get(req.sequence) or SequenceConfig(
-            siren_s=req.siren_s, clips=list(req.clips))
-        self.current = record
-        record.outcome = "playing"
+        seq = sequence_of(req, self.sequences)
         record.started = self.clock.timestamp()
+        if record.outcome != "playing":
+            # pre-empted or silenced in the turn of the loop before this task began
+            self._ended(record)
+            return
+        self.current = record
         log.info("broadcast start zone=%s station=%s stage=%s sequence=%s siren_s=%g clips=%s",
                  self.zone, req.station, req.stage_name, req.sequence, seq.siren_on_s,
                  ",".join(seq.clips))
@@ -192,15 +199,21 @@ class ZoneBroadcaster:
         finally:
             # Shielded: a cancellation (stop, pre-emption) must not cut the OFF writes short.
             await asyncio.shield(self._all_off(record))
-            record.finished = self.clock.timestamp()
-            self.current = None
-            self.last = record
-            log.info("broadcast %s zone=%s station=%s stage=%s siren_on_s=%.1f "
-                     "clips_played=%d faults=%d latency_ms=%s", record.outcome, self.zone,
-                     req.station, req.stage_name, record.siren_on_s, len(record.clips_played),
-                     len(record.faults),
-                     "-" if record.latency_s is None else f"{record.latency_s * 1000:.1f}")
-            self.on_done(record)
+            self._ended(record)
+
+    def _ended(self, record: BroadcastRecord) -> None:
+        """The broadcast is over (relays OFF): free the zone and report it."""
+        req = record.request
+        record.finished = self.clock.timestamp()
+        self.current = None
+        self._queue.finished(record)
+        self.last = record
+        log.info("broadcast %s zone=%s station=%s stage=%s siren_on_s=%.1f "
+                 "clips_played=%d faults=%d latency_ms=%s", record.outcome, self.zone,
+                 req.station, req.stage_name, record.siren_on_s, len(record.clips_played),
+                 len(record.faults),
+                 "-" if record.latency_s is None else f"{record.latency_s * 1000:.1f}")
+        self.on_done(record)
 
     async def _siren(self, record: BroadcastRecord, steps: list[float]) -> None:
         assert self.siren is not None
