@@ -16,7 +16,9 @@ Definitions:
   at the first moment it reached it. The lead time of a stage in an episode is from the first
   time the episode entered that stage to the peak (0 for the peak stage itself); a stage
   skipped on the way up (1 → 3 in one cycle) was not entered and has no lead time; one first
-  entered after the peak (on the way down) neither.
+  entered after the peak (on the way down) neither. A stage's `lead_s` summary is over the
+  episodes that went on above it (the warning it gave of something worse); `peaks` counts
+  those that went no higher (lead 0, listed in `episodes` only).
 - A broadcast counts for every station it names (`stations`, or `[station]` when absent) and
   for its zone; its outcome is `outcome`, `done` when absent. Counts and siren seconds are of
   the broadcasts decided, whatever their outcome (the zone's `by_outcome` says how they went).
@@ -29,7 +31,7 @@ durations in seconds, times ISO-8601):
     {"format": 1, "start": ISO, "end": ISO, "span_s": float,
      "stations": {station: {
         "stages": {stage: {"entered": int, "time_s": float,     # every stage, normal first
-                           "lead_s": {"count": int, "min": float|null,
+                           "peaks": int, "lead_s": {"count": int, "min": float|null,
                                       "median": float|null, "max": float|null}}},
         "broadcasts": {stage: {"count": int, "sirens": int, "siren_s": float}},
                                   # the stages above normal, then "all-clear", then others seen
@@ -79,11 +81,12 @@ class BroadcastCount:
 class StageStats:
     entered: int = 0
     time_s: float = 0.0
-    leads_s: list[float] = field(default_factory=list)  # one per episode, in time order
+    peaks: int = 0  # episodes whose peak this stage was
+    leads_s: list[float] = field(default_factory=list)  # episodes that went above it, in order
 
     def as_dict(self) -> dict[str, Any]:
         leads = self.leads_s
-        return {"entered": self.entered, "time_s": self.time_s, "lead_s": {
+        return {"entered": self.entered, "time_s": self.time_s, "peaks": self.peaks, "lead_s": {
             "count": len(leads), "min": min(leads) if leads else None,
             "median": statistics.median(leads) if leads else None,
             "max": max(leads) if leads else None}}
@@ -188,8 +191,10 @@ class _Track:
             return
         leads = {s: _seconds(t, self.peak_time) for s, t in self.first.items()
                  if t <= self.peak_time}
+        self.report.stages[self.peak].peaks += 1
         for s, lead in leads.items():
-            self.report.stages[s].leads_s.append(lead)
+            if s != self.peak:
+                self.report.stages[s].leads_s.append(lead)
         self.report.episodes.append(Episode(self.episode_start, end, self.peak,
                                             self.peak_time, leads))
         self.episode_start = None
@@ -287,9 +292,11 @@ def _station_lines(sid: str, r: StationReport, span: float) -> list[str]:
             share = f"{100 * s.time_s / span:.1f}%" if span else "-"
             leads = s.leads_s
             median = statistics.median(leads) if leads else None
-            cells += [f"{s.entered:>7}", f"{_duration(s.time_s):>12}", f"{share:>6}"]
+            peaks = f"{s.peaks}" if name != NORMAL else "-"
+            cells += [f"{s.entered:>7}", f"{peaks:>5}", f"{_duration(s.time_s):>12}",
+                      f"{share:>6}"]
         else:
-            cells += [f"{'':>7}", f"{'':>12}", f"{'':>6}"]
+            cells += [f"{'':>7}", f"{'':>5}", f"{'':>12}", f"{'':>6}"]
         cells += [f"{b.count:>6}", f"{b.sirens:>6}"] if b is not None else [f"{'-':>6}"] * 2
         if s is not None and name != NORMAL:
             cells += [f"{_duration(min(leads) if leads else None):>8}",
@@ -307,10 +314,11 @@ def render(report: Report) -> str:
     span = _seconds(report.start, report.end)
     out = [f"Backtest {report.start.isoformat()} → {report.end.isoformat()} "
            f"({_duration(span)})", "",
-           "Stations: time in each stage; broadcasts naming the station; lead = from entering "
-           "the stage to the episode's peak (h:mm)",
-           f"  {'stage':<16} {'entered':>7} {'in stage':>12} {'share':>6} {'bcasts':>6} "
-           f"{'sirens':>6} {'lead min':>8} {'median':>8} {'max':>8}"]
+           "Stations: time in each stage; peaks = episodes that went no higher; broadcasts "
+           "naming the station;",
+           "lead = from entering the stage to the peak of an episode that went higher (h:mm)",
+           f"  {'stage':<16} {'entered':>7} {'peaks':>5} {'in stage':>12} {'share':>6} "
+           f"{'bcasts':>6} {'sirens':>6} {'lead min':>8} {'median':>8} {'max':>8}"]
     for sid, r in report.stations.items():
         out += _station_lines(sid, r, span)
     # zones: only the stage and outcome columns that have a broadcast somewhere

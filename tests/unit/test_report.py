@@ -69,15 +69,20 @@ def test_time_in_stages_entries_and_lead_times(config: Config) -> None:
         {"start": at(6.0), "end": None, "peak": "warning", "peak_time": at(6.0),
          "lead_s": {"warning": 0.0}},
     ]
-    assert st["stages"]["warning"]["lead_s"] == {"count": 2, "min": 0.0, "median": 0.5 * H,
+    # the summaries are over the episodes that went higher; the peak counts apart
+    assert {k: v["peaks"] for k, v in st["stages"].items()} == {
+        "normal": 0, "watch": 0, "notice": 0, "warning": 1, "overflow": 1}
+    assert st["stages"]["warning"]["lead_s"] == {"count": 1, "min": 1 * H, "median": 1 * H,
                                                  "max": 1 * H}
+    assert st["stages"]["overflow"]["lead_s"] == {"count": 0, "min": None, "median": None,
+                                                  "max": None}
     assert st["stages"]["watch"]["lead_s"] == {"count": 1, "min": 2 * H, "median": 2 * H,
                                                "max": 2 * H}
     assert st["stages"]["normal"]["lead_s"]["count"] == 0
     # a station without events stood in normal the whole time
     other = r["stations"]["shirokane"]["stages"]
     assert other["normal"]["time_s"] == 10 * H
-    assert other["overflow"] == {"entered": 0, "time_s": 0.0, "lead_s": {
+    assert other["overflow"] == {"entered": 0, "time_s": 0.0, "peaks": 0, "lead_s": {
         "count": 0, "min": None, "median": None, "max": None}}
 
 
@@ -153,9 +158,9 @@ def test_render_is_a_table_of_the_numbers(config: Config) -> None:
     lines = render(summarise(events, config, START, END)).splitlines()
     station = lines.index("shin_hiroo")
     notice = lines[station + 3].split()  # after normal and watch
-    assert notice == ["notice", "1", "0:45", "7.5%", "1", "0", "0:45", "0:45", "0:45"]
+    assert notice == ["notice", "1", "0", "0:45", "7.5%", "1", "0", "0:45", "0:45", "0:45"]
     overflow = lines[station + 5].split()
-    assert overflow == ["overflow", "1", "8:15", "82.5%", "1", "1", "0:00", "0:00", "0:00"]
+    assert overflow == ["overflow", "1", "1", "8:15", "82.5%", "1", "1", "-", "-", "-"]
     hiroo = next(line for line in lines if line.startswith("furukawa_hiroo ")).split()
     header = next(line for line in lines if line.startswith("zone ")).split()
     assert header == ["zone", "bcasts", "notice", "overflow", "|", "done", "superseded", "|",
@@ -183,6 +188,9 @@ def test_replay_report_json_on_a_golden_case() -> None:
     river = report["stations"]["river"]
     assert {k: v["time_s"] for k, v in river["stages"].items()} == {
         "normal": 180.0 + 360.0, "notice": 180.0, "warning": 2340.0, "overflow": 0.0}
+    assert river["stages"]["notice"]["lead_s"] == {"count": 1, "min": 180.0,
+                                                   "median": 180.0, "max": 180.0}
+    assert river["stages"]["warning"]["peaks"] == 1
     assert river["episodes"] == [{
         "start": "2000-01-01T00:03:00+00:00", "end": "2000-01-01T00:45:00+00:00",
         "peak": "warning", "peak_time": "2000-01-01T00:06:00+00:00",
