@@ -87,6 +87,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    if args.report:
+        from gauged.alarm.report import render, summarise
+
+        first = rows[0].time if len(rows) else start
+        last = rows[-1].time if len(rows) else start
+        report = summarise(replay(rows, config), config, first, last)
+        print(json.dumps(report.as_dict(), ensure_ascii=False, indent=1) if args.json
+              else render(report))
+        return EXIT_OK
     for event in replay(rows, config):
         print(json.dumps(event, ensure_ascii=False) if args.json else describe(event))
     return EXIT_OK
@@ -209,7 +218,10 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("replay", help="run a scenario through the engine offline")
     rep.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     rep.add_argument("scenario", type=Path)
-    rep.add_argument("--json", action="store_true", help="one JSON object per line")
+    rep.add_argument("--json", action="store_true",
+                     help="one JSON object per line (with --report: one JSON document)")
+    rep.add_argument("--report", action="store_true",
+                     help="a backtest report per station and zone instead of the timeline")
     rep.add_argument("--start", type=_iso, default=None,
                      help="time of a scenario's second 0 (ISO-8601 with offset)")
 
