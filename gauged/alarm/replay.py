@@ -253,13 +253,19 @@ class _Series:
     rate: FloatArray | None = None
 
 
+def cycle_index(time_us: Int64Array) -> Int64Array:
+    """The index of each row's time step (rows are in time order)."""
+    if time_us.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.concatenate([[0], np.cumsum(np.diff(time_us) != 0)]).astype(np.int64)
+
+
 def observations(scenario: Scenario, config: Config) -> dict[str, ObservationRecord]:
     """Every station's rows as observations (`_Observer.observe` over arrays)."""
     order = np.argsort(scenario.station, kind="stable")
     stations = scenario.station[order]
     cuts = np.flatnonzero(np.diff(stations)) + 1
-    _, cycle_of = np.unique(scenario.time_us, return_inverse=True)
-    cycle_of = cycle_of.reshape(-1)
+    cycle_of = cycle_index(scenario.time_us)
     out: dict[str, ObservationRecord] = {}
     for rows in np.split(order, cuts):
         if rows.size == 0:
@@ -301,7 +307,8 @@ def derive(scenario: Scenario, config: Config) -> tuple[dict[str, _Series],
     """Every station's record judged and through the derivations, vectorised; and the
     gauge_fault changes as (time µs, station, fault)."""
     records = observations(scenario, config)
-    cycles = int(np.unique(scenario.time_us).size)
+    cycles = int(np.count_nonzero(np.diff(scenario.time_us))) + 1 if scenario.time_us.size \
+        else 0
     judged = judge_records(config, records, cycles)
     params = rain_params(config)
     d = config.defaults
@@ -360,9 +367,7 @@ def replay(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
         announcer = Announcer(config, sid)
         episode = episodes[sid] = ([], [])
         # the cycles that evaluate this station: those with a reading of one of its sources
-        cycles = np.unique(np.concatenate(
-            [series[q.source].time_us for q in qs if q.source in series] or
-            [np.zeros(0, dtype=np.int64)]))
+        cycles = _union([series[q.source].time_us for q in qs if q.source in series])
         k = 0
         while k < len(moves):
             us = moves[k][0]
@@ -389,6 +394,16 @@ def replay(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
     keyed.sort(key=lambda e: e[0])
     for _, event in keyed:
         yield event
+
+
+def _union(times: list[Int64Array]) -> Int64Array:
+    """The sorted union of sorted, duplicate-free time arrays."""
+    if not times:
+        return np.zeros(0, dtype=np.int64)
+    if all(t is times[0] for t in times):
+        return times[0]
+    merged = np.sort(np.concatenate(times), kind="stable")
+    return merged[np.concatenate([[True], np.diff(merged) != 0])]
 
 
 def _by_zone(config: Config, requests: list[tuple[int, BroadcastRequest]],
