@@ -402,8 +402,9 @@ def _union(times: list[Int64Array]) -> Int64Array:
         return np.zeros(0, dtype=np.int64)
     if all(t is times[0] for t in times):
         return times[0]
-    merged = np.sort(np.concatenate(times), kind="stable")
-    return merged[np.concatenate([[True], np.diff(merged) != 0])]
+    merged: Int64Array = np.sort(np.concatenate(times), kind="stable")
+    out: Int64Array = merged[np.concatenate([[True], np.diff(merged) != 0])]
+    return out
 
 
 def _by_zone(config: Config, requests: list[tuple[int, BroadcastRequest]],
