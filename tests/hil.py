@@ -219,11 +219,12 @@ def actuation_timeline(rig: Rig) -> dict[int, list[tuple[int, bool]]]:
 def expected_timeline(replay: list[dict[str, Any]], start_ts: float,
                       amplifier: dict[str, int], siren: dict[str, int]
                       ) -> dict[int, list[tuple[int, bool]]]:
-    """The timeline the replay's broadcasts call for: each broadcast in the cycle that
+    """The timeline the replay's broadcasts call for: each broadcast that plays (not merged
+    into another, superseded or dropped: replay runs the zone's queue) in the cycle that
     decided it, amplifier ON and OFF, and siren ON and OFF when it sounds one."""
     out: dict[int, list[tuple[int, bool]]] = {}
     for b in replay:
-        if b["event"] != "broadcast":
+        if b["event"] != "broadcast" or b.get("outcome", "done") not in ("done", "pre-empted"):
             continue
         cycle = int((datetime.fromisoformat(b["time"]).timestamp() - start_ts) // INTERVAL)
         coils = [amplifier[b["zone"]]] + ([siren[b["zone"]]] if b["siren_s"] else [])

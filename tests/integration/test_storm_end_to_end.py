@@ -46,6 +46,12 @@ class StormRun:
     cycles: int  # number of cycles the scenario spans
 
 
+def played_broadcasts(replay: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The broadcasts replay says the zones play (not merged, superseded or dropped)."""
+    return [e for e in replay if e["event"] == "broadcast"
+            and e.get("outcome", "done") in ("done", "pre-empted")]
+
+
 def scenario_length_s(path: Path) -> float:
     with path.open(newline="") as f:
         return max(float(row["time"]) for row in csv.DictReader(f))
@@ -163,7 +169,7 @@ def test_relay_timeline_sirens_only_at_overflow_amplifier_around_every_broadcast
     by_coil: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for rec in log:
         by_coil[rec["coil"]].append(rec)
-    broadcasts = [e for e in storm.replay if e["event"] == "broadcast"]
+    broadcasts = played_broadcasts(storm.replay)
     overflow = {e["station"]: e for e in storm.replay
                 if e["event"] == "stage" and e["to"] == "overflow"}
     for zone, coil in SIREN_COILS.items():
@@ -197,9 +203,8 @@ def test_relay_timeline_sirens_only_at_overflow_amplifier_around_every_broadcast
 
 def test_clips_played_in_order_per_zone(storm: StormRun) -> None:
     expected: dict[str, list[str]] = defaultdict(list)
-    for e in storm.replay:
-        if e["event"] == "broadcast":
-            expected[e["zone"]] += e["clips"]
+    for e in played_broadcasts(storm.replay):
+        expected[e["zone"]] += e["clips"]
     played: dict[str, list[str]] = defaultdict(list)
     for rec in storm.rig.audio_log():
         played[rec["zone"]].append(rec["clip"])
@@ -247,7 +252,7 @@ def test_retained_station_state_read_back_by_another_client(storm: StormRun) -> 
 def test_alm_1_relay_write_issued_in_the_cycle_of_the_transition(storm: StormRun) -> None:
     """The functional half of ALM-1 (the latency half is PERF-3, a benchmark)."""
     log = storm.rig.relay_log()
-    for b in (e for e in storm.replay if e["event"] == "broadcast"):
+    for b in played_broadcasts(storm.replay):
         decided = datetime.fromisoformat(b["time"]).timestamp()
         coil = AMP_COILS[b["zone"]]
         first = min(datetime.fromisoformat(r["t_sim"]).timestamp() for r in log
