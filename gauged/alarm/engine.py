@@ -162,8 +162,13 @@ class Engine:
                                         self.config.stations[station].combine)
         self.announcers[station].restored(self.stages[station])
 
-    def evaluate(self, time: datetime, samples: Mapping[str, Sample]) -> CycleResult:
-        """Process one cycle's samples (stations absent from `samples` are left as they are)."""
+    def evaluate(self, time: datetime, samples: Mapping[str, Sample],
+                 withhold: Callable[[BroadcastRequest], bool] | None = None) -> CycleResult:
+        """Process one cycle's samples (stations absent from `samples` are left as they are).
+
+        `withhold` says which requests an inhibit withholds (the daemon's maintenance
+        inhibits): they go to `result.withheld`, before the zones merge what is left, so a
+        withheld station never silences another."""
         result = CycleResult()
         ts = time.timestamp()
         derived = {sid: self._derive(sid, time, ts, samples[sid])
@@ -199,6 +204,9 @@ class Engine:
                 requests += self._follow(result, time, ts, sid, leader)
         for sid, d in derived.items():
             self._finish(d, self.config.stations[sid], self.stages[sid])
+        if withhold is not None:
+            result.withheld = [r for r in requests if withhold(r)]
+            requests = [r for r in requests if r not in result.withheld]
         result.broadcasts, result.merged = self._by_zone(_us(time), requests)
         result.states = [d.state for d in derived.values()]
         return result

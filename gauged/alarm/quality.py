@@ -8,12 +8,14 @@ stored and shown, never acted on.
 Uncertainty resolves toward safety (DESIGN §1, "Fail-safe data"): doubtful data may raise or
 hold a stage, never lower it.
 
-- A move toward danger larger than `max_step` in one cycle is a spike (bad) unless the next
-  reading confirms it: no siren from one absurd sample, but a real step is believed.
+- A change larger than `max_step` in one cycle is a spike (bad) unless the next reading
+  confirms it: no siren from one absurd sample, but a real step is believed.
 - A move toward safety faster than the river can recede (`max_fall_m_per_h` from the last good
   reading, the allowance growing with the time since) is suspect, and repetition does not
   confirm it: the gauge must come back to a plausible path. Two in a row are a gauge_fault (a
-  gauge that failed to a constant inside its range, 0.0 m say).
+  gauge that failed to a constant inside its range, 0.0 m say); a gauge stuck at the value it
+  fell to stays suspect however long it waits. A fall the river could have made (after a
+  gap) but larger than `max_step` is a spike like any other: the next reading confirms it.
 - A gauge that repeats one value while a related gauge (the station's `related`) moves by
   `related_move` is frozen: suspect and gauge_fault after `related_cycles` identical readings.
 
@@ -188,16 +190,17 @@ class QualityTracker:
         if not self.counter and self.range is not None and \
                 not self.range[0] <= value <= self.range[1]:
             return Judgement(Quality.BAD, f"out of range [{self.range[0]:g}, {self.range[1]:g}]")
-        spike = self._spike(value, candidate)
-        if spike is not None:
-            return spike
         fall = self._fall(value, t)
         if fall is not None:
             return fall
+        spike = self._spike(value, candidate)
+        if spike is not None:
+            return spike
         return self._flatline(others_moving, related)
 
     def _spike(self, value: float, candidate: float | None) -> Judgement | None:
-        """A move toward danger too large for one cycle, unless the next reading confirms it."""
+        """A change too large for one cycle, unless the next reading confirms it (a fall is
+        judged by `_fall` first: only a plausible one, after a gap, gets here)."""
         step = self.rules.max_step
         if step is None:
             return None
@@ -206,7 +209,7 @@ class QualityTracker:
             if value > step * (self.cycles_since_good + 1):
                 return Judgement(Quality.BAD, f"spike: {value:g} in one reading")
             return None
-        if self.last_good is None or value - self.last_good <= step:
+        if self.last_good is None or abs(value - self.last_good) <= step:
             return None
         if candidate is not None and abs(value - candidate) <= step:
             return None  # seen twice in a row: a real step (after a gap, say), not a spike
@@ -457,7 +460,7 @@ def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: Bool
         if g.range is not None:
             trivial &= (value >= g.range[0]) & (value <= g.range[1])
         if step is not None:
-            trivial &= value - prev_value <= step
+            trivial &= np.abs(value - prev_value) <= step
         if tracker.max_fall is not None:
             trivial &= prev_value - value <= tracker.max_fall * (t - prev_t) / 3600.0
     if n:

@@ -130,6 +130,7 @@ class CycleResult:
     transitions: list[Transition] = field(default_factory=list)
     broadcasts: list[BroadcastRequest] = field(default_factory=list)
     merged: list[Merged] = field(default_factory=list)
+    withheld: list[BroadcastRequest] = field(default_factory=list)  # by an inhibit
 
 
 

@@ -297,11 +297,13 @@ class Daemon:
         await self._test_hook("poll")
         samples = await self.poller.read(when)
         await self._test_hook("evaluate")
-        result = self.engine.evaluate(when, samples)
+        if self.inhibits is not None:
+            self.inhibits.expire()
+        result = self.engine.evaluate(when, samples, self._withhold)
         # The new stages are durable before anything sounds: a crash during a broadcast
         # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
         self.keeper.save(when, result)
-        requests = self._not_inhibited(result.broadcasts)
+        requests = result.broadcasts
         if requests:  # an alarm needs the zones: a running test lets go of the relays first
             if self.tests is not None:
                 await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
@@ -316,26 +318,20 @@ class Daemon:
                             buses=self.poller.buses(self.hubs),
                             inhibited=frozenset(sid for sid in self.config.stations
                                                 if inhibits and inhibits.station_inhibit(sid)))
-        for request in result.broadcasts:
-            if request not in requests:
-                self.recorder.withheld(request)
+        for request in result.withheld:
+            self.recorder.withheld(request)
         for merged in result.merged:
             self.recorder.merged(merged)
         return result
 
-    def _not_inhibited(self, wanted: list[BroadcastRequest]) -> list[BroadcastRequest]:
-        """The requests no inhibit withholds (ending the inhibits whose time is up first)."""
-        if self.inhibits is None:
-            return wanted
-        self.inhibits.expire()
-        out = []
-        for request in wanted:
-            inhibit = self.inhibits.blocking(request)
-            if inhibit is None:
-                out.append(request)
-            else:
-                self.inhibits.withhold(request, inhibit)
-        return out
+    def _withhold(self, request: BroadcastRequest) -> bool:
+        """An inhibit withholds `request` (logged and kept with the inhibit)."""
+        inhibit = self.inhibits.blocking(request) if self.inhibits is not None else None
+        if inhibit is None:
+            return False
+        assert self.inhibits is not None
+        self.inhibits.withhold(request, inhibit)
+        return True
 
     async def _test_hook(self, where: str) -> None:
         """The test-only stall of `[test_hooks]` (gauged/config/models.py; QUALITY SYS-4): hang
