@@ -92,6 +92,9 @@ class GaugeSpec:
     quantity: GaugeQuantity
     register: RegisterSpec | None  # None for a gauge on a serial_line bus
     station: str | None = None  # the station whose scenario rows drive this gauge
+    # A gauge of a station with two gauges: ``station:gauge`` rows drive it, else the
+    # station's rows (a second gauge without rows of its own reads the same as the first).
+    paired: bool = False
     line: LineSpec | None = None  # set for (and only for) a gauge on a serial_line bus
     status: RegisterSpec | None = None  # the device status word, if the map has one
 
@@ -127,6 +130,7 @@ class FleetConfig:
     relays: tuple[RelaySpec, ...] = ()
     players: dict[str, PlayerSpec] = field(default_factory=dict)
     stations: dict[str, str] = field(default_factory=dict)  # station → gauge
+    second_gauges: dict[str, str] = field(default_factory=dict)  # station → its second gauge
     clock_speed: float | None = None
     skipped: tuple[str, ...] = ()  # human-readable notes on what cannot be simulated here
 
@@ -199,7 +203,8 @@ class _Reader:
     def read(self, document: dict[str, Any]) -> FleetConfig:
         buses = self.read_buses(document)
         stations = self.read_stations(document)
-        gauges = self.read_gauges(document, buses, stations)
+        second = self.read_second_gauges(document)
+        gauges = self.read_gauges(document, buses, stations, second)
         relays = self.read_relays(document, buses)
         players = self.read_players(document)
         clock = document.get("clock", {})
@@ -216,6 +221,7 @@ class _Reader:
             relays=tuple(relays),
             players=players,
             stations=stations,
+            second_gauges=second,
             clock_speed=speed,
             skipped=tuple(self.skipped),
         )
@@ -260,21 +266,36 @@ class _Reader:
             stations[name] = self.text(entry, "gauge", f"stations.{name}")
         return stations
 
+    def read_second_gauges(self, document: dict[str, Any]) -> dict[str, str]:
+        """Stations that read a second gauge (``second_gauge``): station → gauge."""
+        second: dict[str, str] = {}
+        for name, entry in self.table(document, "stations", "stations").items():
+            if "second_gauge" in entry:
+                second[name] = self.text(entry, "second_gauge", f"stations.{name}")
+        return second
+
     def read_gauges(
-        self, document: dict[str, Any], buses: dict[str, BusSpec], stations: dict[str, str]
+        self,
+        document: dict[str, Any],
+        buses: dict[str, BusSpec],
+        stations: dict[str, str],
+        second: dict[str, str] | None = None,
     ) -> dict[str, GaugeSpec]:
         gauge_tables = self.table(document, "gauges", "gauges")
-        for station, gauge in stations.items():
+        reads = [(station, gauge, "gauge") for station, gauge in stations.items()]
+        reads += [(station, gauge, "second_gauge") for station, gauge in (second or {}).items()]
+        for station, gauge, key in reads:
             if gauge not in gauge_tables:
-                raise self.fail(f"stations.{station}.gauge", f"no gauge named {gauge!r}")
+                raise self.fail(f"stations.{station}.{key}", f"no gauge named {gauge!r}")
         station_of: dict[str, str] = {}
-        for station, gauge in stations.items():
+        for station, gauge, key in reads:
             if gauge in station_of:
                 raise self.fail(
-                    f"stations.{station}.gauge",
+                    f"stations.{station}.{key}",
                     f"gauge {gauge!r} is already read by station {station_of[gauge]!r}",
                 )
             station_of[gauge] = station
+        paired = {gauge for station, gauge, _ in reads if station in (second or {})}
 
         gauges: dict[str, GaugeSpec] = {}
         for name, entry in gauge_tables.items():
@@ -300,7 +321,9 @@ class _Reader:
                     status = self.read_register(entry["status"], f"{where}.status", status=True)
                     self.claim_status(bus, unit, status, name, f"{where}.status")
                 gauges[name] = GaugeSpec(name, bus, unit, quantity, register, status=status)
-            gauges[name] = replace(gauges[name], station=station_of.get(name))
+            gauges[name] = replace(
+                gauges[name], station=station_of.get(name), paired=name in paired
+            )
         return gauges
 
     def read_line_gauge(

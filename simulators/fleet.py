@@ -134,6 +134,13 @@ class Fleet:
         for quantity, gauge_quantity in expected:
             for station in sorted(scenario.stations(quantity)):
                 gauge = self.config.stations.get(station)
+                # ``station:gauge`` rows drive one gauge of a station that reads two
+                owner, _, named = station.partition(":")
+                if gauge is None and owner in self.config.second_gauges and named in (
+                    self.config.stations.get(owner),
+                    self.config.second_gauges.get(owner, ""),
+                ):
+                    gauge = named
                 if gauge is None:
                     raise ConfigError(f"{name}: station {station!r} is not in {self.config.path}")
                 spec = self.config.gauges.get(gauge)
@@ -189,13 +196,18 @@ class Fleet:
     def gauge_value(self, gauge: GaugeSpec) -> float:
         """Level (m) or cumulative rain (mm) of ``gauge`` now: the scenario at the clock's time.
 
-        0.0 without a scenario or without rows for the gauge's station.
+        0.0 without a scenario or without rows for the gauge's station. A gauge of a station
+        with two gauges plays its ``station:gauge`` rows, or the station's if it has none.
         """
         if self.scenario is None or gauge.station is None:
             return 0.0
         t = self.clock.elapsed()
         if gauge.quantity == "level_m":
-            level = self.scenario.level_at(gauge.station, t)
+            level = None
+            if gauge.paired:  # its own rows first, then the station's
+                level = self.scenario.level_at(f"{gauge.station}:{gauge.name}", t)
+            if level is None:
+                level = self.scenario.level_at(gauge.station, t)
             return 0.0 if level is None else level
         return self.scenario.rain_total_at(gauge.station, t)
 

@@ -12,7 +12,8 @@ makes the station's stage the highest of its quantities' stages, `"min"` the low
 transition names the quantity that moved the station (`level` or `rain`, or `follow`).
 
 A station whose gauge is in `gauge_fault` holds its stage (its readings are not good, so no
-stage machine moves on them); with `follow = "<station>"` its stage follows that station's
+stage machine moves on them; a station with two gauges is in gauge_fault only when both are,
+`gauged.alarm.quality.combine`); with `follow = "<station>"` its stage follows that station's
 upward, never down, until its own good readings take over again.
 
 What a cycle sounds is decided per station (`Announcer`: transitions, repeats, all-clear) and
@@ -248,7 +249,7 @@ class Engine:
         st = self.config.stations[sid]
         state = StationState(station=sid, kind=st.kind, time=time, quality=sample.quality,
                              stage=self.stages[sid], stage_name="", reason=sample.reason,
-                             fault=sample.fault)
+                             fault=sample.fault, gauges=sample.gauges)
         if st.kind == "level":
             assert st.crest_m is not None  # cross_check guarantees it
             good = sample.quality.usable and sample.value is not None

@@ -24,8 +24,23 @@ its device reports a failure (Modbus exception 04, a status bit), when it answer
 configured address does not exist (exception 02), while its value is flat-lined or frozen, or
 after two implausible falls in a row. The fault clears with the next good reading.
 
-`Judge` judges one cycle of every station at once (the related gauges watch each other); the
+`Judge` judges one cycle of every gauge at once (the related gauges watch each other); the
 live poller and `gauged replay` both use it, so replay sees exactly what the daemon sees.
+
+Redundant gauges (DESIGN §1: "the more dangerous may raise, both must agree to lower"). A level
+station may read a second gauge. Each gauge is a *channel* with its own history (channel id:
+the station's id for its first gauge, `station:gauge` for the second; `Config.channels`); the
+two gauges of a station watch each other as related gauges do. `combine` then makes the
+station's reading of the two judged ones:
+
+- both good and within the station's `tolerance_m`: their mean, good;
+- both good but further apart: the higher level (the more dangerous), good, with the reason
+  `disagree: a 3.10 m, b 2.40 m` — a stage rises on either gauge and falls only when both
+  have fallen;
+- one good: that one alone, good, the reason naming the other and who is in charge;
+- neither good: not good (the worse grade, the higher value shown), and the station is in
+  `gauge_fault` only when both gauges are: a station that one healthy gauge still carries is
+  measured, not held.
 """
 
 from __future__ import annotations
@@ -250,6 +265,78 @@ class QualityTracker:
 
 
 @dataclass(frozen=True)
+class GaugeReading:
+    """One gauge's judged reading, as a station with two gauges combines and shows it."""
+
+    gauge: str
+    value: float | None
+    judgement: Judgement
+    fault: str = ""  # the gauge's gauge_fault, "" when none
+
+    @property
+    def good(self) -> bool:
+        return self.judgement.quality is Quality.GOOD and self.value is not None
+
+    @property
+    def why(self) -> str:
+        """Why this gauge does not count (its fault, else its reason, else its grade)."""
+        return self.fault or self.judgement.reason or self.judgement.quality.value
+
+    def as_json(self) -> dict[str, object]:
+        return {"value": self.value, "quality": self.judgement.quality.value,
+                "reason": self.judgement.reason, "gauge_fault": self.fault or None}
+
+
+@dataclass(frozen=True)
+class Combined:
+    """A station's reading made of its gauges' (`combine`)."""
+
+    value: float | None
+    judgement: Judgement  # good with a reason: a note (disagreement, a gauge left out)
+    fault: str  # the station's gauge_fault: every gauge in gauge_fault ("" otherwise)
+    gauges: tuple[GaugeReading, ...] = ()  # each gauge's reading (two gauges only)
+
+
+def combine(a: GaugeReading, b: GaugeReading, tolerance: float) -> Combined:
+    """The station's reading of its two gauges (the rule is in the module docstring).
+
+    Levels: the higher is the more dangerous (freeboard = crest − level).
+    """
+    if a.good and b.good:
+        assert a.value is not None
+        assert b.value is not None
+        if abs(a.value - b.value) <= tolerance:
+            return Combined((a.value + b.value) / 2, Judgement(Quality.GOOD), "")
+        return Combined(max(a.value, b.value), Judgement(Quality.GOOD, disagreement(
+            a.gauge, a.value, b.gauge, b.value)), "")
+    if a.good or b.good:
+        ok, other = (a, b) if a.good else (b, a)
+        return Combined(ok.value, Judgement(Quality.GOOD, f"{other.gauge}: {other.why}; "
+                                                          f"{ok.gauge} in charge"), "")
+    worse = a if a.judgement.quality.code >= b.judgement.quality.code else b
+    values = [r.value for r in (a, b) if r.value is not None and math.isfinite(r.value)]
+    fault = f"{a.gauge}: {a.fault}; {b.gauge}: {b.fault}" if a.fault and b.fault else ""
+    return Combined(max(values) if values else None,
+                    Judgement(worse.judgement.quality, f"{a.gauge}: {a.why}; {b.gauge}: {b.why}"),
+                    fault)
+
+
+def disagreement(a: str, a_value: float, b: str, b_value: float) -> str:
+    return f"disagree: {a} {a_value:.2f} m, {b} {b_value:.2f} m"
+
+
+def combine_arrays(a_value: FloatArray, a_good: BoolArray, b_value: FloatArray,
+                   b_good: BoolArray, tolerance: float) -> tuple[FloatArray, BoolArray]:
+    """`combine` over whole records (replay): the station's value and whether it is good."""
+    agree = np.abs(a_value - b_value) <= tolerance
+    both = np.where(agree, (a_value + b_value) / 2, np.fmax(a_value, b_value))
+    value = np.where(a_good & b_good, both,
+                     np.where(a_good, a_value, np.where(b_good, b_value,
+                                                        np.fmax(a_value, b_value))))
+    return value, a_good | b_good
+
+
+@dataclass(frozen=True)
 class Observation:
     """What one cycle read of one station's gauge, before judging.
 
@@ -268,28 +355,37 @@ class Observation:
 
 
 def related_map(config: Config) -> dict[str, tuple[str, ...]]:
-    """Each station's related stations (`related` in either direction), in config order."""
+    """Each channel's related channels, in config order: the other gauge of its station and
+    the gauges of its related stations (`related` in either direction)."""
     linked: dict[str, set[str]] = {sid: set(st.related) for sid, st in config.stations.items()}
     for sid, st in config.stations.items():
         for other in st.related:
             if other in linked:
                 linked[other].add(sid)
-    return {sid: tuple(o for o in config.stations if o in linked[sid]) for sid in linked}
+    channels = config.channels()
+    return {c: tuple(o for o, (s2, _) in channels.items()
+                     if o != c and (s2 == sid or s2 in linked[sid]))
+            for c, (sid, _) in channels.items()}
+
+
+def tracker_for(config: Config, channel: str) -> QualityTracker:
+    """A fresh tracker for one channel's gauge."""
+    g = config.gauges[config.channels()[channel][1]]
+    return QualityTracker(g.quality, g.range, counter=g.quantity == "rain_counter")
 
 
 class Judge:
-    """Judges one cycle of readings of every station: each gauge against its own history,
-    and against the gauges that watch it (its related stations, the others of its kind)."""
+    """Judges one cycle of readings of every gauge (keyed by channel, `Config.channels`):
+    each against its own history, and against the gauges that watch it (the station's other
+    gauge, its related stations', the others of its kind)."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.trackers: dict[str, QualityTracker] = {}
         self.kinds: dict[str, str] = {}
-        for sid, st in config.stations.items():
-            g = config.gauges[st.gauge]
-            self.trackers[sid] = QualityTracker(g.quality, g.range,
-                                                counter=g.quantity == "rain_counter")
-            self.kinds[sid] = st.kind
+        for c, (sid, _) in config.channels().items():
+            self.trackers[c] = tracker_for(config, c)
+            self.kinds[c] = config.stations[sid].kind
         self.related = related_map(config)
         self.keys: dict[str, float] = {}  # each station's last key read
         self.watch: dict[str, float] = {}  # each station's last watch value
@@ -297,7 +393,7 @@ class Judge:
         self.anchors: dict[str, dict[str, float]] = {}
 
     def judge(self, t: float, observations: Mapping[str, Observation]) -> dict[str, Judgement]:
-        """Judge the stations read at `t` (Unix seconds); others are left as they are."""
+        """Judge the channels read at `t` (Unix seconds); others are left as they are."""
         moving: dict[str, int] = {"level": 0, "rain": 0}
         moved: set[str] = set()
         for sid, obs in observations.items():
@@ -322,6 +418,26 @@ class Judge:
             others = moving[self.kinds[sid]] - (sid in moved) > 0
             out[sid] = tracker.judge(obs.value, obs.status, t=t, others_moving=others,
                                      related=related, flat_key=obs.key)
+        return out
+
+    def stations(self, observations: Mapping[str, Observation],
+                 judgements: Mapping[str, Judgement]) -> dict[str, Combined]:
+        """The readings of the stations judged (in config order): a station's own gauge's, or
+        its two gauges' combined (`combine`; both must have been judged)."""
+        out = {}
+        for sid, st in self.config.stations.items():
+            if sid not in judgements:
+                continue
+            if st.second_gauge is None:
+                out[sid] = Combined(observations[sid].value, judgements[sid],
+                                    self.trackers[sid].fault)
+                continue
+            a, b = (GaugeReading(gauge, observations[c].value, judgements[c],
+                                 self.trackers[c].fault)
+                    for c, gauge in ((sid, st.gauge),
+                                     (f"{sid}:{st.second_gauge}", st.second_gauge)))
+            both = combine(a, b, st.tolerance)
+            out[sid] = Combined(both.value, both.judgement, both.fault, (a, b))
         return out
 
     def _related(self, sid: str, tracker: QualityTracker,
@@ -361,11 +477,13 @@ class ObservationRecord:
 
 @dataclass(frozen=True)
 class JudgedRecord:
-    """`Judge.judge` over a station's record: the quality code of every reading and the
-    readings at which a gauge_fault started (index, its reason) or cleared (index, "")."""
+    """`Judge.judge` over a channel's record: the quality code of every reading and the
+    readings at which a gauge_fault started (index, its reason) or cleared (index, "");
+    with `texts`, the gauge_fault after every reading ("" when none)."""
 
     quality: npt.NDArray[np.int8]
     faults: list[tuple[int, str]]
+    fault_text: npt.NDArray[np.object_] | None = None
 
 
 def _last_index(mask: BoolArray) -> IntArray:
@@ -380,15 +498,17 @@ def _fill_forward(values: FloatArray) -> FloatArray:
 
 
 def judge_records(config: Config, records: Mapping[str, ObservationRecord],
-                  cycles: int) -> dict[str, JudgedRecord]:
+                  cycles: int, texts: frozenset[str] = frozenset()) -> dict[str, JudgedRecord]:
     """`Judge.judge` over whole records, reading for reading the same judgements.
 
     What links the stations (other gauges moving in a cycle, related gauges' watch values)
     is worked out on the grid of cycles first; then each record is judged: readings that
     cannot be anything but good after a good one (in range, a plausible step and fall, not
     flat against anything) are passed in bulk, and a `QualityTracker` judges the others,
-    set to the state a good reading leaves before each.
+    set to the state a good reading leaves before each. `records` are keyed by channel; the
+    channels in `texts` also get their gauge_fault after every reading.
     """
+    channels = config.channels()
     moved: dict[str, BoolArray] = {}
     runs: dict[str, tuple[IntArray, IntArray]] = {}
     watch: dict[str, FloatArray] = {}
@@ -399,7 +519,7 @@ def judge_records(config: Config, records: Mapping[str, ObservationRecord],
         prev = np.concatenate([[-1], last[:-1]])
         same = has_key & (prev >= 0) & (rec.key == rec.key[np.maximum(prev, 0)])
         moved[sid] = has_key & (prev >= 0) & ~same
-        movers[config.stations[sid].kind] += np.bincount(rec.cycle[moved[sid]],
+        movers[config.stations[channels[sid][0]].kind] += np.bincount(rec.cycle[moved[sid]],
                                                          minlength=cycles)
         # the run of identical keys each reading ends (readings without a key skipped)
         rows = np.flatnonzero(has_key)
@@ -417,7 +537,7 @@ def judge_records(config: Config, records: Mapping[str, ObservationRecord],
     out = {}
     for sid, rec in records.items():
         length, start = runs[sid]
-        kind = config.stations[sid].kind
+        kind = config.stations[channels[sid][0]].kind
         others = movers[kind][rec.cycle] - moved[sid] > 0
         names = [r for r in related[sid] if r in watch]
         amount = np.full(rec.t.size, -np.inf)
@@ -429,15 +549,16 @@ def judge_records(config: Config, records: Mapping[str, ObservationRecord],
             amount = np.where(better, a, amount)
             best = np.where(better, k, best)
         best = np.where(length == 1, -1, best)
-        out[sid] = _judge_record(config, sid, rec, others, length, names, best, amount)
+        out[sid] = _judge_record(config, sid, rec, others, length, names, best, amount,
+                                 sid in texts)
     return out
 
 
 def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: BoolArray,
                   length: IntArray, names: list[str], best: IntArray,
-                  amount: FloatArray) -> JudgedRecord:
-    g = config.gauges[config.stations[sid].gauge]
-    tracker = QualityTracker(g.quality, g.range, counter=g.quantity == "rain_counter")
+                  amount: FloatArray, texts: bool = False) -> JudgedRecord:
+    g = config.gauges[config.channels()[sid][1]]
+    tracker = tracker_for(config, sid)
     rules = tracker.rules
     n = rec.t.size
     value, t = rec.value, rec.t
@@ -468,6 +589,7 @@ def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: Bool
     hard = np.flatnonzero(~trivial)
     quality = np.full(n, Quality.GOOD.code, dtype=np.int8)
     faults: list[tuple[int, str]] = []
+    fault_text = np.full(n, "", dtype=object) if texts else None
     fault = ""
     i = 0
     while i < n:
@@ -482,6 +604,8 @@ def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: Bool
         if bool(tracker.fault) != bool(fault):  # a fault starts or clears (as the log says)
             faults.append((i, tracker.fault))
         fault = tracker.fault
+        if fault_text is not None:
+            fault_text[i] = fault
         if judgement.quality is not Quality.GOOD:
             i += 1
             continue
@@ -493,4 +617,4 @@ def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: Bool
             tracker.fell_to = None
             tracker.flat_value, tracker.flat_cycles = float(rec.key[p]), int(length[p])
         i = k
-    return JudgedRecord(quality, faults)
+    return JudgedRecord(quality, faults, fault_text)

@@ -21,6 +21,15 @@ the outcome the daemon would log. A row without a number (an empty value) is a f
 
 A configuration in which a station `follow`s another runs the per-cycle path (the follow
 rule couples the stage machines of two stations); every other configuration runs vectorised.
+
+A station with two gauges (`second_gauge`, `gauged.alarm.quality.combine`): its `station` rows
+are its first gauge's readings and its `station:gauge` rows the named gauge's. Both gauges are
+read in every cycle that has a row for either (as the daemon reads both every cycle): a cycle
+with a row for one gauge and none for the other is a failed read of the other. A second gauge
+without a single row of its own reads the station's rows (as the simulators play them), so a
+scenario written for one gauge replays unchanged. Each gauge is judged with its own history and
+the station's reading is their combination; the station's `fault` events are those of the
+station (both gauges in gauge_fault).
 """
 
 from __future__ import annotations
@@ -49,9 +58,11 @@ from gauged.alarm.engine import (
 from gauged.alarm.level import rise_rates, round_like_python
 from gauged.alarm.quality import (
     Judge,
+    JudgedRecord,
     Observation,
     ObservationRecord,
     Quality,
+    combine_arrays,
     in_range,
     judge_records,
 )
@@ -78,7 +89,8 @@ class _Observer:
         self.nonzero: dict[str, int] = {}  # rain_mm rows with rain (their flat-line key)
 
     def observe(self, station: str, quantity: int, value: float) -> Observation:
-        gauge = self.config.gauges[self.config.stations[station].gauge]
+        """One row of a channel (`station` is a channel id, `Config.channels`)."""
+        gauge = self.config.gauges[self.config.channels()[station][1]]
         if not math.isfinite(value):
             return Observation(error=NO_READING)
         if quantity == Q_CODES["level_m"]:
@@ -100,11 +112,45 @@ class _Observer:
         return Observation(value, key=float(nonzero), watch=self.seen[station])
 
 
+def paired(scenario: Scenario, config: Config) -> Scenario:
+    """The scenario with both gauges of every two-gauge station read in the same cycles (see
+    the module docstring): a second gauge without rows gets its station's rows, and a cycle
+    that has a row for one gauge only gets an empty row (a failed read) for the other."""
+    ids = scenario.stations
+    pairs = [(ids.index(sid), ids.index(f"{sid}:{st.second_gauge}"))
+             for sid, st in config.stations.items() if st.second_gauge is not None]
+    if not pairs:
+        return scenario
+    times, stations, qs, values = ([scenario.time_us], [scenario.station], [scenario.quantity],
+                                   [scenario.value])
+    level = np.int8(Q_CODES["level_m"])
+    for a, b in pairs:
+        ta, tb = scenario.time_us[scenario.station == a], scenario.time_us[scenario.station == b]
+        if tb.size == 0:
+            rows = scenario.station == a
+            times.append(ta)
+            stations.append(np.full(ta.size, b, dtype=np.int32))
+            qs.append(scenario.quantity[rows])
+            values.append(scenario.value[rows])
+            continue
+        for mine, theirs, who in ((ta, tb, b), (tb, ta, a)):
+            lack = mine[~np.isin(mine, theirs)]
+            times.append(lack)
+            stations.append(np.full(lack.size, who, dtype=np.int32))
+            qs.append(np.full(lack.size, level, dtype=np.int8))
+            values.append(np.full(lack.size, np.nan))
+    time_us = np.concatenate(times)
+    order = np.argsort(time_us, kind="stable")
+    return Scenario(ids, time_us[order], np.concatenate(stations)[order],
+                    np.concatenate(qs)[order], np.concatenate(values)[order])
+
+
 def replay_per_cycle(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
     """Events in time order, through the daemon's `Judge` and `Engine` once per time step."""
     engine = Engine(config)
     judge = Judge(config)
     observer = _Observer(config)
+    scenario = paired(scenario, config)
     ids = scenario.stations
     pos = {sid: i for i, sid in enumerate(config.stations)}
     time_us, station = scenario.time_us.tolist(), scenario.station.tolist()
@@ -117,19 +163,18 @@ def replay_per_cycle(scenario: Scenario, config: Config) -> Iterator[dict[str, A
         us = time_us[i]
         observations: dict[str, Observation] = {}
         while i < n and time_us[i] == us:
-            sid = ids[station[i]]
-            observations[sid] = observer.observe(sid, quantity[i], value[i])
+            channel = ids[station[i]]
+            observations[channel] = observer.observe(channel, quantity[i], value[i])
             i += 1
         time = _time(us)
         judged = judge.judge(time.timestamp(), observations)
         samples = {}
-        for sid in (s for s in config.stations if s in judged):
-            fault = judge.trackers[sid].fault
-            samples[sid] = Sample(observations[sid].value, judged[sid].quality,
-                                  judged[sid].reason, fault)
-            if bool(fault) != bool(faults.get(sid, "")):  # starts or clears, as logged
-                keyed.append(((us, 0, pos[sid], 0), _fault_event(time, sid, fault)))
-            faults[sid] = fault
+        for sid, r in judge.stations(observations, judged).items():
+            samples[sid] = Sample(r.value, r.judgement.quality, r.judgement.reason, r.fault,
+                                  r.gauges)
+            if bool(r.fault) != bool(faults.get(sid, "")):  # starts or clears, as logged
+                keyed.append(((us, 0, pos[sid], 0), _fault_event(time, sid, r.fault)))
+            faults[sid] = r.fault
         result = engine.evaluate(time, samples)
         for k, t in enumerate(result.transitions):
             keyed.append(((us, 1, pos[t.station], k), _stage_event(
@@ -261,7 +306,9 @@ def cycle_index(time_us: Int64Array) -> Int64Array:
 
 
 def observations(scenario: Scenario, config: Config) -> dict[str, ObservationRecord]:
-    """Every station's rows as observations (`_Observer.observe` over arrays)."""
+    """Every channel's rows as observations (`_Observer.observe` over arrays); `scenario`
+    already `paired`."""
+    channels = config.channels()
     order = np.argsort(scenario.station, kind="stable")
     stations = scenario.station[order]
     cuts = np.flatnonzero(np.diff(stations)) + 1
@@ -271,7 +318,7 @@ def observations(scenario: Scenario, config: Config) -> dict[str, ObservationRec
         if rows.size == 0:
             continue
         sid = scenario.stations[int(scenario.station[rows[0]])]
-        gauge = config.gauges[config.stations[sid].gauge]
+        gauge = config.gauges[channels[sid][1]]
         time_us = scenario.time_us[rows]
         t = time_us / 1e6  # as datetime.timestamp() does it
         value = scenario.value[rows]
@@ -309,20 +356,31 @@ def derive(scenario: Scenario, config: Config) -> tuple[dict[str, _Series],
     records = observations(scenario, config)
     cycles = int(np.count_nonzero(np.diff(scenario.time_us))) + 1 if scenario.time_us.size \
         else 0
-    judged = judge_records(config, records, cycles)
+    channels = config.channels()
+    two = frozenset(c for c, (sid, _) in channels.items()
+                    if config.stations[sid].second_gauge is not None)
+    judged = judge_records(config, records, cycles, texts=two)
     params = rain_params(config)
     d = config.defaults
     out: dict[str, _Series] = {}
     faults: list[tuple[int, str, str]] = []
-    for sid, rec in records.items():
-        st = config.stations[sid]
+    for sid, st in config.stations.items():
+        if sid not in records:
+            continue
+        rec = records[sid]
         quality = judged[sid].quality
         time_us = rec.time_us
-        faults += [(int(time_us[i]), sid, fault) for i, fault in judged[sid].faults]
         good = quality == Quality.GOOD.code
+        level = rec.value
+        if st.second_gauge is None:
+            faults += [(int(time_us[i]), sid, fault) for i, fault in judged[sid].faults]
+        else:
+            level, good, changes = _combined(st.gauge, rec, judged[sid], st.second_gauge,
+                                             records[f"{sid}:{st.second_gauge}"],
+                                             judged[f"{sid}:{st.second_gauge}"], st.tolerance)
+            faults += [(int(time_us[i]), sid, fault) for i, fault in changes]
         if st.kind == "level":
             assert st.crest_m is not None
-            level = rec.value
             fb = round_like_python(st.crest_m - level, 6)
             rate = rise_rates(rec.t, level, good, d.rise_readings, d.rise_window_min * 60.0)
             out[sid] = _Series(time_us, rec.t, good, {"freeboard": fb},
@@ -331,6 +389,23 @@ def derive(scenario: Scenario, config: Config) -> tuple[dict[str, _Series],
         history = rain_history(rec.t, rec.value, quality, params)
         out[sid] = _Series(time_us, rec.t, history.good, history.totals, history.partial)
     return out, faults
+
+
+def _combined(a: str, rec_a: ObservationRecord, judged_a: JudgedRecord, b: str,
+              rec_b: ObservationRecord, judged_b: JudgedRecord, tolerance: float
+              ) -> tuple[FloatArray, npt.NDArray[np.bool_], list[tuple[int, str]]]:
+    """`Judge.stations` over a two-gauge station's records (`paired`: the same cycles): the
+    station's level, whether it is good, and its gauge_fault changes (index, fault)."""
+    assert np.array_equal(rec_a.time_us, rec_b.time_us)
+    assert judged_a.fault_text is not None
+    assert judged_b.fault_text is not None
+    level, good = combine_arrays(rec_a.value, judged_a.quality == Quality.GOOD.code,
+                                 rec_b.value, judged_b.quality == Quality.GOOD.code, tolerance)
+    both = (judged_a.fault_text != "") & (judged_b.fault_text != "")
+    starts = np.flatnonzero(np.diff(np.concatenate([[False], both])))
+    changes = [(int(i), f"{a}: {judged_a.fault_text[i]}; {b}: {judged_b.fault_text[i]}"
+                if both[i] else "") for i in starts]
+    return level, good, changes
 
 
 def _quantity_events(q: Quantity, series: _Series) -> list[tuple[int, int, int, float]]:
@@ -348,7 +423,7 @@ def replay(scenario: Scenario, config: Config) -> Iterator[dict[str, Any]]:
     if any(st.follow is not None for st in config.stations.values()):
         yield from replay_per_cycle(scenario, config)
         return
-    series, faults = derive(scenario, config)
+    series, faults = derive(paired(scenario, config), config)
     pos = {sid: i for i, sid in enumerate(config.stations)}
     keyed: list[tuple[Key, dict[str, Any]]] = [
         ((us, 0, pos[sid], 0), _fault_event(_time(us), sid, fault)) for us, sid, fault in faults]

@@ -8,6 +8,11 @@ station's previous row) and `rain_counter` (the raw tip counter as the gauge rep
 empty value is a missing reading. Times are seconds from a start, or ISO-8601 with a UTC
 offset.
 
+A station with two gauges (`second_gauge`): `station` rows are the readings of its first gauge,
+`station:gauge` rows those of the gauge named (`station:<first gauge>` is the same as
+`station`). The rows are kept per channel (`Config.channels`); `gauged/alarm/replay.py` says
+how a gauge without rows is read.
+
 Two parsers give the same `Scenario`: a fast one over the bytes with numpy, and a careful one,
 row by row, which names the line of the first problem. The fast one leaves anything irregular
 to the careful one.
@@ -64,7 +69,8 @@ class Scenario(Sequence[Row]):
     def __init__(self, stations: tuple[str, ...], time_us: Int64Array,
                  station: npt.NDArray[np.int32], quantity: npt.NDArray[np.int8],
                  value: FloatArray) -> None:
-        self.stations = stations  # the config's station ids; `station` indexes them
+        self.stations = stations  # the config's channel ids (`Config.channels`), indexed by
+        # `station`: a station's id for its first gauge, `station:gauge` for a second
         self.time_us = time_us  # UTC, microseconds since the Unix epoch
         self.station = station
         self.quantity = quantity  # index into Q_NAMES
@@ -139,7 +145,7 @@ def _parse_fast(data: bytes, config: Config, start: datetime) -> Scenario:
     line = np.empty(len(seps), dtype=np.int64)
     line[0] = 0
     line[1:] = seps[:-1, 3] + 1
-    ids = tuple(config.stations)
+    ids = tuple(config.channels())
     station, quantity = _names(buf, seps[:, 0] + 1, seps[:, 2], ids, config)
     time_us = _times(buf, line, seps[:, 0], start)
     value = _values(buf, seps[:, 2] + 1, seps[:, 3])
@@ -167,15 +173,16 @@ def _names(buf: npt.NDArray[np.uint8], a: Int64Array, b: Int64Array, ids: tuple[
            config: Config) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int8]]:
     """Each row's `station,quantity` as (station index, quantity code); a name that does not
     fit its station is _Irregular."""
-    fits = {(i, Q_CODES[q]): f"{sid},{q}".encode()
-            for i, sid in enumerate(ids) for q in Q_NAMES
-            if QUANTITIES[q] == config.stations[sid].kind}
+    channels = config.channels()
+    fits = [((i, Q_CODES[q]), f"{name},{q}".encode())
+            for name, i in channel_names(config).items() for q in Q_NAMES
+            if QUANTITIES[q] == config.stations[channels[ids[i]][0]].kind]
     station = np.empty(a.size, dtype=np.int32)
     quantity = np.empty(a.size, dtype=np.int8)
     length = b - a
     counts = np.bincount(length)
     for width in np.flatnonzero(counts).tolist():
-        known = [(k, name) for k, name in fits.items() if len(name) == width]
+        known = [(k, name) for k, name in fits if len(name) == width]
         if not known or width > 200:
             raise _Irregular
         words = -(-width // 8)
@@ -303,14 +310,26 @@ def _parse_time(text: str, start: datetime) -> datetime | None:
     return when.astimezone(UTC) if when.tzinfo is not None else None
 
 
+def channel_names(config: Config) -> dict[str, int]:
+    """What a scenario's `station` column may say, and the index of the channel it names:
+    a station (its first gauge), or `station:gauge` for either gauge of a station with two."""
+    out = {}
+    for i, (c, (sid, gauge)) in enumerate(config.channels().items()):
+        out[c] = i
+        if config.stations[sid].second_gauge is not None:
+            out[f"{sid}:{gauge}"] = i
+    return out
+
+
 def _parse_careful(text: str, path: Path, config: Config, start: datetime) -> Scenario:
     """Row by row, naming the line of the first problem."""
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
     if header is None or [h.strip() for h in header] != HEADER:
         raise ScenarioError(f"{path}:1: header must be time,station,quantity,value")
-    ids = tuple(config.stations)
-    index = {sid: i for i, sid in enumerate(ids)}
+    channels = config.channels()
+    ids = tuple(channels)
+    index = channel_names(config)
     times: list[int] = []
     stations: list[int] = []
     qs: list[int] = []
@@ -333,13 +352,14 @@ def _parse_careful(text: str, path: Path, config: Config, start: datetime) -> Sc
             if naive:
                 raise ScenarioError(f"{where}: time {t_text!r} has no UTC offset")
             raise ScenarioError(f"{where}: time {t_text!r} is neither seconds nor ISO-8601")
-        st = config.stations.get(station)
-        if st is None:
+        if station not in index:
             raise ScenarioError(f"{where}: unknown station {station!r}")
+        station_id = channels[ids[index[station]]][0]
+        st = config.stations[station_id]
         if QUANTITIES.get(quantity) != st.kind:
             raise ScenarioError(f"{where}: quantity {quantity!r} does not fit {st.kind} "
                                 f"station {station}")
-        if st.kind == "rain" and rain_form.setdefault(station, quantity) != quantity:
+        if st.kind == "rain" and rain_form.setdefault(station_id, quantity) != quantity:
             raise ScenarioError(f"{where}: station {station} mixes rain_mm and rain_counter "
                                 f"rows")
         try:

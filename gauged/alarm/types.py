@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from gauged.alarm.quality import Quality
+from gauged.alarm.quality import GaugeReading, Quality
 
 
 @dataclass(frozen=True)
@@ -24,8 +24,10 @@ class Sample:
 
     value: float | None
     quality: Quality
-    reason: str = ""  # why the reading is not good
+    reason: str = ""  # why the reading is not good (or, from two gauges, a note)
     fault: str = ""  # the gauge_fault of the station's gauge, "" when none
+    # a station with two gauges: each gauge's judged reading (`value` is their combination)
+    gauges: tuple[GaugeReading, ...] = ()
 
 
 @dataclass
@@ -57,6 +59,7 @@ class StationState:
     stage_value: float | None = None  # the value of the station's own stage quantity
     reason: str = ""
     fault: str = ""
+    gauges: tuple[GaugeReading, ...] = ()  # a station with two gauges: each one's reading
 
     def as_json(self, tz: str) -> dict[str, Any]:
         """The JSON form (MQTT and /status); local times in the gateway's zone `tz`."""
@@ -68,6 +71,8 @@ class StationState:
         if self.kind == "level":
             out |= {"level_m": self.level_m, "freeboard_m": self.freeboard_m,
                     "rise_m_per_h": self.rise_m_per_h, "minutes_to_next": self.minutes_to_next}
+            if self.gauges:
+                out["gauges"] = {g.gauge: g.as_json() for g in self.gauges}
         else:
             # rain_60m_mm has always been the stage total (60 min unless configured otherwise)
             out |= {"rain_increment_mm": self.rain_increment_mm,

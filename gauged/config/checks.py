@@ -65,18 +65,33 @@ def cross_check(config: Config) -> list[str]:
 
     used_gauges: dict[str, str] = {}
     for name, st in config.stations.items():
-        gauge = config.gauges.get(st.gauge)
-        if gauge is None:
-            add(f"station {name}: gauge: unknown gauge {st.gauge!r}")
-        else:
+        if st.second_gauge is not None and st.kind == "rain":
+            add(f"station {name}: second_gauge: a rain station reads one gauge; only level "
+                f"stations take a second gauge")
+        elif st.second_gauge is not None and st.second_gauge == st.gauge:
+            add(f"station {name}: second_gauge: {st.gauge} is already the station's gauge")
+        elif st.second_gauge is not None and f"{name}:{st.second_gauge}" in config.stations:
+            add(f"station {name}: second_gauge: its channel id {name}:{st.second_gauge} is "
+                f"also a station's name")
+        if st.tolerance_m is not None and st.second_gauge is None:
+            add(f"station {name}: tolerance_m: a tolerance is for a station with a "
+                f"second_gauge")
+        for field, gid in (("gauge", st.gauge), ("second_gauge", st.second_gauge)):
+            if gid is None or (field == "second_gauge" and (
+                    st.kind == "rain" or gid == st.gauge)):
+                continue
+            gauge = config.gauges.get(gid)
+            if gauge is None:
+                add(f"station {name}: {field}: unknown gauge {gid!r}")
+                continue
             want = "level_m" if st.kind == "level" else "rain_counter"
             if gauge.quantity != want:
-                add(f"station {name}: gauge: a {st.kind} station needs a {want} gauge; "
-                    f"{st.gauge} measures {gauge.quantity}")
-            if st.gauge in used_gauges:
-                add(f"station {name}: gauge: gauge {st.gauge} already feeds station "
-                    f"{used_gauges[st.gauge]}")
-            used_gauges.setdefault(st.gauge, name)
+                add(f"station {name}: {field}: a {st.kind} station needs a {want} gauge; "
+                    f"{gid} measures {gauge.quantity}")
+            if gid in used_gauges:
+                add(f"station {name}: {field}: gauge {gid} already feeds station "
+                    f"{used_gauges[gid]}")
+            used_gauges.setdefault(gid, name)
         if st.kind == "level" and st.crest_m is None:
             add(f"station {name}: crest_m: a level station needs the crest height "
                 f"(freeboard = crest_m − level)")

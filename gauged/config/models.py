@@ -151,6 +151,8 @@ class QualityRules(BaseModel):
 # gauges of one ward within a few millimetres of a storm's rain.
 DEFAULT_MAX_FALL_M_PER_H = 4.0
 DEFAULT_RELATED_MOVE = {"level_m": 0.05, "rain_counter": 5.0}
+# Two gauges of one station that differ by at most this much (m) agree (their mean is used).
+DEFAULT_TOLERANCE_M = 0.10
 
 
 class GaugeConfig(_Model):
@@ -279,6 +281,12 @@ class StationConfig(_Model):
     name: str = ""
     kind: Literal["level", "rain"]
     gauge: str
+    # A level station may read a second gauge (radar and pressure, say): agreeing readings
+    # (within `tolerance_m`) are averaged; when they disagree the higher level is taken, so
+    # the more dangerous may raise a stage and both must agree to lower it; one gauge that is
+    # not good leaves the other in charge (gauged/alarm/quality.py, `combine`).
+    second_gauge: str | None = None
+    tolerance_m: float | None = Field(default=None, ge=0)  # default DEFAULT_TOLERANCE_M
     crest_m: float | None = None
     zones: list[str] = Field(default_factory=list)
     stages: list[StageConfig] = Field(min_length=1)
@@ -328,6 +336,16 @@ class StationConfig(_Model):
                 raise ValueError(f"[{i}]: {len(inp.thresholds)} thresholds for "
                                  f"{len(stages)} stages")
         return inputs
+
+    @property
+    def gauges(self) -> tuple[str, ...]:
+        """The gauges this station reads: its `gauge`, then its `second_gauge`."""
+        return (self.gauge,) if self.second_gauge is None else (self.gauge, self.second_gauge)
+
+    @property
+    def tolerance(self) -> float:
+        """How far (m) two gauges of the station may differ and still agree."""
+        return DEFAULT_TOLERANCE_M if self.tolerance_m is None else self.tolerance_m
 
     @property
     def stage_quantity(self) -> str:

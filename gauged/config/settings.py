@@ -97,6 +97,17 @@ class Config(BaseSettings):
         return self.defaults.level_margin_m if station.kind == "level" else \
             self.defaults.rain_margin_mm
 
+    def channels(self) -> dict[str, tuple[str, str]]:
+        """Every gauge a station reads, as (station, gauge) under its channel id, in config
+        order: a station's first gauge is the station's own id, a second gauge
+        `station:gauge`. Quality history, polling and scenario rows are per channel."""
+        out = {}
+        for sid, st in self.stations.items():
+            out[sid] = (sid, st.gauge)
+            if st.second_gauge is not None:
+                out[f"{sid}:{st.second_gauge}"] = (sid, st.second_gauge)
+        return out
+
     @property
     def cap_dir(self) -> Path:
         """Where CAP documents are written: `[cap] dir`, or `cap` beside the state file."""

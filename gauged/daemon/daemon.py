@@ -80,7 +80,7 @@ class Daemon:
         self.influx = InfluxSink(
             config.influx, config.influx.spool_path or config.state.path.with_name(
                 "spool.sqlite3"), gateway=self.gateway,
-            gauge_names={sid: st.gauge for sid, st in config.stations.items()}) \
+            gauge_names=config.channels()) \
             if config.influx.enabled else None
         self.mqtt = MqttPublisher(config.mqtt, self.gateway, timezone=tz) \
             if config.mqtt.enabled else None

@@ -61,6 +61,7 @@ def stations(config: Config, engine: Engine, states: Mapping[str, StationState],
              inhibits: Inhibits | None, now: datetime) -> dict[str, Any]:
     """Every station: its config, its last state (or the stage restored at start), its gauge."""
     tz = config.gateway.timezone
+    channels = config.channels()
     out = {}
     for sid, st in config.stations.items():
         s = states.get(sid)
@@ -77,8 +78,12 @@ def stations(config: Config, engine: Engine, states: Mapping[str, StationState],
         inhibit = inhibits.station_inhibit(sid) if inhibits else None
         entry["inhibited_until"] = inhibit_json(inhibit)["until"] if inhibit else None
         health = gauges[sid]
-        entry["reading_age_s"] = None if health.last_good is None else round(
-            (now - health.last_good).total_seconds(), 1)
+        # a station with two gauges: the age of the newer good reading of either
+        goods = [good for c, (owner, _) in channels.items()
+                 if owner == sid and (good := gauges[c].last_good) is not None]
+        last_good = max(goods) if goods else None
+        entry["reading_age_s"] = None if last_good is None else round(
+            (now - last_good).total_seconds(), 1)
         entry["gauge"] = {"error": health.error, "errors": health.errors,
                           "polled": health.polled, "status_word": health.status,
                           "last_good": health.last_good.isoformat()

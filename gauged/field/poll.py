@@ -64,7 +64,8 @@ class ProbeSchedule:
 
 
 class Poller:
-    """Reads every station's gauge once per cycle and judges the readings.
+    """Reads every station's gauges once per cycle and judges the readings (a station with
+    two gauges reads both, and its sample is their combination: `Judge.stations`).
 
     Buses are read in parallel, one task per bus; the gauges of a bus one after another (the
     hub serialises anyway; in order, each gauge's cost is bounded by its own timeout budget).
@@ -72,30 +73,34 @@ class Poller:
 
     def __init__(self, config: Config, hubs: Mapping[str, AnyHub]) -> None:
         self.config = config
+        # every gauge a station reads, under its channel id (`Config.channels`: the station's
+        # id for its first gauge, `station:gauge` for a second one)
+        self.channels = config.channels()
         self.gauges: dict[str, Gauge] = {}
         self.judge = Judge(config)
         self.rain_seen: dict[str, float] = {}  # per counter: the rain counted so far (mm)
         self.schedules: dict[str, ProbeSchedule] = {}
         self.counters: dict[str, CounterTracker] = {}
         self.by_bus: dict[str, list[str]] = {}
-        self.health: dict[str, GaugeHealth] = {}
+        self.health: dict[str, GaugeHealth] = {}  # per channel
         self.bus_read_s: dict[str, float] = {}
-        # per station: how long each read of its gauge took, failed ones included (/metrics)
-        self.read_latency = {sid: Histogram(READ_BUCKETS) for sid in config.stations}
+        # per channel: how long each read of its gauge took, failed ones included (/metrics)
+        self.read_latency = {c: Histogram(READ_BUCKETS) for c in self.channels}
         self._config_faults: set[str] = set()
         self._by_kind: dict[str, list[str]] = {"level": [], "rain": []}
         for sid, st in config.stations.items():
-            g = config.gauges[st.gauge]
+            self._by_kind[st.kind].append(sid)
+        for c, (_, gid) in self.channels.items():
+            g = config.gauges[gid]
             spec = g.spec if g.spec is not None else g.line
             assert spec is not None  # cross_check guarantees it
-            self.gauges[sid] = make_gauge(hubs[g.bus], g.unit, spec, g.status)
-            self.schedules[sid] = ProbeSchedule()
+            self.gauges[c] = make_gauge(hubs[g.bus], g.unit, spec, g.status)
+            self.schedules[c] = ProbeSchedule()
             if g.quantity == "rain_counter":
-                self.counters[sid] = CounterTracker(g.counter_bits, g.scale)
-                self.rain_seen[sid] = 0.0
-            self.by_bus.setdefault(g.bus, []).append(sid)
-            self._by_kind[st.kind].append(sid)
-            self.health[sid] = GaugeHealth()
+                self.counters[c] = CounterTracker(g.counter_bits, g.scale)
+                self.rain_seen[c] = 0.0
+            self.by_bus.setdefault(g.bus, []).append(c)
+            self.health[c] = GaugeHealth()
 
     async def read(self, when: datetime) -> dict[str, Sample]:
         """One cycle's samples, every station included (missing ones as missing)."""
@@ -137,20 +142,18 @@ class Poller:
                when: datetime) -> dict[str, Sample]:
         """Turn what the buses answered into observations and judge them together
         (gauged/alarm/quality.py: the same judge replays scenarios)."""
-        observations = {sid: self._observe(sid, outcomes[sid]) for sid in self.gauges}
+        observations = {c: self._observe(c, outcomes[c]) for c in self.gauges}
         judgements = self.judge.judge(when.timestamp(), observations)
-        samples = {}
-        for sid, judgement in judgements.items():
-            health, tracker = self.health[sid], self.judge.trackers[sid]
+        for c, judgement in judgements.items():
+            health = self.health[c]
             if judgement.quality is Quality.GOOD:
                 health.last_good = when
-            self._log_fault(sid, health, tracker.fault)
-            samples[sid] = Sample(observations[sid].value, judgement.quality, judgement.reason,
-                                  tracker.fault)
-        return samples
+            self._log_fault(c, health, self.judge.trackers[c].fault)
+        return {sid: Sample(r.value, r.judgement.quality, r.judgement.reason, r.fault, r.gauges)
+                for sid, r in self.judge.stations(observations, judgements).items()}
 
     def _observe(self, sid: str, out: RawReading | DriverError | None) -> Observation:
-        g = self.config.gauges[self.config.stations[sid].gauge]
+        g = self.config.gauges[self.channels[sid][1]]
         health = self.health[sid]
         health.polled = out is not None
         if out is None:
@@ -181,7 +184,7 @@ class Poller:
             if sid not in self._config_faults:  # a configuration fault is logged once
                 self._config_faults.add(sid)
                 log.error("gauge config fault station=%s gauge=%s: %s (check the register "
-                          "map against the device)", sid, self.config.stations[sid].gauge, exc)
+                          "map against the device)", *self.channels[sid], exc)
             return Observation(error=f"configuration: exception {exc.code:02X}",
                                device_fault=True)
         if exc.code == 4:
@@ -197,9 +200,12 @@ class Poller:
                                 round(self.bus_read_s.get(name, 0.0), 4))
                 for name, hub in hubs.items()}
 
-    def _log_fault(self, sid: str, health: GaugeHealth, fault: str) -> None:
+    def _log_fault(self, channel: str, health: GaugeHealth, fault: str) -> None:
+        sid, gid = self.channels[channel]
+        # a station with two gauges names the gauge (the other may still carry the station)
+        gauge = f" gauge={gid}" if self.config.stations[sid].second_gauge else ""
         if fault and not health.fault:
-            log.warning("gauge_fault station=%s reason=%s", sid, fault)
+            log.warning("gauge_fault station=%s%s reason=%s", sid, gauge, fault)
         elif health.fault and not fault:
-            log.info("gauge_fault cleared station=%s", sid)
+            log.info("gauge_fault cleared station=%s%s", sid, gauge)
         health.fault = fault

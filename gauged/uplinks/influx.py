@@ -63,10 +63,12 @@ class InfluxSink(Uplink):
     name = "influx"
 
     def __init__(self, config: InfluxConfig, spool_path: Path | None = None, *,
-                 gateway: str = "", gauge_names: Mapping[str, str] | None = None) -> None:
+                 gateway: str = "",
+                 gauge_names: Mapping[str, tuple[str, str]] | None = None) -> None:
         self.config = config
         self.gateway = gateway
-        self.gauge_names = dict(gauge_names or {})  # station → its gauge (the `gauge` tag)
+        # channel → (station, gauge): the tags of each gauge's point (`Config.channels`)
+        self.gauge_names = dict(gauge_names or {})
         self.spool_path = spool_path
         self.spool: Spool | None = None
         self._wakeup = asyncio.Event()

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from gauged.alarm.quality import Quality
+from gauged.alarm.quality import GaugeReading, Quality
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.health import BusHealth, GaugeHealth, SinkHealth
 from gauged.store.state import JobRun
@@ -52,8 +52,13 @@ class Record:
         return f"{esc(self.measurement)}{tags} {fields} {ms}"
 
 
-def cycle(gateway: str, report: CycleReport, gauge_names: Mapping[str, str]) -> list[Record]:
-    """Readings and stage changes of a cycle, then gauge and bus health (routine)."""
+def cycle(gateway: str, report: CycleReport,
+          gauge_names: Mapping[str, tuple[str, str]]) -> list[Record]:
+    """Readings and stage changes of a cycle, then gauge and bus health (routine).
+
+    `gauge_names`: each channel's (station, gauge) (`Config.channels`). A station with two
+    gauges stores its combined reading on its `level` point and each gauge's value and
+    quality on that gauge's `gauge` point."""
     when, records = report.when, []
     for s in report.result.states:
         tags = {"gateway": gateway, "station": s.station}
@@ -73,16 +78,23 @@ def cycle(gateway: str, report: CycleReport, gauge_names: Mapping[str, str]) -> 
         records.append(Record("stage_change", {
             "gateway": gateway, "station": t.station, "quantity": t.kind},
             {"from_stage": t.from_stage, "to_stage": t.to_stage, "value": t.value}, when))
-    records += [gauge(gateway, sid, gauge_names[sid], h, when)
-                for sid, h in report.gauges.items()]
+    readings = {(s.station, g.gauge): g for s in report.result.states for g in s.gauges}
+    for channel, h in report.gauges.items():
+        station, name = gauge_names[channel]
+        records.append(gauge(gateway, station, name, h, when, readings.get((station, name))))
     records += [bus(gateway, name, h, when) for name, h in report.buses.items()]
     return records
 
 
-def gauge(gateway: str, station: str, name: str, h: GaugeHealth, when: datetime) -> Record:
+def gauge(gateway: str, station: str, name: str, h: GaugeHealth, when: datetime,
+          reading: GaugeReading | None = None) -> Record:
+    """A gauge's health; for a gauge of a two-gauge station also its own judged reading
+    (`value`, m, and `quality`), which the station's `level` point combines."""
+    extra: dict[str, float | int | None] = {} if reading is None else {
+        "value": reading.value, "quality": reading.judgement.quality.code}
     return Record("gauge", {"gateway": gateway, "station": station, "gauge": name}, {
         "raw": h.raw, "ok": int(not h.error), "errors": h.errors,
-        "status_word": h.status, "fault": int(bool(h.fault))}, when)
+        "status_word": h.status, "fault": int(bool(h.fault)), **extra}, when)
 
 
 def bus(gateway: str, name: str, h: BusHealth, when: datetime) -> Record:
