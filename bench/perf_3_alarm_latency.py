@@ -5,7 +5,10 @@ ten river gauges each, a relay board, an audio sink) and the daemon opened with 
 zone sequencers running. Each station drives a zone of its own. The scenario makes every
 station escalate to `warning` every third cycle (and clear in between), so each escalation
 cycle starts twenty broadcasts at once: the later ones queue behind the earlier ones on the
-relay board's connection, which is the worst case the p99 shows.
+relay board's connection, which is the worst case the p99 shows. The river drops back in one
+cycle and escalates again 6 minutes later, faster than a river moves and more often than a
+zone repeats a stage: the gauges have the implausible-fall check off (`max_fall_m_per_h = 0`)
+and the zones no escalation gap (`min_gap_min = 0`), so that every escalation sounds.
 
 Latency of one broadcast: monotonic time of the first relay write issued minus the time the
 triggering gauge answered (BroadcastRecord.latency_s). Baseline, measured in the same run: one
@@ -55,12 +58,12 @@ def write_config(folder: Path) -> Path:
         parts.append(
             f'[gauges.g{i}]\nbus = "{bus}"\nunit = {unit}\nquantity = "level_m"\n'
             f'register = {{ kind = "holding", address = 0, data_type = "int16", '
-            f'scale = 0.001 }}\n'
+            f'scale = 0.001 }}\nquality = {{ max_fall_m_per_h = 0 }}\n'
             f'[stations.s{i}]\nkind = "level"\ngauge = "g{i}"\ncrest_m = 4.0\n'
             f'zones = ["z{i}"]\nstages = [{{ name = "warning", threshold = 1.0, '
             f'sequence = "warning" }}]\n'
             f'[zones.z{i}]\namplifier_relay = {{ bus = "relays", unit = 1, coil = {i} }}\n'
-            f'player = "sink"\n')
+            f'player = "sink"\nmin_gap_min = 0\n')
     path = folder / "perf3.toml"
     path.write_text("\n".join(parts), encoding="utf-8")
     return path

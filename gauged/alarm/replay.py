@@ -56,14 +56,11 @@ from gauged.alarm.engine import (
     request_order,
 )
 from gauged.alarm.level import rise_rates, round_like_python
-from gauged.alarm.quality import (
-    Judge,
+from gauged.alarm.quality import Judge, Observation, Quality, in_range
+from gauged.alarm.quality_arrays import (
     JudgedRecord,
-    Observation,
     ObservationRecord,
-    Quality,
     combine_arrays,
-    in_range,
     judge_records,
 )
 from gauged.alarm.queue import ZoneQueue, broadcast_seconds, sequence_of

@@ -25,8 +25,8 @@ from gauged.alarm.quality import (
     Observation,
     Quality,
     combine,
-    combine_arrays,
 )
+from gauged.alarm.quality_arrays import combine_arrays
 from gauged.alarm.replay import replay, replay_per_cycle
 from gauged.alarm.scenario import read_scenario
 from gauged.alarm.types import Sample
