@@ -13,8 +13,9 @@ hold a stage, never lower it.
 - A move toward safety faster than the river can recede (`max_fall_m_per_h` from the last good
   reading, the allowance growing with the time since) is suspect, and repetition does not
   confirm it: the gauge must come back to a plausible path. Two in a row are a gauge_fault (a
-  gauge that failed to a constant inside its range, 0.0 m say); a gauge stuck at the value it
-  fell to stays suspect however long it waits. A fall the river could have made (after a
+  gauge that failed to a constant inside its range, 0.0 m say); a gauge that stays where it
+  fell (within the noise, `related_move`, from one reading to the next) stays suspect
+  however long it waits. A fall the river could have made (after a
   gap) but larger than `max_step` is a spike like any other: the next reading confirms it.
 - A gauge that repeats one value while a related gauge (the station's `related`) moves by
   `related_move` is frozen: suspect and gauge_fault after `related_cycles` identical readings.
@@ -128,7 +129,8 @@ class QualityTracker:
         self.last_good_t: float | None = None
         self.cycles_since_good = 0
         self.falls = 0  # consecutive implausible falls
-        self.fell_to: float | None = None  # the value of the first of them
+        self.fell_to: float | None = None  # the fault's path: its last implausible reading
+        self.fell_at: float | None = None  # when the first of them came
         self.flat_value: float | None = None
         self.flat_cycles = 0  # consecutive identical readings
         self.candidate: float | None = None  # last cycle's spike, which this one may confirm
@@ -163,7 +165,7 @@ class QualityTracker:
                 self.last_good, self.last_good_t = value, t
             self.cycles_since_good = 0
             self.falls = 0
-            self.fell_to = None
+            self.fell_to = self.fell_at = None
             self.device_fault = ""
             self.fault = ""
         else:
@@ -181,10 +183,9 @@ class QualityTracker:
 
     def _not_good(self, judgement: Judgement) -> None:
         self.cycles_since_good += 1
-        if judgement.reason.startswith("implausible fall"):
-            self.falls += 1
-        else:
-            self.falls, self.fell_to = 0, None
+        # a missing or bad reading interrupts the count, not the fault's path: only a good
+        # reading shows that the gauge came back
+        self.falls = self.falls + 1 if judgement.reason.startswith("implausible fall") else 0
         if self.device_fault:
             self.fault = self.device_fault
         elif judgement.reason.startswith(("flatline", "status", "frozen")) or self.falls >= 2:
@@ -235,19 +236,30 @@ class QualityTracker:
 
     def _fall(self, value: float, t: float) -> Judgement | None:
         """A move toward safety faster than the river can recede: never confirmed by
-        repetition, only by a plausible path back."""
+        repetition, only by a plausible path back.
+
+        After such a fall the readings that stay on the fault's path (each within the noise,
+        `related_move`, of the previous one there, and still further down than the river
+        could have gone by the time of the fall) are part of the fault, however long it
+        lasts: a gauge that failed to a constant, or to a noisy or slowly drifting one,
+        never makes itself plausible by waiting. A reading that leaves that path is judged
+        afresh (a large step then still needs the next reading to confirm it, and a next
+        reading back on the path is suspect again)."""
         if self.max_fall is None or self.last_good is None or self.last_good_t is None:
             return None
         fall = self.last_good - value
         minutes = (t - self.last_good_t) / 60.0
-        if self.fell_to is not None and value == self.fell_to:
-            # stuck where it fell: waiting does not make a constant plausible
-            return Judgement(Quality.SUSPECT, f"implausible fall: stuck at {value:g} m for "
-                                              f"{minutes:.0f} min")
+        if self.fell_to is not None and self.fell_at is not None and \
+                fall > self.max_fall * (self.fell_at - self.last_good_t) / 3600.0 and \
+                abs(value - self.fell_to) <= self.related_move:
+            self.fell_to = value
+            return Judgement(Quality.SUSPECT, f"implausible fall: stays near {value:g} m, "
+                                              f"{minutes:.0f} min after the last good reading")
         if fall <= self.max_fall * (t - self.last_good_t) / 3600.0:
             return None
-        if self.fell_to is None:
-            self.fell_to = value
+        self.fell_to = value
+        if self.fell_at is None:
+            self.fell_at = t
         return Judgement(Quality.SUSPECT, f"implausible fall: {-fall:+.2f} m in "
                                           f"{minutes:.0f} min (max {self.max_fall:g} m/h)")
 

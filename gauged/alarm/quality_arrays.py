@@ -185,7 +185,7 @@ def _judge_record(config: Config, sid: str, rec: ObservationRecord, others: Bool
             p = k - 1
             if has_value[p]:
                 tracker.last_good, tracker.last_good_t = float(value[p]), float(t[p])
-            tracker.fell_to = None
+            tracker.fell_to = tracker.fell_at = None
             tracker.flat_value, tracker.flat_cycles = float(rec.key[p]), int(length[p])
         i = k
     return JudgedRecord(quality, faults, fault_text)

@@ -371,18 +371,52 @@ def _hour_offset(timezone: str, hour: float, into: float) -> float:
     return utc_offset_of(timezone)(hour * 3600.0 + into)
 
 
-def _window(t: FloatArray, um: IntArray, counted: BoolArray, hole: BoolArray,
-            start: FloatArray) -> tuple[FloatArray, BoolArray]:
-    sums = np.concatenate([[0], np.cumsum(np.where(counted, um, 0))])
-    first = np.searchsorted(t, start, side="right")  # entries with t <= start are out
-    total = (sums[1:] - sums[first]) / UM_PER_MM
-    return total, _last_time(t, hole) > start
+class TimeBasis:
+    """What a rain record's derivations take from its reading times alone: each window's
+    start and first index, each half-life's block and decay. Stations read at the same
+    times (a scenario's rain gauges, normally) share one basis, so that replay computes
+    these once rather than once per station."""
+
+    def __init__(self, t: FloatArray, params: RainParams) -> None:
+        self.t = t
+        self.params = params
+        self._offsets: FloatArray | None = None
+        self._starts: dict[str, tuple[FloatArray, IntArray]] = {}
+        self._decays: dict[float, tuple[FloatArray, FloatArray]] = {}
+
+    def fits(self, t: FloatArray, params: RainParams) -> bool:
+        return params == self.params and (t is self.t or np.array_equal(t, self.t))
+
+    def window_start(self, name: str) -> tuple[FloatArray, IntArray]:
+        """The start of window `name` at each time (entries with t <= start are out), and
+        the index of the first entry inside it."""
+        if name not in self._starts:
+            t = self.t
+            window_s, clock = self.params.windows()[name]
+            if clock:
+                if self._offsets is None:
+                    self._offsets = local_offsets(t, self.params.timezone)
+                offsets = self._offsets
+                start = (np.ceil((t + offsets) / window_s) - 1.0) * window_s - offsets
+            else:
+                start = t - window_s
+            self._starts[name] = start, np.searchsorted(t, start, side="right")
+        return self._starts[name]
+
+    def decay(self, half_life_s: float) -> tuple[FloatArray, FloatArray]:
+        """Each time's block of 8 half-lives and its decay since the block's start."""
+        if half_life_s not in self._decays:
+            block_s = BLOCK_HALF_LIVES * half_life_s
+            k = np.floor(self.t / block_s)
+            self._decays[half_life_s] = k, _pow2(-(self.t - k * block_s) / half_life_s)
+        return self._decays[half_life_s]
 
 
-def effective_series(t: FloatArray, mm: FloatArray, half_life_s: float) -> FloatArray:
+def effective_series(t: FloatArray, mm: FloatArray, half_life_s: float,
+                     basis: TimeBasis | None = None) -> FloatArray:
     """`EffectiveRainfall.value` at every time after adding `mm` (> 0 where it rained)."""
     block_s = BLOCK_HALF_LIVES * half_life_s
-    k = np.floor(t / block_s)
+    k, decay = (basis or TimeBasis(t, RainParams())).decay(half_life_s)
     rain = np.flatnonzero(mm > 0)
     if rain.size == 0:
         return np.zeros(t.shape)
@@ -402,18 +436,20 @@ def effective_series(t: FloatArray, mm: FloatArray, half_life_s: float) -> Float
     last = np.cumsum(mm > 0) - 1  # position in `rain` of the last rain ≤ j
     seen = last >= 0
     last = np.maximum(last, 0)
-    shift = _pow2(-BLOCK_HALF_LIVES * (k - kr[last]))
-    decay = _pow2(-(t - k * block_s) / half_life_s)
+    # 2.0 ** (−8 × whole blocks) is a power of two: ldexp gives it exactly, as pow does
+    shift = np.ldexp(1.0, (-BLOCK_HALF_LIVES * (k - kr[last])).astype(np.int64))
     return np.where(seen, (carry_acc[last] * shift) * decay, 0.0)
 
 
 def rain_history(t: FloatArray, increment: FloatArray, quality: npt.NDArray[np.int8],
-                 params: RainParams) -> RainHistory:
+                 params: RainParams, basis: TimeBasis | None = None) -> RainHistory:
     """Derive a station's whole rain record at once.
 
     `t`: reading times (Unix seconds, increasing); `increment`: mm (NaN: none); `quality`:
-    `Quality.code` of each reading.
+    `Quality.code` of each reading; `basis`: a `TimeBasis` of these times to share.
     """
+    if basis is None or not basis.fits(t, params):
+        basis = TimeBasis(t, params)
     n = t.size
     read = quality != Quality.MISSING.code
     good = quality == Quality.GOOD.code
@@ -424,16 +460,15 @@ def rain_history(t: FloatArray, increment: FloatArray, quality: npt.NDArray[np.i
     um = np.where(has, np.rint(np.where(has, increment, 0.0) * UM_PER_MM), 0).astype(np.int64)
     totals: dict[str, FloatArray] = {}
     partial: dict[str, BoolArray] = {}
-    offsets: FloatArray | None = None
-    for name, (window_s, clock) in params.windows().items():
+    last: tuple[BoolArray, FloatArray, BoolArray] | None = None
+    for name, (window_s, _) in params.windows().items():
         counted = has & ((um == 0) | (span <= window_s))
-        if clock:
-            if offsets is None:
-                offsets = local_offsets(t, params.timezone)
-            start = (np.ceil((t + offsets) / window_s) - 1.0) * window_s - offsets
-        else:
-            start = t - window_s
-        totals[name], partial[name] = _window(t, um, counted, read & ~counted, start)
+        start, first = basis.window_start(name)
+        if last is None or not np.array_equal(counted, last[0]):  # the windows usually
+            sums = np.concatenate([[0], np.cumsum(np.where(counted, um, 0))])  # agree
+            last = counted, sums, read & ~counted
+        totals[name] = (last[1][1:] - last[1][first]) / UM_PER_MM
+        partial[name] = _last_time(t, last[2]) > start
     totals["event"], partial["event"] = _event(t, um, has, read & ~has, params.dry_s)
     for name, half_life in zip(("effective_short", "effective_long"), params.half_lives_s,
                                strict=True):
@@ -441,7 +476,7 @@ def rain_history(t: FloatArray, increment: FloatArray, quality: npt.NDArray[np.i
         late = has & (um > 0) & (span > half_life)
         if late.any():
             mm[late] = mm[late] * _pow2(-span[late] / half_life)
-        totals[name] = effective_series(t, mm, half_life)
+        totals[name] = effective_series(t, mm, half_life, basis)
         partial[name] = _last_time(t, (read & ~has) | late) > t - half_life
     return RainHistory(good, totals, partial)
 

@@ -64,7 +64,7 @@ from gauged.alarm.quality_arrays import (
     judge_records,
 )
 from gauged.alarm.queue import ZoneQueue, broadcast_seconds, sequence_of
-from gauged.alarm.rain import CounterTracker, counter_increments, rain_history
+from gauged.alarm.rain import CounterTracker, TimeBasis, counter_increments, rain_history
 from gauged.alarm.scenario import Q_CODES, FloatArray, Int64Array, Scenario, _time
 from gauged.alarm.stages import StageChange, run_machine
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest, Merged, Sample
@@ -361,6 +361,7 @@ def derive(scenario: Scenario, config: Config) -> tuple[dict[str, _Series],
     d = config.defaults
     out: dict[str, _Series] = {}
     faults: list[tuple[int, str, str]] = []
+    bases: list[TimeBasis] = []  # one per distinct set of reading times
     for sid, st in config.stations.items():
         if sid not in records:
             continue
@@ -383,7 +384,11 @@ def derive(scenario: Scenario, config: Config) -> tuple[dict[str, _Series],
             out[sid] = _Series(time_us, rec.t, good, {"freeboard": fb},
                                {"freeboard": np.zeros(rec.t.size, dtype=bool)}, rate)
             continue
-        history = rain_history(rec.t, rec.value, quality, params)
+        basis = next((b for b in bases if b.fits(rec.t, params)), None)
+        if basis is None:
+            basis = TimeBasis(rec.t, params)
+            bases.append(basis)
+        history = rain_history(rec.t, rec.value, quality, params, basis)
         out[sid] = _Series(time_us, rec.t, history.good, history.totals, history.partial)
     return out, faults
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -100,15 +101,22 @@ class _Irregular(Exception):
 def read_scenario(path: Path, config: Config, start: datetime = DEFAULT_START) -> Scenario:
     """Parse and check a scenario; times in seconds are offsets from `start`."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            data = bytearray(size + _PAD)  # the fast parser's padding, without a copy
+            view = memoryview(data)
+            got = f.readinto(view[:size])
+            view.release()
+            if got < size or f.read(1):
+                raise ScenarioError(f"{path}: changed while it was read")
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
     try:
-        return _parse_fast(data, config, start)
+        return _parse_fast(data, size, config, start)
     except _Irregular:
         pass
     try:
-        text = data.decode("utf-8")
+        text = data[:size].decode("utf-8")
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: cannot read: not UTF-8 text") from None
     return _parse_careful(text, path, config, start)
@@ -123,32 +131,47 @@ _POW10 = np.array([10.0 ** k for k in range(23)])
 _CLASS = np.zeros(256, dtype=np.uint8)  # character classes: 1 digit, 2 dot, 3 minus, 4 plus
 _CLASS[48:58], _CLASS[46], _CLASS[45], _CLASS[43] = 1, 2, 3, 4
 _HASH = np.uint64(1099511628211)
+_ROWS = 1 << 16  # rows parsed at a time
+_PAD = 64  # spare bytes after the file: a newline for its last line, then room for _words
+_MASKS = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], dtype=np.uint64)
 
 
-def _parse_fast(data: bytes, config: Config, start: datetime) -> Scenario:
-    if not data.isascii() or b'"' in data or b"\r" in data:
+def _parse_fast(data: bytearray, size: int, config: Config, start: datetime) -> Scenario:
+    """`data`: the file's `size` bytes followed by `_PAD` zero bytes (see `padded`)."""
+    if not data.isascii() or data.find(b'"', 0, size) >= 0 or data.find(b"\r", 0, size) >= 0:
         raise _Irregular
-    newline = data.find(b"\n")
-    if data[:newline] != b"time,station,quantity,value":
+    newline = data.find(b"\n", 0, size)
+    if newline < 0 or data[:newline] != b"time,station,quantity,value":
         raise _Irregular
     buf = np.frombuffer(data, dtype=np.uint8)[newline + 1:]
-    if buf.size == 0:
+    end = size - newline - 1
+    if end == 0:
         raise _Irregular
-    end = buf.size if buf[-1] == 10 else buf.size + 1
-    buf = np.concatenate([buf, np.array([10] + [0] * 31, dtype=np.uint8)])
-    found = np.flatnonzero((buf[:end] == 10) | (buf[:end] == 44))
+    if buf[end - 1] != 10:
+        buf[end] = 10  # the last line's newline
+        end += 1
+    found = _separators(buf[:end])
     if found.size % 4:
         raise _Irregular
     seps = found.reshape(-1, 4)
-    if not (np.all(buf[seps[:, :3]] == 44) and np.all(buf[seps[:, 3]] == 10)):
-        raise _Irregular  # a line without exactly four fields (or a blank line)
-    line = np.empty(len(seps), dtype=np.int64)
-    line[0] = 0
-    line[1:] = seps[:-1, 3] + 1
+    rows = len(seps)
     ids = tuple(config.channels())
-    station, quantity = _names(buf, seps[:, 0] + 1, seps[:, 2], ids, config)
-    time_us = _times(buf, line, seps[:, 0], start)
-    value = _values(buf, seps[:, 2] + 1, seps[:, 3])
+    fits = _fits(ids, config)
+    station = np.empty(rows, dtype=np.int32)
+    quantity = np.empty(rows, dtype=np.int8)
+    time_us = np.empty(rows, dtype=np.int64)
+    value = np.empty(rows)
+    for lo in range(0, rows, _ROWS):  # a block at a time: temporaries stay small and warm
+        part = seps[lo:lo + _ROWS]
+        if not (np.all(buf[part[:, :3]] == 44) and np.all(buf[part[:, 3]] == 10)):
+            raise _Irregular  # a line without exactly four fields (or a blank line)
+        line = np.empty(len(part), dtype=np.int64)
+        line[0] = seps[lo - 1, 3] + 1 if lo else 0
+        line[1:] = part[:-1, 3] + 1
+        block = slice(lo, lo + len(part))
+        station[block], quantity[block] = _names(buf, part[:, 0] + 1, part[:, 2], fits)
+        time_us[block] = _times(buf, line, part[:, 0], start)
+        value[block] = _values(buf, part[:, 2] + 1, part[:, 3])
     n = len(ids)
     if np.any(np.diff(time_us) < 0):
         raise _Irregular
@@ -162,6 +185,35 @@ def _parse_fast(data: bytes, config: Config, start: datetime) -> Scenario:
     return Scenario(ids, time_us, station, quantity, value)
 
 
+def _words(buf: npt.NDArray[np.uint8], a: Int64Array) -> npt.NDArray[np.uint64]:
+    """The 8 bytes from each offset in `a` as one little-endian integer (`buf` ends with at
+    least 32 spare bytes)."""
+    view = np.ndarray((buf.size - 7,), dtype="<u8", buffer=buf, offset=0, strides=(1,))
+    words: npt.NDArray[np.uint64] = view[a]
+    return words
+
+
+def _masked(words: npt.NDArray[np.uint64], width: int) -> npt.NDArray[np.uint64]:
+    """`words` keeping their first `width` (≤ 8) bytes."""
+    return words & np.uint64((1 << (8 * width)) - 1) if width < 8 else words
+
+
+def padded(text: bytes) -> bytearray:
+    """`text` as `_parse_fast` takes it."""
+    return bytearray(text) + bytes(_PAD)
+
+
+def _separators(buf: npt.NDArray[np.uint8]) -> Int64Array:
+    """The offsets of every comma and newline, found 4 MiB at a time (three passes over the
+    whole file would allocate and fault in 3 bytes per byte of it)."""
+    step = 1 << 22
+    parts = []
+    for lo in range(0, buf.size, step):
+        chunk = buf[lo:lo + step]
+        parts.append(np.flatnonzero((chunk == 10) | (chunk == 44)) + lo)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _tokens(buf: npt.NDArray[np.uint8], a: Int64Array, width: int) -> npt.NDArray[np.uint8]:
     """The `width` bytes from each offset in `a`, one row per offset (`buf` ends with at
     least 32 spare bytes)."""
@@ -169,14 +221,20 @@ def _tokens(buf: npt.NDArray[np.uint8], a: Int64Array, width: int) -> npt.NDArra
     return rows
 
 
-def _names(buf: npt.NDArray[np.uint8], a: Int64Array, b: Int64Array, ids: tuple[str, ...],
-           config: Config) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int8]]:
-    """Each row's `station,quantity` as (station index, quantity code); a name that does not
-    fit its station is _Irregular."""
+def _fits(ids: tuple[str, ...], config: Config) -> list[tuple[tuple[int, int], bytes]]:
+    """Every `station,quantity` text a row may hold, with its (station index, quantity
+    code)."""
     channels = config.channels()
-    fits = [((i, Q_CODES[q]), f"{name},{q}".encode())
+    return [((i, Q_CODES[q]), f"{name},{q}".encode())
             for name, i in channel_names(config).items() for q in Q_NAMES
             if QUANTITIES[q] == config.stations[channels[ids[i]][0]].kind]
+
+
+def _names(buf: npt.NDArray[np.uint8], a: Int64Array, b: Int64Array,
+           fits: list[tuple[tuple[int, int], bytes]]
+           ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int8]]:
+    """Each row's `station,quantity` as (station index, quantity code) from `_fits`; a name
+    that does not fit its station is _Irregular."""
     station = np.empty(a.size, dtype=np.int32)
     quantity = np.empty(a.size, dtype=np.int8)
     length = b - a
@@ -188,9 +246,7 @@ def _names(buf: npt.NDArray[np.uint8], a: Int64Array, b: Int64Array, ids: tuple[
         words = -(-width // 8)
         rows = np.flatnonzero(length == width)
         got = _tokens(buf, a[rows], 8 * words).view(np.uint64).copy()
-        tail = np.uint64((1 << (8 * (width - 8 * (words - 1)))) - 1) if width % 8 else \
-            np.uint64(0xFFFF_FFFF_FFFF_FFFF)
-        got[:, -1] &= tail  # little-endian: the name's last bytes are the low ones
+        got[:, -1] = _masked(got[:, -1], width - 8 * (words - 1))  # the name's last bytes
         names = np.frombuffer(b"".join(name.ljust(8 * words, b"\0") for _, name in known),
                               dtype=np.uint64).reshape(len(known), words)
         h = got[:, 0].copy()
@@ -223,17 +279,22 @@ def _decimals(buf: npt.NDArray[np.uint8], a: Int64Array,
         if width == 0 or width > 17:
             continue
         rows = np.flatnonzero(length == width)
-        mat = _tokens(buf, a[rows], width)
-        cls = _CLASS[mat]
-        code = np.zeros(rows.size, dtype=np.int64)
-        for k in range(width):
-            code = code * 5 + cls[:, k]
+        if width <= 8:  # one integer per token: its bytes, and its classes, in one view
+            mat = _masked(_words(buf, a[rows]), width).view(np.uint8).reshape(-1, 8)
+            cls = _CLASS[mat]
+            code = cls.view("<u8").reshape(-1)
+        else:
+            mat = _tokens(buf, a[rows], width)
+            cls = _CLASS[mat]
+            code = np.zeros(rows.size, dtype=np.int64)
+            for k in range(width):
+                code = code * 5 + cls[:, k]
         left = np.ones(rows.size, dtype=bool)
         while left.any():
             first = int(np.argmax(left))
             sub = np.flatnonzero(left & (code == code[first]))
             left[sub] = False
-            pattern = cls[first].tolist()
+            pattern = cls[first, :width].tolist()
             weights = _weights(pattern)
             if weights is None:
                 continue
@@ -269,6 +330,16 @@ def _text(buf: npt.NDArray[np.uint8], a: int, b: int) -> str:
 
 def _times(buf: npt.NDArray[np.uint8], a: Int64Array, b: Int64Array,
            start: datetime) -> Int64Array:
+    # the rows of one cycle share their time: read only a row whose time text (of at most
+    # 8 bytes) differs from the previous row's, and give the others the previous row's time
+    width = b - a
+    key = np.where(width <= 8, _words(buf, a) & _MASKS[np.minimum(width, 8)], 0)
+    new = np.ones(a.size, dtype=bool)
+    new[1:] = (key[1:] != key[:-1]) | (width[1:] != width[:-1]) | (width[1:] > 8)
+    if np.count_nonzero(new) < a.size:
+        firsts = np.flatnonzero(new)
+        shared: Int64Array = _times(buf, a[firsts], b[firsts], start)[np.cumsum(new) - 1]
+        return shared
     seconds, plain = _decimals(buf, a, b)
     whole = plain & (seconds == np.floor(seconds)) & (np.abs(seconds) < 1e12)
     time_us = _us(start) + np.where(whole, seconds, 0).astype(np.int64) * 1_000_000

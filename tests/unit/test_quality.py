@@ -89,3 +89,53 @@ def test_device_failure_is_a_fault_at_once() -> None:
     assert q.fault == "exception 04: device failure"  # until a good reading
     q.judge(1.0)
     assert q.fault == ""
+
+
+def river(**rules: object) -> tuple[QualityTracker, list[float]]:
+    """A level tracker judging one reading every 3 minutes; the times it was given."""
+    return QualityTracker(QualityRules(max_step=0.5, **rules),  # type: ignore[arg-type]
+                          (-1.0, 8.0)), []
+
+
+def feed(q: QualityTracker, times: list[float], value: float | None) -> Quality:
+    t = 180.0 * len(times)
+    times.append(t)
+    if value is None:
+        return q.judge_error("timeout").quality
+    return q.judge(value, t=t).quality
+
+
+def test_alm_11_a_gauge_that_stays_where_it_fell_stays_suspect_however_noisy() -> None:
+    q, times = river()
+    for v in (3.6, 3.7, 3.8):
+        assert feed(q, times, v) is GOOD
+    # fails to about 1.0 m with ±20 mm of noise, and a missing reading, for three hours: by
+    # the end a river could have fallen 12 m, but the gauge never left where it fell
+    rng = [0.012, -0.018, 0.004, 0.02, -0.007, 0.015, -0.02, 0.001, 0.009, -0.013]
+    grades = [feed(q, times, None if k == 7 else 1.0 + rng[k % 10]) for k in range(60)]
+    assert all(g is not GOOD for g in grades)
+    assert q.fault.startswith("implausible fall")
+    # a noise burst off the path is a spike to confirm, and the path again is suspect again
+    assert feed(q, times, 1.3) is Quality.BAD
+    assert feed(q, times, 1.01) is SUSPECT
+    # reading true again (near the last good reading) clears it at once
+    assert feed(q, times, 3.75) is GOOD
+    assert q.fault == ""
+
+
+def test_a_plausible_recession_after_a_slightly_fast_step_is_believed() -> None:
+    q, times = river()
+    for v in (2.4, 2.25, 2.08):
+        assert feed(q, times, v) is GOOD
+    assert feed(q, times, 1.85) is SUSPECT  # 0.23 m in 3 minutes: faster than 4 m/h
+    assert feed(q, times, 1.77) is GOOD  # 0.31 m in 6 minutes is a river's pace, and it moved
+    q, times = river()
+    assert feed(q, times, 3.8) is GOOD
+    assert feed(q, times, 0.0) is SUSPECT
+    assert feed(q, times, 0.0) is SUSPECT
+    assert q.fault.startswith("implausible fall")
+    # repaired hours later while the river has really receded: a new path, confirmed twice
+    for _ in range(100):
+        feed(q, times, 0.0)
+    assert feed(q, times, 2.0) is Quality.BAD
+    assert feed(q, times, 2.01) is GOOD

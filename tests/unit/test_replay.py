@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gauged.alarm.scenario import DEFAULT_START, _parse_careful, _parse_fast, read_scenario
+from gauged.alarm.scenario import (
+    DEFAULT_START,
+    _parse_careful,
+    _parse_fast,
+    padded,
+    read_scenario,
+)
 from gauged.cli import main
 from gauged.config.load import load_config
 
@@ -128,6 +134,14 @@ AWKWARD = [
     "2026-07-01T00:03:00Z,shirokane,level_m,.5\n",
     "time,station,quantity,value\n0,rain_ward_office,rain_mm,\n0,shin_hiroo,level_m,\n"
     "180,rain_ward_office,rain_mm,0.1234567890123456789\n180,shin_hiroo,level_m,1.\n",
+    # the rows of a cycle share a time text (read once): texts of 8 bytes and more, texts
+    # that differ only in their last byte or only in their width, and one value in two texts
+    "time,station,quantity,value\n18,shin_hiroo,level_m,1\n18,shirokane,level_m,2\n"
+    "19,shin_hiroo,level_m,3\n180,shirokane,level_m,4\n00000180,shin_hiroo,level_m,5\n"
+    "12345678,shin_hiroo,level_m,6\n12345678,shirokane,level_m,7\n"
+    "123456789,shin_hiroo,level_m,8\n123456789,shirokane,level_m,9\n"
+    "2026-07-01T09:00:00+09:00,shin_hiroo,level_m,1.5\n"
+    "2026-07-01T09:00:00+09:00,shirokane,level_m,1.5\n",
 ]
 
 
@@ -150,6 +164,6 @@ def test_the_fast_parser_reads_numbers_as_float_does() -> None:
     numbers += ["0", "-0", "+7", "007.50", ".5", "5.", "123456789012345", "1234567890123456"]
     body = "".join(f"{i * 180},shin_hiroo,level_m,{n}\n" for i, n in enumerate(numbers))
     config = load_config(CONFIG)
-    scenario = _parse_fast(f"time,station,quantity,value\n{body}".encode(), config,
-                           DEFAULT_START)
+    text = f"time,station,quantity,value\n{body}".encode()
+    scenario = _parse_fast(padded(text), len(text), config, DEFAULT_START)
     assert scenario.value.tolist() == [float(n) for n in numbers]
