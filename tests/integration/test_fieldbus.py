@@ -14,6 +14,8 @@ import itertools
 import logging
 import random
 import time
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -161,75 +163,176 @@ async def test_mb_7_shutdown_mid_request_propagates_cancellation(
         assert sum(1 for s in result.states if s.quality is GOOD) >= len(LEVEL_STATIONS) - 3
 
 
+# ALM-3: what each fault does to a device (`simulators/faults.py` has the knobs)
+ALM3_KNOBS: dict[str, dict[str, object]] = {
+    "spike_up": {"spike": 1.0},  # freeboard −0.5: overflow if believed
+    "spike_down": {"spike": -3.0},  # freeboard 3.5: normal if believed
+    "out_of_range": {"spike": 20.0},
+    "status": {"status": 1},
+    "silent": {"no_answer": True},  # a timeout
+    "exception_04": {"exception": 4},
+    "nan": {"nan": True},
+}
+MODBUS_ONLY = {"exception_04", "nan"}
+# Held for 2–4 cycles. A spike held is not among them: the same jump twice in a row is a
+# step, which a river can make (and which is then believed); a fall held is a step toward
+# safety (below).
+HELD = ("silent", "exception_04", "nan", "out_of_range", "status")
+DEVICE_FAULTS = {"exception_04", "status"}  # the device says so: a station fault at once
+FROZEN = [("tcp", 1), ("tcp", 2), ("line", 3)]  # frozen from cycle 5 on: a flat line
+# Persistent steps toward safety: the level falls to a constant inside its range, or to a
+# noisy plateau, and stays there; then the gauge reads true again. (first cycle, cycles,
+# name, knobs); "to_zero" is set from the level read just before (the step to 0.0 m).
+# A noisy plateau is held at most 8 cycles: the fall allowance grows with the time since the
+# last good reading (4 m/h), and once it covers the drop (2.5 m: 13 cycles) the plateau is
+# believed as a confirmed step.
+STEPS: dict[tuple[str, int], list[tuple[int, int, str, dict[str, object]]]] = {
+    ("tcp", 5): [(1, 10, "step_constant", {"stuck": True, "spike": -3.0}),  # crest − 3 m
+                 (16, 8, "step_noisy", {"spike": -2.5})],
+    ("rs485", 3): [(2, 8, "step_noisy", {"spike": -2.5}),
+                   (14, 16, "step_constant", {"stuck": True, "spike": -3.4})],  # 0.1 m
+    ("rs485", 8): [(3, 18, "step_constant", {"stuck": True, "spike": "to_zero"}),
+                   (25, 6, "step_noisy", {"spike": -3.0})],
+    ("line", 2): [(4, 7, "step_constant", {"stuck": True, "spike": -3.0}),
+                  (15, 12, "step_constant", {"stuck": True, "spike": "to_zero"})],
+}
+
+
+@dataclass
+class Episode:
+    """One fault on one device: `name` from cycle `start` for `cycles` cycles."""
+
+    kind: str  # "one" (one cycle), "held" (2–4 cycles), "step", "frozen" (to the end)
+    name: str
+    start: int
+    cycles: int
+
+    def ended(self, n: int) -> bool:
+        return n >= self.start + self.cycles
+
+
 async def test_alm_3_faulty_data_never_sounds_a_siren_nor_moves_a_stage(
         tmp_path: Path, pty_pair: PtyPairFactory) -> None:
+    """One-cycle faults, the same fault held for 2–4 cycles, frozen gauges and persistent
+    steps toward safety, on 23 river gauges at `warning` for 32 cycles: no stage moves, no
+    broadcast, and every faulty reading is flagged within its criterion's cycles."""
     level = CREST - 0.5  # freeboard 0.5 m: every river station at `warning`
     levels = dict.fromkeys(LEVEL_STATIONS, level)
     edit = lambda t: t.replace("max_step = 0.5, stale_cycles = 2 }",  # noqa: E731
                                "max_step = 0.5, stale_cycles = 2, flatline_cycles = 3 }")
     async with field_rig(tmp_path, pty_pair, levels=levels, edit=edit) as rig:
         assert rig.config.gauges["tcp_1"].quality.flatline_cycles == 3
+        assert rig.config.gauges["tcp_1"].quality.stale_cycles == 2
         for _ in range(2):
-            result = await rig.cycle()
+            await rig.cycle()
         assert all(rig.state(sid).stage_name == "warning" for sid in LEVEL_STATIONS)
         rng = random.Random(3)
         devices = [("tcp", i) for i in range(1, 11)] + [("rs485", i) for i in range(1, 11)] \
             + [("line", i) for i in range(1, 4)]
-        faults = [
-            ("spike_up", {"spike": 1.0}),  # freeboard −0.5: overflow if believed
-            ("spike_down", {"spike": -3.0}),  # freeboard 3.5: normal if believed
-            ("out_of_range", {"spike": 20.0}),
-            ("status", {"status": 1}),
-            ("silent", {"no_answer": True}),
-        ]
-        modbus_only = [("exception_04", {"exception": 4}), ("nan", {"nan": True})]
-        injected = 0
-        stuck: set[tuple[str, int]] = set()
-        last: dict[tuple[str, int], str] = {}
+        active: dict[tuple[str, int], Episode] = {}
+        last: dict[tuple[str, int], Episode] = {}  # each device's last episode
+        recovering: dict[tuple[str, int], int] = {}  # a step just ended: its last cycle
+        injected: Counter[str] = Counter()  # device-cycles that served a fault, by kind:name
+        held_runs: Counter[str] = Counter()  # held episodes, by fault
         for n in range(32):
-            plan: dict[tuple[str, int], str] = {}
             for device in devices:
                 bus, unit = device
-                if device in stuck:
-                    injected += 1  # another frozen value served
-                    continue  # stays frozen (setting the knob again would re-freeze it)
-                rig.fleet.clear_faults(bus, unit)
-                if n == 5 and device in (("tcp", 1), ("tcp", 2), ("line", 3)):
-                    stuck.add(device)  # frozen from now on: a flat line
+                sid = f"{bus}_{unit}"
+                episode = active.get(device)
+                if episode is not None:
+                    if not episode.ended(n):
+                        continue  # held: the knobs stay (setting `stuck` again re-freezes)
+                    rig.fleet.clear_faults(bus, unit)
+                    del active[device]
+                    if episode.kind == "step":
+                        recovering[device] = n - 1
+                if n == 5 and device in FROZEN:
+                    active[device] = Episode("frozen", "frozen", n, 10**6)
                     rig.fleet.set_fault(bus, unit, stuck=True)
                     continue
-                if rng.random() >= 0.8:
+                if device in FROZEN:
                     continue
-                choices = faults + (modbus_only if bus != "line" else [])
-                # A spike is one odd sample: the same jump twice in a row is a step, which
-                # a river can make (and which is then believed).
-                if last.get(device, "").startswith("spike"):
-                    choices = [c for c in choices if not c[0].startswith("spike")]
-                name, knobs = rng.choice(choices)
-                rig.fleet.set_fault(bus, unit, **knobs)
-                plan[device] = name
-                injected += 1
-            last = plan
+                if device in STEPS:
+                    for start, cycles, name, knobs in STEPS[device]:
+                        if start == n:
+                            if knobs["spike"] == "to_zero":  # what `stuck` freezes is
+                                read = rig.state(sid).level_m  # the row read last cycle
+                                assert read is not None
+                                knobs = {**knobs, "spike": -read}
+                            rig.fleet.set_fault(bus, unit, **knobs)
+                            active[device] = Episode("step", name, n, cycles)
+                    continue
+                if rig.daemon.poller.schedules[sid].down or rng.random() >= 0.8:
+                    continue  # backing off after a silence (a fault would not be read)
+                names = [k for k in ALM3_KNOBS if bus != "line" or k not in MODBUS_ONLY]
+                if rng.random() < 0.5:
+                    name = rng.choice([k for k in names if k in HELD])
+                    new = Episode("held", name, n, rng.randint(2, 4))
+                    held_runs[name] += 1
+                else:
+                    previous = last.get(device)
+                    if previous is not None and previous.name.startswith("spike") and \
+                            previous.start + previous.cycles == n:
+                        names = [k for k in names if not k.startswith("spike")]
+                    new = Episode("one", rng.choice(names), n, 1)
+                rig.fleet.set_fault(bus, unit, **ALM3_KNOBS[new.name])
+                active[device] = last[device] = new
+            served = {d: rig.fleet.faults_injected(*d) for d in devices}
             result = await rig.cycle()
+            # no stage moves, no broadcast decided, merged (an all-clear held) or withheld
             assert result.transitions == [], (n, result.transitions)
-            assert result.broadcasts == []
+            assert result.broadcasts == [], (n, result.broadcasts)
+            assert result.merged == [], (n, result.merged)
+            assert result.withheld == [], (n, result.withheld)
             states = {s.station: s for s in result.states}
-            for (bus, unit), name in plan.items():
-                s = states[f"{bus}_{unit}"]
-                assert s.quality is not GOOD, (n, bus, unit, name, s)  # flagged in the cycle
-                if name in ("exception_04", "status"):
-                    assert s.fault, (n, bus, unit, name)  # a device fault at once
-        for bus, unit in stuck:  # the frozen ones are caught as flat lines
+            assert all(states[sid].stage_name == "warning" for sid in LEVEL_STATIONS), n
+            for device, episode in active.items():
+                bus, unit = device
+                sid, k = f"{bus}_{unit}", n - episode.start  # k: the episode's k-th cycle
+                s, why = states[sid], (n, sid, episode, states[sid])
+                if rig.daemon.poller.health[sid].polled:  # read: the fault was served
+                    assert rig.fleet.faults_injected(bus, unit) > served[device], why
+                    injected[f"{episode.kind}:{episode.name}"] += 1
+                if episode.kind == "frozen":
+                    if k >= 2:  # the third identical reading: a flat line
+                        assert s.quality is not GOOD, why
+                        assert s.fault.startswith("flatline"), why
+                    continue
+                assert s.quality is not GOOD, why  # flagged in the cycle
+                if episode.name in DEVICE_FAULTS:
+                    assert s.fault, why  # a device fault at once
+                if episode.kind == "held" and k >= 1:
+                    assert s.fault, why  # stale_cycles = 2: a fault from the second cycle
+                if episode.kind == "step":
+                    assert s.reason.startswith("implausible fall"), why
+                    assert s.level_m is not None, why
+                    assert s.level_m <= 1.1, why  # the step was read
+                    if k >= 1:  # two implausible falls in a row: a gauge_fault
+                        assert s.fault.startswith("implausible fall"), why
+            for device, ended in list(recovering.items()):
+                sid = f"{device[0]}_{device[1]}"
+                if states[sid].quality is GOOD:  # reads true again: believed, nothing said
+                    del recovering[device]
+                else:
+                    assert n - ended < 2, (n, sid, states[sid])  # back within two cycles
+        assert not recovering, recovering
+        for bus, unit in FROZEN:  # the frozen ones are caught as flat lines
             state = rig.state(f"{bus}_{unit}")
             assert state.fault.startswith("flatline"), (bus, unit, state)
-        assert injected >= 500
+        # every kind of fault was injected, and held faults of every kind
+        kinds = {f"one:{k}" for k in ALM3_KNOBS} | {f"held:{k}" for k in HELD} | \
+            {"step:step_constant", "step:step_noisy", "frozen:frozen"}
+        assert kinds <= set(injected), (kinds - set(injected), injected)
+        assert all(held_runs[k] >= 2 for k in HELD), held_runs
+        assert injected.total() >= 500, injected
         assert sum(rig.fleet.faults_injected(bus) for bus in ("tcp", "rs485", "line")) >= 500
         assert all(rig.state(sid).stage_name == "warning" for sid in LEVEL_STATIONS)
         # the only broadcasts are those of the first, clean escalation to `warning`
         decided = [b for r in rig.results for b in r.broadcasts]
         assert {b.stage_name for b in decided} == {"warning"}
         assert {b.time for b in decided} <= {rig.time(0), rig.time(1)}
-
+        merged = [m.request for r in rig.results for m in r.merged]
+        assert {m.time for m in merged} <= {rig.time(0), rig.time(1)}, merged
 
 
 async def test_mb_4_tcp_gateway_down_one_attempt_at_a_time_back_within_two_caps(
