@@ -186,7 +186,9 @@ class Daemon:
         """Run until `stop()` (or after one cycle with `once`)."""
         metrics = exposition(DaemonCollector(self.snapshot, self.poller.read_latency,
                                              self.recorder.broadcast_tally,
-                                             lambda: {u.name: u.health() for u in self.uplinks}))
+                                             lambda: {u.name: u.health() for u in self.uplinks},
+                                             channels=self.poller.channels,
+                                             gauges=self.poller.health))
         async with self.opened(), StatusServer(
                 self.config.status.host, self.config.status.port, self.snapshot,
                 self.health, token=self.config.status.token.get_secret_value(),

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from gauged.alarm.engine import Engine
-from gauged.alarm.quality import Quality
+from gauged.alarm.quality import GaugeReading, Quality
 from gauged.alarm.types import StationState
 from gauged.config.settings import Config
 from gauged.daemon.view import DaemonView
@@ -88,8 +88,45 @@ def stations(config: Config, engine: Engine, states: Mapping[str, StationState],
                           "polled": health.polled, "status_word": health.status,
                           "last_good": health.last_good.isoformat()
                           if health.last_good else None}
+        if st.second_gauge is not None:
+            entry["tolerance_m"] = st.tolerance
+            if s is not None and len(s.gauges) == 2:
+                a, b = s.gauges
+                entry |= redundant((a, b), st.tolerance, {
+                    gid: gauges[c] for c, (owner, gid) in channels.items() if owner == sid})
         out[sid] = entry
     return out
+
+
+def redundant(readings: tuple[GaugeReading, GaugeReading], tolerance: float,
+              health: Mapping[str, GaugeHealth]) -> dict[str, Any]:
+    """A two-gauge station's `gauges` (each gauge's reading, its read errors and last good
+    reading, and whether it carries the station's reading: `in_charge`) and `gauges_agree`
+    (both good and within the tolerance: true; both good but further apart: false; else
+    null: there is nothing to compare)."""
+    agree, charge = in_charge(*readings, tolerance)
+    out = {}
+    for r in readings:
+        h = health[r.gauge]
+        out[r.gauge] = r.as_json() | {
+            "in_charge": r.gauge in charge, "errors": h.errors,
+            "last_good": h.last_good.isoformat() if h.last_good else None}
+    return {"gauges": out, "gauges_agree": agree}
+
+
+def in_charge(a: GaugeReading, b: GaugeReading,
+              tolerance: float) -> tuple[bool | None, tuple[str, ...]]:
+    """Whether two gauges agree (None unless both are good) and which of them carry the
+    station's reading, as `combine` (gauged/alarm/quality.py) decides it: both when they
+    agree (their mean), the higher when they disagree, the good one when only one is, none
+    when neither is. tests/unit/test_redundant_gauges.py holds this to `combine`."""
+    if not (a.good and b.good):
+        return None, tuple(r.gauge for r in (a, b) if r.good)
+    assert a.value is not None
+    assert b.value is not None
+    if abs(a.value - b.value) <= tolerance:
+        return True, (a.gauge, b.gauge)
+    return False, ((a if a.value > b.value else b).gauge,)  # the higher level
 
 
 def zones(config: Config, broadcasters: Mapping[str, ZoneBroadcaster], *,

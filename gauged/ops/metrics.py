@@ -6,6 +6,11 @@ own: no process-global registry, so that several daemons can live in one process
 The only state kept for metrics alone is what a snapshot cannot hold: latency histograms
 (per gauge read, per broadcast) and the count of finished broadcasts.
 
+Per-gauge families (`gauged_gauge_…`) carry `station` and `gauge` (the gauge's id in the
+configuration): a level station with two gauges has a series for each. Their read health
+comes from the typed `GaugeHealth` of every gauge (what the snapshot reads too); the judged
+reading of each gauge of a two-gauge station (level, quality, in charge) from the snapshot.
+
 Names follow the Prometheus conventions: `gauged_` prefix, base units in the name
 (`_seconds`, `_meters`, `_millimeters`), counters end in `_total`. Times from the daemon's
 clock (simulated under `clock.speed` in tests and the demo) are UNIX seconds; durations
@@ -29,7 +34,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gauged.health import CapHealth, SinkHealth, UplinkHealth
+from gauged.health import CapHealth, GaugeHealth, SinkHealth, UplinkHealth
 from gauged.histogram import Histogram
 
 __all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "exposition"]
@@ -54,44 +59,58 @@ class BroadcastTally:
 
 
 class DaemonCollector(Collector):
-    """Every `gauged_…` family, from a `/status` snapshot and the latency histograms."""
+    """Every `gauged_…` family, from a `/status` snapshot, the gauges' health and the latency
+    histograms.
+
+    `channels`: each gauge a station reads as (station, gauge) under its channel id
+    (`Config.channels`); `gauges` and `read_latency` are keyed by channel id."""
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]],
                  read_latency: Mapping[str, Histogram], broadcasts: BroadcastTally,
-                 uplinks: Callable[[], Mapping[str, UplinkHealth]]) -> None:
+                 uplinks: Callable[[], Mapping[str, UplinkHealth]], *,
+                 channels: Mapping[str, tuple[str, str]],
+                 gauges: Mapping[str, GaugeHealth]) -> None:
         self._snapshot = snapshot
         self._uplinks = uplinks
         self._read_latency = read_latency
         self._broadcasts = broadcasts
+        self._channels = channels
+        self._gauges = gauges
 
     def collect(self) -> Iterator[Metric]:
         status = self._snapshot()
         yield from _daemon(status)
         yield from _stations(status["stations"])
-        yield from self._gauges(status["stations"])
+        yield from self._gauge_health()
+        yield from _gauge_readings(status["stations"])
         yield from _buses(status)
         yield from _uplinks(self._uplinks())
         yield from self._zones(status["zones"])
 
-    def _gauges(self, stations: Mapping[str, Any]) -> Iterator[Metric]:
+    def _gauge_health(self) -> Iterator[Metric]:
+        labels = ["station", "gauge"]
         errors = CounterMetricFamily("gauged_gauge_read_errors", "Failed reads of the "
-                                     "station's gauge since start", labels=["station"])
+                                     "gauge since start", labels=labels)
         last = GaugeMetricFamily("gauged_gauge_last_good_timestamp_seconds",
                                  "Time of the gauge's last good reading (daemon clock)",
-                                 labels=["station"])
+                                 labels=labels)
+        fault = GaugeMetricFamily("gauged_gauge_fault", "1 while the gauge is in gauge_fault "
+                                  "(a station with two gauges is held only when both are)",
+                                  labels=labels)
         latency = HistogramMetricFamily("gauged_gauge_read_duration_seconds",
                                         "Time one read of the gauge took, failed ones included "
-                                        "(real seconds)", labels=["station"])
-        for sid, st in stations.items():
-            gauge = st.get("gauge", {})
-            errors.add_metric([sid], float(gauge.get("errors", 0)))
-            ts = _timestamp(gauge.get("last_good"))
-            if ts is not None:
-                last.add_metric([sid], ts)
-            h = self._read_latency.get(sid)
+                                        "(real seconds)", labels=labels)
+        for channel, (sid, gid) in self._channels.items():
+            health = self._gauges.get(channel)
+            if health is not None:
+                errors.add_metric([sid, gid], float(health.errors))
+                fault.add_metric([sid, gid], 1.0 if health.fault else 0.0)
+                if health.last_good is not None:
+                    last.add_metric([sid, gid], health.last_good.timestamp())
+            h = self._read_latency.get(channel)
             if h is not None:
-                latency.add_metric([sid], h.buckets(), h.sum)
-        yield from (errors, last, latency)
+                latency.add_metric([sid, gid], h.buckets(), h.sum)
+        yield from (errors, last, fault, latency)
 
     def _zones(self, zones: Mapping[str, Any]) -> Iterator[Metric]:
         busy = GaugeMetricFamily("gauged_zone_broadcasting",
@@ -178,6 +197,34 @@ def _stations(stations: Mapping[str, Any]) -> Iterator[Metric]:
             for window, key in RAIN_WINDOWS.items():
                 _maybe(rain, [sid, window], st.get(key))
     yield from (stage, fault, quality, age, level, freeboard, rise, eta, rain)
+
+
+def _gauge_readings(stations: Mapping[str, Any]) -> Iterator[Metric]:
+    """Each gauge of a level station with two (its `gauges` in /status): what it read, its
+    quality, whether it carries the station's reading, and whether the two agree."""
+    level = GaugeMetricFamily("gauged_gauge_level_meters", "Water level the gauge read "
+                              "(stations with two gauges; the station's level combines them)",
+                              labels=["station", "gauge"])
+    quality = GaugeMetricFamily("gauged_gauge_quality", "1 for the quality of the gauge's "
+                                "last reading, 0 for the others (stations with two gauges)",
+                                labels=["station", "gauge", "quality"])
+    charge = GaugeMetricFamily("gauged_gauge_in_charge", "1 while the gauge's reading makes "
+                               "the station's (both when they agree, the higher when they "
+                               "do not, the good one when only one is)",
+                               labels=["station", "gauge"])
+    agree = GaugeMetricFamily("gauged_station_gauges_agree", "1 while both gauges of the "
+                              "station are good and within its tolerance, 0 while both are "
+                              "good but further apart (absent when they cannot be compared)",
+                              labels=["station"])
+    for sid, st in stations.items():
+        for gid, g in (st.get("gauges") or {}).items():
+            _maybe(level, [sid, gid], g.get("value"))
+            for q in QUALITIES:
+                quality.add_metric([sid, gid, q], 1.0 if g.get("quality") == q else 0.0)
+            charge.add_metric([sid, gid], 1.0 if g.get("in_charge") else 0.0)
+        if st.get("gauges_agree") is not None:
+            agree.add_metric([sid], 1.0 if st["gauges_agree"] else 0.0)
+    yield from (level, quality, charge, agree)
 
 
 def _buses(status: Mapping[str, Any]) -> Iterator[Metric]:

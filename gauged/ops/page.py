@@ -8,7 +8,9 @@ daemon's in-memory history (gauged/ops/history.py):
 - whether the daemon is alive (health, last cycle and how long ago) and the highest stage;
 - every station: name as configured (Japanese in the reference), stage as number, name and
   colour (never colour alone), freeboard (level) or rain totals (10 min, 60 min, 24 h),
-  trend and minutes to the next stage, reading age and quality, the last six hours;
+  trend and minutes to the next stage, reading age and quality, the last six hours; a level
+  station with two gauges also each gauge's level and quality, whether they agree and which
+  one is in charge;
 - every zone: broadcasting or idle, its last broadcast; maintenance inhibits; buses, uplinks
   and the spool; recent faults.
 
@@ -53,6 +55,7 @@ header,.card,.row{background:#fff;border:1px solid #d0d4da;border-radius:8px;pad
  white-space:nowrap}
 .value{font-size:22px;font-weight:700}.unit{font-size:14px;font-weight:400}
 .meta{color:#444;font-size:13px}.warn{color:#b71c1c;font-weight:700}
+.gauges{margin-top:2px;padding-left:8px;border-left:2px solid #e3e6ea}
 .totals{display:flex;flex-wrap:wrap;gap:4px 14px}
 svg.chart{display:block;width:100%;height:auto;margin-top:4px;background:#fafbfc;
  border:1px solid #e3e6ea;border-radius:4px}
@@ -154,7 +157,7 @@ def _station(sid: str, st: Mapping[str, Any], points: Sequence[Point], now: date
             f'</span><span class="stage" style="{_stage_style(stage)}">{_e(_stage_text(st))}'
             "</span></div>")
     body = _level(st) if st.get("kind") == "level" else _rain(st)
-    lines = [head, body, _reading(st, interval_s)]
+    lines = [head, body, _reading(st, interval_s), _gauges(st)]
     for inh in inhibits:
         if inh.get("target") == f"station:{sid}":
             lines.append(f'<div class="warn">INHIBITED until {_e(_local_iso(inh.get("until"), tz))}'
@@ -229,6 +232,53 @@ def _reading(st: Mapping[str, Any], interval_s: float) -> str:
     if errors and not extra:
         extra = f' · <span class="warn">{_e(errors)}</span>'
     return f'<div class="meta reading">{read} · {q}{extra}</div>'
+
+
+def _gauges(st: Mapping[str, Any]) -> str:
+    """A station with two gauges: whether they agree and which carries the station's reading,
+    then each gauge (its level, quality, and why it does not count when it does not)."""
+    gauges: Mapping[str, Any] = st.get("gauges") or {}
+    if len(gauges) < 2:
+        return ""
+    agree = st.get("gauges_agree")
+    charge = [gid for gid, g in gauges.items() if g.get("in_charge")]
+    tolerance = st.get("tolerance_m")
+    within = "" if tolerance is None else f" (within {tolerance:.2f} m)"
+    if agree:
+        summary = f"Two gauges agree{within}: their mean is used"
+    elif agree is False:
+        spread = spread_m(gauges)
+        by = "" if spread is None else f" by {spread:.2f} m"
+        summary = (f'<span class="warn">Two gauges DISAGREE{by}</span>: the higher, '
+                   f'{_e(" ".join(charge))}, is in charge')
+    elif charge:
+        summary = f'<span class="warn">One gauge only</span>: {_e(" ".join(charge))} in charge'
+    else:
+        summary = '<span class="warn">No gauge in charge</span>'
+    rows = [f'<div class="gaugesum">{summary}</div>']
+    for gid, g in gauges.items():
+        quality = str(g.get("quality", "missing"))
+        q = f"quality {_e(quality)}" if quality == "good" else \
+            f'<span class="warn">quality {_e(quality).upper()}</span>'
+        why = g.get("gauge_fault") or (g.get("reason") if quality != "good" else "")
+        extra = f' · <span class="warn">{_e(why)}</span>' if why else ""
+        mark = " · <b>in charge</b>" if g.get("in_charge") else ""
+        rows.append(f'<div class="gauge" data-gauge="{_e(gid)}" '
+                    f'data-in-charge="{int(bool(g.get("in_charge")))}">'
+                    f'{_e(gid)}: <span class="gauge-value">{_e(_metres(g.get("value")))}</span>'
+                    f" · {q}{mark}{extra}</div>")
+    state = "agree" if agree else "disagree" if agree is False else "one" if charge else "none"
+    return f'<div class="meta gauges" data-gauges="{state}">{"".join(rows)}</div>'
+
+
+def spread_m(gauges: Mapping[str, Any]) -> float | None:
+    """How far apart (m) the two gauges of a station read, if both read a level."""
+    values = [float(v) for g in gauges.values() if isinstance(v := g.get("value"), int | float)]
+    return abs(values[0] - values[1]) if len(values) == len(gauges) == 2 else None
+
+
+def _metres(value: object) -> str:
+    return f"{value:.2f} m" if isinstance(value, int | float) else "—"
 
 
 def _zones(zones: Mapping[str, Any], stations: Mapping[str, Any], tz: ZoneInfo) -> str:

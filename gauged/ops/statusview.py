@@ -2,8 +2,9 @@
 
 The same facts as the status page (gauged/ops/page.py), for an operator on a console: whether
 the daemon is alive, the highest stage, every station (stage, freeboard and trend, or rain
-totals; reading age and quality), the zones and their last broadcasts, inhibits, uplinks
-and buses, the last faults. Local times (gateway.timezone); columns are aligned in terminal
+totals; reading age and quality; under a station with two gauges, each gauge and which one
+is in charge), the zones and their last broadcasts, inhibits, uplinks and buses, the last
+faults. Local times (gateway.timezone); columns are aligned in terminal
 cells, so Japanese names (two cells a character) line up too.
 """
 
@@ -16,9 +17,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gauged.ops.metrics import unix_time
-from gauged.ops.page import ago, parse_time, zone_info
+from gauged.ops.page import ago, parse_time, spread_m, zone_info
 
 FLAT_M_PER_H = 0.005
+WIDTH = 120  # terminal cells a line may take
 
 
 def cells(text: str) -> int:
@@ -36,6 +38,11 @@ def pad(text: str, width: int) -> str:
         out.append(c)
         used += w
     return "".join(out) + " " * (width - used)
+
+
+def cut(text: str, width: int) -> str:
+    """`text`, ending in "…" if it takes more than `width` terminal cells."""
+    return text if cells(text) <= width else pad(text, width - 1).rstrip() + "…"
 
 
 def render(status: Mapping[str, Any]) -> str:
@@ -67,6 +74,8 @@ def render(status: Mapping[str, Any]) -> str:
             lines.append(f"{_name(sid, st)} {pad(_stage(st), 12)} "
                          f"{'—' if fb is None else f'{fb:.2f} m':>9}  {pad(_trend(st), 32)} "
                          f"{_reading(st)}")
+            if len(st.get("gauges") or {}) >= 2:
+                lines.append(cut(_gauges(st, WIDTH), WIDTH))
     if rain:
         lines += ["", f"{pad('RAIN', 30)} {pad('stage', 12)} {'10 min':>7} {'60 min':>7} "
                   f"{'24 h':>7}  reading"]
@@ -137,6 +146,47 @@ def _reading(st: Mapping[str, Any]) -> str:
     out = f"{when}, {quality if quality == 'good' else quality.upper()}"
     fault = st.get("gauge_fault")
     return out + (f" ({fault})" if fault else "")
+
+
+def _gauges(st: Mapping[str, Any], width: int) -> str:
+    """The line under a station with two gauges: do they agree, what each read, which is in
+    charge, and why a gauge does not count (the reasons share what is left of `width`)."""
+    gauges: Mapping[str, Any] = st.get("gauges") or {}
+    agree = st.get("gauges_agree")
+    tolerance = st.get("tolerance_m")
+    if agree:
+        head = "agree" + ("" if tolerance is None else f" within {tolerance:.2f} m") + \
+            ", mean used"
+    elif agree is False:
+        spread = spread_m(gauges)
+        head = f"DISAGREE{'' if spread is None else f' by {spread:.2f} m'}, the higher used"
+    elif any(g.get("in_charge") for g in gauges.values()):
+        head = "ONE in charge"
+    else:
+        head = "NONE in charge"
+    parts, whys = [], []
+    for gid, g in gauges.items():
+        v = g.get("value")
+        quality = str(g.get("quality", "missing"))
+        part = f"{gid} {'—' if not isinstance(v, int | float) else f'{v:.2f} m'} " + (
+            quality if quality == "good" else quality.upper())
+        if g.get("in_charge") and not agree:  # agreeing, both are
+            part += " (in charge)"
+        parts.append(part)
+        whys.append(str(g.get("gauge_fault") or (g.get("reason") if quality != "good" else "")
+                        or ""))
+    start = f"  gauges {head}: "
+    # the shorter reason whole if it fits, the longer one what is left (" (…)": 3 cells)
+    room = width - cells(start + " · ".join(parts))
+    todo = sorted((i for i, w in enumerate(whys) if w), key=lambda i: cells(whys[i]))
+    for n, i in enumerate(todo):
+        share = room // (len(todo) - n) - 3
+        if share < 8:
+            break
+        shown = cut(whys[i], share)
+        parts[i] += f" ({shown})"
+        room -= cells(shown) + 3
+    return start + " · ".join(parts)
 
 
 def _who(b: Mapping[str, Any]) -> str:

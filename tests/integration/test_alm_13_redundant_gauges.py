@@ -7,6 +7,9 @@ gauges of Shin-Hiroo over Modbus TCP (the reference `shin_hiroo_level` and a sec
   one alone does not lower it, and the live transitions are those `gauged replay` gives.
 - A fault of one (its device does not answer): the other is in charge, the station is not in
   gauge_fault, and a single absurd sample of the one in charge sounds nothing.
+- What an operator and a monitoring system see of the two gauges: `/status`, the page in a
+  real headless Chromium at a phone's width, `gauged status` and `/metrics` show each gauge,
+  whether they agree and which one is in charge.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -23,12 +27,16 @@ from typing import Any
 
 import pytest
 from hil import INTERVAL, ROOT, Rig
+from phone import PHONE_W, phone
+from prometheus_client.parser import text_string_to_metric_families
 
 from gauged.alarm.scenario import DEFAULT_START
 
 SPEED = 180.0  # one 3-minute cycle per real second
 SIREN = (1, 0)  # (unit, coil) of zone furukawa_hiroo's siren relay
 RADAR = "shin_hiroo:shin_hiroo_radar"
+LEVEL_GAUGE, RADAR_GAUGE = "shin_hiroo_level", "shin_hiroo_radar"
+_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 STAGE_LINE = re.compile(r"stage station=shin_hiroo quantity=\w+ from=(\w+) to=(\w+) "
                         r"value=\S+ time=(\S+ \S+)")
 
@@ -161,6 +169,13 @@ def test_a_fault_of_one_gauge_leaves_the_other_in_charge_and_no_false_siren(
     assert st["reason"].endswith("; shin_hiroo_radar in charge")
     assert st["gauges"]["shin_hiroo_level"]["quality"] == "missing"
     assert st["gauges"]["shin_hiroo_level"]["gauge_fault"].startswith("stale")
+    # which one is in charge, said outright (and nothing to compare the radar with)
+    assert st["gauges"]["shin_hiroo_radar"]["in_charge"] is True
+    assert st["gauges"]["shin_hiroo_level"]["in_charge"] is False
+    assert st["gauges_agree"] is None
+    assert st["gauges"]["shin_hiroo_level"]["errors"] >= 1  # no answer: a read error
+    assert st["gauges"]["shin_hiroo_level"]["last_good"] is None
+    assert st["gauges"]["shin_hiroo_radar"]["errors"] == 0
     assert st["level_m"] == pytest.approx(st["gauges"]["shin_hiroo_radar"]["value"])
     rig.wait_for_status(lambda s: s["cycles"] >= len(radar) + 1, len(radar) + 20,
                         "the whole scenario")
@@ -172,3 +187,102 @@ def test_a_fault_of_one_gauge_leaves_the_other_in_charge_and_no_false_siren(
     log = rig.log("daemon")
     assert "gauge_fault station=shin_hiroo gauge=shin_hiroo_level reason=stale" in log
     assert "gauge_fault station=shin_hiroo reason" not in log  # the station is not held
+
+
+# What one phone shows of Shin-Hiroo's gauges, read in one script run.
+READ_GAUGES = """
+const card = document.querySelector('#station-shin_hiroo');
+const box = card && card.querySelector('.gauges');
+return {
+  cycles: Number(document.querySelector('header').dataset.cycles),
+  state: box ? box.dataset.gauges : null,
+  text: box ? box.innerText : null,
+  gauges: box ? Object.fromEntries([...box.querySelectorAll('.gauge')].map(
+    g => [g.dataset.gauge, {inCharge: g.dataset.inCharge, text: g.innerText}])) : {},
+  others: document.querySelectorAll('section.station .gauges').length,
+  scrollWidth: document.documentElement.scrollWidth,
+};
+"""
+
+
+def test_alm_13_page_status_and_metrics_show_both_gauges(rig: Rig) -> None:
+    # the radar reads half a metre above the pressure gauge the whole time (both moving by a
+    # centimetre, so that neither is frozen): they disagree, the radar (higher) is in charge
+    cycles = 60
+    rows = [(1.00 + 0.01 * (k % 2), 1.50 + 0.01 * (k % 3 == 0)) for k in range(cycles)]
+    rig.start_simulators(scenario(rig.workdir / "scenario.csv", rows))
+    rig.start_daemon()
+    base = f"http://127.0.0.1:{rig.ports['status']}"
+
+    def disagreeing(s: dict[str, Any]) -> bool:
+        return s["cycles"] >= 3 and shin_hiroo(s).get("gauges_agree") is False
+
+    st = shin_hiroo(rig.wait_for_status(disagreeing, rig.lead_s + 20, "the gauges disagreeing"))
+    assert st["tolerance_m"] == 0.10
+    level, radar = st["gauges"][LEVEL_GAUGE], st["gauges"][RADAR_GAUGE]
+    assert radar["in_charge"] is True
+    assert level["in_charge"] is False
+    assert level["quality"] == radar["quality"] == "good"
+    assert level["errors"] == radar["errors"] == 0
+    assert level["last_good"] is not None
+    assert radar["last_good"] is not None
+    assert "gauges" not in rig.status()["stations"]["shirokane"]  # one gauge: no map
+
+    # the page, in a phone's browser
+    with phone(rig.workdir / "chromium-profile") as browser:
+        browser.get(base + "/")
+        page = browser.execute_script(READ_GAUGES)
+    assert page["state"] == "disagree", page
+    assert page["others"] == 1  # Shirokane reads one gauge: no gauge lines
+    assert re.match(r"Two gauges DISAGREE by 0\.\d\d m: the higher, shin_hiroo_radar, is in "
+                    r"charge\n", page["text"]), page["text"]
+    assert page["gauges"][RADAR_GAUGE]["inCharge"] == "1"
+    assert page["gauges"][LEVEL_GAUGE]["inCharge"] == "0"
+    assert re.fullmatch(r"shin_hiroo_radar: 1\.5\d m · quality good · in charge",
+                        page["gauges"][RADAR_GAUGE]["text"]), page["gauges"]
+    assert re.fullmatch(r"shin_hiroo_level: 1\.0\d m · quality good",
+                        page["gauges"][LEVEL_GAUGE]["text"]), page["gauges"]
+    assert page["scrollWidth"] <= PHONE_W, "the page scrolls sideways on a phone"
+
+    # `gauged status` in a terminal: a line under the station
+    proc = subprocess.run([sys.executable, "-m", "gauged", "status", "--url", base],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) <= 30, proc.stdout  # still one screen
+    i = next(i for i, x in enumerate(lines) if x.startswith("shin_hiroo "))
+    assert re.fullmatch(r"  gauges DISAGREE by 0\.\d\d m, the higher used: shin_hiroo_level "
+                        r"1\.0\d m good · shin_hiroo_radar 1\.5\d m good \(in charge\)",
+                        lines[i + 1]), proc.stdout
+    assert not any(x.startswith("  gauges") for x in lines[i + 2:]), proc.stdout
+
+    # /metrics: a series per gauge
+    with _HTTP.open(base + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    m: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            m.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
+
+    def one(name: str, **labels: str) -> float:
+        return m[name][tuple(sorted(labels.items()))]
+
+    both = {g: {"station": "shin_hiroo", "gauge": g} for g in (LEVEL_GAUGE, RADAR_GAUGE)}
+    reads = [one("gauged_gauge_read_duration_seconds_count", **both[g]) for g in both]
+    assert min(reads) >= 3
+    assert max(reads) - min(reads) <= 1  # both read every cycle (one read may be under way)
+    for g, labels in both.items():
+        assert one("gauged_gauge_read_errors_total", **labels) == 0
+        assert one("gauged_gauge_fault", **labels) == 0
+        assert one("gauged_gauge_quality", quality="good", **labels) == 1
+        assert one("gauged_gauge_last_good_timestamp_seconds", **labels) > rig.start_ts, g
+    assert one("gauged_gauge_in_charge", **both[RADAR_GAUGE]) == 1
+    assert one("gauged_gauge_in_charge", **both[LEVEL_GAUGE]) == 0
+    assert 1.49 < one("gauged_gauge_level_meters", **both[RADAR_GAUGE]) < 1.52
+    assert 0.99 < one("gauged_gauge_level_meters", **both[LEVEL_GAUGE]) < 1.02
+    assert one("gauged_station_gauges_agree", station="shin_hiroo") == 0
+    assert one("gauged_gauge_read_errors_total", station="shirokane",
+               gauge="shirokane_level") == 0
+    assert ("gauge", "shirokane_level") not in {
+        label for labels in m["gauged_gauge_in_charge"] for label in labels}
+    assert rig.stop("daemon") == 0

@@ -25,12 +25,12 @@ from typing import Any
 
 import pytest
 from hil import ROOT, SCENARIOS, Rig
+from phone import PHONE_H, PHONE_W, phone
 from prometheus_client.parser import text_string_to_metric_families
 from services import (
     Mosquitto,
     VictoriaMetrics,
     free_port,
-    require_binary,
     start_on_free_port,
     wait_until,
 )
@@ -39,14 +39,6 @@ from gauged.config.load import load_config
 
 SPEED = 60.0
 STORM = SCENARIOS / "design_storm_50mm.csv"
-PHONE_W, PHONE_H = 375, 800
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-# Without these, a headless Chromium on a machine with no outside network stalls on refused
-# connections (component updates, sync, QUIC probes).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                  f"--window-size={PHONE_W},{PHONE_H}")
 _HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # What a person sees, read in one script run (the page may reload itself at any moment).
@@ -100,25 +92,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    require_binary(CHROMIUM, "chromium")
-    require_binary(CHROMEDRIVER, "chromium-driver")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    try:
-        # a phone: 375 CSS px wide, the page's viewport meta honoured
-        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": PHONE_W, "height": PHONE_H, "deviceScaleFactor": 2, "mobile": True})
-        driver.set_page_load_timeout(20)
+    with phone(tmp_path_factory.mktemp("chromium-profile")) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def url(rig: Rig, path: str = "/") -> str:
@@ -214,14 +189,20 @@ def test_metrics_match_status(rig: Rig) -> None:
 
     assert one("gauged_info", gateway=st["gateway"]) == 1.0
     assert one("gauged_healthy") == 1.0
+    config = load_config(rig.config)
     for sid, s in st["stations"].items():
+        gauge = config.stations[sid].gauge
         assert one("gauged_station_stage", station=sid, kind=s["kind"]) == s["stage"]
         assert one("gauged_station_quality", station=sid, quality=s["quality"]) == 1.0
-        assert one("gauged_gauge_read_errors_total", station=sid) == s["gauge"]["errors"]
+        assert one("gauged_gauge_read_errors_total", station=sid, gauge=gauge) == \
+            s["gauge"]["errors"]
+        assert one("gauged_gauge_fault", station=sid, gauge=gauge) == 0.0
+        assert one("gauged_gauge_last_good_timestamp_seconds", station=sid, gauge=gauge) == \
+            pytest.approx(_ts(s["gauge"]["last_good"]))
         # daemon-clock seconds at the moment of each request (here 60 per real second)
         assert 0 <= one("gauged_station_reading_age_seconds", station=sid) <= 2 * 180
         # every cycle read every gauge once (the next cycle's read may have begun)
-        assert one("gauged_gauge_read_duration_seconds_count", station=sid) in \
+        assert one("gauged_gauge_read_duration_seconds_count", station=sid, gauge=gauge) in \
             (st["cycles"], st["cycles"] + 1)
         if s["kind"] == "level":
             assert one("gauged_station_freeboard_meters", station=sid) == s["freeboard_m"]

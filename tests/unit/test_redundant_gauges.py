@@ -31,6 +31,7 @@ from gauged.alarm.replay import replay, replay_per_cycle
 from gauged.alarm.scenario import read_scenario
 from gauged.alarm.types import Sample
 from gauged.config.load import load_config
+from gauged.daemon.snapshot import in_charge
 from gauged.errors import ConfigError, ScenarioError
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "alm_13_redundant_gauges"
@@ -99,6 +100,32 @@ def test_the_array_rule_is_the_rule() -> None:
                     reading("b", float(b[i]), Quality.GOOD if gb[i] else Quality.BAD), 0.10)
         assert c.value == value[i]
         assert c.judgement.quality.usable == good[i]
+
+
+def test_alm_13_in_charge_is_what_combine_uses() -> None:
+    """/status, the page, `gauged status` and /metrics say which gauge is in charge
+    (gauged/daemon/snapshot.py, `in_charge`): the gauges whose values `combine` uses."""
+    rng = np.random.default_rng(13)
+    grades = (Quality.GOOD, Quality.GOOD, Quality.SUSPECT, Quality.BAD, Quality.MISSING)
+    seen = set()
+    for _ in range(2000):
+        a_value, b_value = rng.uniform(-0.5, 4, 2).round(2)
+        if rng.random() < 0.3:
+            b_value = round(a_value + rng.choice([-0.1, -0.05, 0.0, 0.1, 0.11]), 2)
+        a = reading("a", None if rng.random() < 0.05 else float(a_value),
+                    grades[rng.integers(len(grades))])
+        b = reading("b", float(b_value), grades[rng.integers(len(grades))])
+        c = combine(a, b, 0.10)
+        agree, charge = in_charge(a, b, 0.10)
+        used = [r.value for r in (a, b) if r.gauge in charge]
+        if used:
+            assert c.value == pytest.approx(sum(v for v in used if v is not None) / len(used))
+            assert c.judgement.quality is Quality.GOOD
+        else:
+            assert not c.judgement.quality.usable
+        assert agree == (None if not (a.good and b.good) else c.judgement.reason == "")
+        seen.add((agree, len(charge)))
+    assert seen == {(True, 2), (False, 1), (None, 1), (None, 0)}
 
 
 # ---- through the judge and the engine ---------------------------------------------------

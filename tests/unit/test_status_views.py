@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gauged.alarm.quality import Quality
+from gauged.alarm.quality import GaugeReading, Judgement, Quality
 from gauged.alarm.types import StationState
-from gauged.health import MqttHealth, SinkHealth, UplinkHealth
+from gauged.daemon.snapshot import redundant
+from gauged.health import GaugeHealth, MqttHealth, SinkHealth, UplinkHealth
 from gauged.histogram import Histogram
 from gauged.ops.history import History, Point
 from gauged.ops.metrics import BroadcastTally, DaemonCollector, exposition, unix_time
@@ -199,12 +200,26 @@ def test_pad_counts_wide_characters_as_two_cells() -> None:
     assert pad("ab", 4) == "ab  "
 
 
+# the gauges of the two stations, by channel (`Config.channels`), and their health
+CHANNELS = {"shin_hiroo": ("shin_hiroo", "shin_hiroo_level"),
+            "rain_ward_office": ("rain_ward_office", "rain_ward_office_gauge")}
+
+
+def gauge_health(**changes: GaugeHealth) -> dict[str, GaugeHealth]:
+    last = NOW - timedelta(seconds=180)
+    return {c: GaugeHealth(errors=2, last_good=last) for c in CHANNELS} | changes
+
+
 def scrape(doc: dict[str, Any], tally: BroadcastTally | None = None,
            latency: dict[str, Histogram] | None = None,
-           health: dict[str, UplinkHealth] | None = None) -> dict[str, dict[Any, float]]:
+           health: dict[str, UplinkHealth] | None = None,
+           channels: dict[str, tuple[str, str]] | None = None,
+           gauges: dict[str, GaugeHealth] | None = None) -> dict[str, dict[Any, float]]:
     text = exposition(DaemonCollector(lambda: copy.deepcopy(doc), latency or {},
                                       tally or BroadcastTally(),
-                                      lambda: health or uplinks()))().decode()
+                                      lambda: health or uplinks(),
+                                      channels=channels or CHANNELS,
+                                      gauges=gauges or gauge_health()))().decode()
     out: dict[str, dict[Any, float]] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -248,7 +263,7 @@ def test_histograms_are_cumulative() -> None:
     assert m["gauged_broadcasts_total"][(("outcome", "pre-empted"), ("zone", "ward"))] == 1
     assert m["gauged_broadcast_latency_seconds_count"][(("zone", "ward"),)] == 1
     assert m["gauged_gauge_read_duration_seconds_bucket"][
-        (("le", "0.1"), ("station", "shin_hiroo"))] == 3
+        (("gauge", "shin_hiroo_level"), ("le", "0.1"), ("station", "shin_hiroo"))] == 3
 
 
 def test_unix_time_moves_monotonic_times_onto_the_wall_clock() -> None:
@@ -257,3 +272,158 @@ def test_unix_time_moves_monotonic_times_onto_the_wall_clock() -> None:
     mono = unix_time(time.monotonic() - 10)
     assert mono is not None
     assert abs(time.time() - 10 - mono) < 1
+
+
+# ---- a level station with two gauges (QUALITY ALM-13) -------------------------------------
+
+LEVEL, RADAR = "shin_hiroo_level", "shin_hiroo_radar"
+TWO = CHANNELS | {f"shin_hiroo:{RADAR}": ("shin_hiroo", RADAR)}
+
+
+def two_gauges(level: GaugeReading, radar: GaugeReading, **health: GaugeHealth) \
+        -> dict[str, Any]:
+    """The snapshot with Shin-Hiroo reading two gauges, its `gauges` as the daemon's snapshot
+    makes them (gauged/daemon/snapshot.py)."""
+    doc = snapshot()
+    healths = {LEVEL: GaugeHealth(errors=0, last_good=NOW),
+               RADAR: GaugeHealth(errors=0, last_good=NOW)} | health
+    doc["stations"]["shin_hiroo"] |= {"tolerance_m": 0.10} | redundant(
+        (level, radar), 0.10, healths)
+    return doc
+
+
+def good(gauge: str, value: float) -> GaugeReading:
+    return GaugeReading(gauge, value, Judgement(Quality.GOOD))
+
+
+def gauge_lines(page: str) -> str:
+    card = page[page.index('id="station-shin_hiroo"'):page.index('id="station-rain_ward')]
+    return card[card.index('class="meta gauges"'):card.index("<svg")]
+
+
+def test_alm_13_page_shows_both_gauges_and_which_is_in_charge() -> None:
+    agree = gauge_lines(render_page(two_gauges(good(LEVEL, 2.88), good(RADAR, 2.92)), {}))
+    assert 'data-gauges="agree"' in agree
+    assert "Two gauges agree (within 0.10 m): their mean is used" in agree
+    assert f'data-gauge="{LEVEL}" data-in-charge="1">{LEVEL}: ' \
+        '<span class="gauge-value">2.88 m</span> · quality good · <b>in charge</b>' in agree
+    assert f'data-gauge="{RADAR}" data-in-charge="1">' in agree
+
+    disagree = gauge_lines(render_page(two_gauges(good(LEVEL, 1.02), good(RADAR, 2.75)), {}))
+    assert 'data-gauges="disagree"' in disagree
+    assert '<span class="warn">Two gauges DISAGREE by 1.73 m</span>: the higher, ' \
+        f"{RADAR}, is in charge" in disagree
+    assert f'data-gauge="{LEVEL}" data-in-charge="0">{LEVEL}: <span class="gauge-value">' \
+        "1.02 m</span> · quality good</div>" in disagree
+    assert f'data-gauge="{RADAR}" data-in-charge="1">' in disagree
+
+    dead = GaugeReading(LEVEL, None, Judgement(Quality.MISSING, "timeout"),
+                        "stale: no good reading for 3 cycles")
+    one = gauge_lines(render_page(two_gauges(dead, good(RADAR, 2.75)), {}))
+    assert 'data-gauges="one"' in one
+    assert f'<span class="warn">One gauge only</span>: {RADAR} in charge' in one
+    assert f'{LEVEL}: <span class="gauge-value">—</span> · <span class="warn">quality ' \
+        'MISSING</span> · <span class="warn">stale: no good reading for 3 cycles</span>' in one
+
+    spike = GaugeReading(RADAR, 9.5, Judgement(Quality.BAD, "spike: +6.75 m"))
+    none = gauge_lines(render_page(two_gauges(dead, spike), {}))
+    assert 'data-gauges="none"' in none
+    assert '<span class="warn">No gauge in charge</span>' in none
+    assert 'data-in-charge="1"' not in none
+    assert '9.50 m</span> · <span class="warn">quality BAD</span> · ' \
+        '<span class="warn">spike: +6.75 m</span>' in none
+
+
+def test_alm_13_page_shows_no_gauge_lines_for_a_station_with_one_gauge() -> None:
+    page = render_page(snapshot(), history())
+    assert 'class="meta gauges"' not in page
+    assert "in charge" not in page
+
+
+def test_alm_13_page_escapes_the_gauges() -> None:
+    evil = GaugeReading(EVIL, None, Judgement(Quality.BAD, EVIL), EVIL)
+    doc = two_gauges(good(LEVEL, 1.0), evil, **{EVIL: GaugeHealth()})
+    page = render_page(doc, {})
+    assert "<script" not in page
+    assert page.count("&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;") >= 3
+
+
+def test_alm_13_terminal_view_shows_each_gauge_under_the_station() -> None:
+    text = render(two_gauges(good(LEVEL, 1.02), good(RADAR, 2.75)))
+    lines = text.splitlines()
+    i = next(i for i, x in enumerate(lines) if x.startswith("shin_hiroo "))
+    assert lines[i + 1] == (f"  gauges DISAGREE by 1.73 m, the higher used: {LEVEL} 1.02 m "
+                            f"good · {RADAR} 2.75 m good (in charge)")
+    assert lines[i + 2].startswith("rain_ward_office") or lines[i + 2] == ""
+    agree = render(two_gauges(good(LEVEL, 2.88), good(RADAR, 2.92))).splitlines()
+    assert f"  gauges agree within 0.10 m, mean used: {LEVEL} 2.88 m good · {RADAR} 2.92 m " \
+        "good" in agree
+    dead = GaugeReading(LEVEL, None, Judgement(Quality.MISSING, "timeout"),
+                        "stale: no good reading for 3 cycles")
+    [one] = [x for x in render(two_gauges(dead, good(RADAR, 2.75))).splitlines()
+             if x.startswith("  gauges")]
+    assert one == f"  gauges ONE in charge: {LEVEL} — MISSING (stale: no good reading…) · " \
+        f"{RADAR} 2.75 m good (in charge)"
+    spike = GaugeReading(RADAR, 9.5, Judgement(Quality.BAD, "spike: +6.75 m"))
+    [none] = [x for x in render(two_gauges(dead, spike)).splitlines()
+              if x.startswith("  gauges")]
+    # the reasons share what the gauges leave of 120 cells: the shorter whole
+    assert none == f"  gauges NONE in charge: {LEVEL} — MISSING (stale: no good rea…) · {RADAR}" \
+        " 9.50 m BAD (spike: +6.75 m)"
+    # one screen, no line wider than the terminal, whatever the gauges report
+    long = GaugeReading(RADAR, None, Judgement(Quality.BAD, "x" * 300))
+    lines = render(two_gauges(dead, long)).splitlines()
+    assert len(lines) <= 24
+    assert all(cells(x) <= 120 for x in lines), max(lines, key=cells)
+    assert any(x.startswith("  gauges NONE in charge") and x.endswith("xx…)") for x in lines)
+    # a station with one gauge: no such line
+    assert not any(x.startswith("  gauges") for x in render(snapshot()).splitlines())
+
+
+def test_alm_13_metrics_have_a_series_per_gauge() -> None:
+    dead = GaugeReading(LEVEL, None, Judgement(Quality.MISSING, "timeout"), "stale: 3 cycles")
+    fast, slow = Histogram((0.01, 0.1)), Histogram((0.01, 0.1))
+    fast.observe(0.005)
+    slow.observe(0.05)
+    slow.observe(0.05)
+    health = {"shin_hiroo": GaugeHealth(errors=7, fault="stale: 3 cycles"),
+              f"shin_hiroo:{RADAR}": GaugeHealth(errors=1, last_good=NOW),
+              "rain_ward_office": GaugeHealth()}
+    m = scrape(two_gauges(dead, good(RADAR, 2.75)), channels=TWO, gauges=health,
+               latency={"shin_hiroo": fast, f"shin_hiroo:{RADAR}": slow})
+
+    def one(name: str, **labels: str) -> float:
+        return m[name][tuple(sorted(labels.items()))]
+
+    level, radar = {"station": "shin_hiroo", "gauge": LEVEL}, \
+        {"station": "shin_hiroo", "gauge": RADAR}
+    assert one("gauged_gauge_read_errors_total", **level) == 7
+    assert one("gauged_gauge_read_errors_total", **radar) == 1
+    assert one("gauged_gauge_read_errors_total", station="rain_ward_office",
+               gauge="rain_ward_office_gauge") == 0
+    assert one("gauged_gauge_fault", **level) == 1
+    assert one("gauged_gauge_fault", **radar) == 0
+    assert one("gauged_gauge_last_good_timestamp_seconds", **radar) == NOW.timestamp()
+    assert (("gauge", LEVEL), ("station", "shin_hiroo")) not in \
+        m["gauged_gauge_last_good_timestamp_seconds"]  # never read well
+    assert one("gauged_gauge_read_duration_seconds_count", **level) == 1
+    assert one("gauged_gauge_read_duration_seconds_count", **radar) == 2
+    assert one("gauged_gauge_read_duration_seconds_bucket", le="0.01", **radar) == 0
+    # the judged reading of each gauge, and which one the station follows
+    assert one("gauged_gauge_level_meters", **radar) == 2.75
+    assert (("gauge", LEVEL), ("station", "shin_hiroo")) not in m["gauged_gauge_level_meters"]
+    assert one("gauged_gauge_quality", quality="missing", **level) == 1
+    assert one("gauged_gauge_quality", quality="good", **level) == 0
+    assert one("gauged_gauge_quality", quality="good", **radar) == 1
+    assert one("gauged_gauge_in_charge", **radar) == 1
+    assert one("gauged_gauge_in_charge", **level) == 0
+    assert "gauged_station_gauges_agree" not in m  # one gauge out: nothing to compare
+    m = scrape(two_gauges(good(LEVEL, 1.02), good(RADAR, 2.75)), channels=TWO)
+    assert one("gauged_station_gauges_agree", station="shin_hiroo") == 0
+    assert one("gauged_gauge_in_charge", **level) == 0
+    m = scrape(two_gauges(good(LEVEL, 2.88), good(RADAR, 2.92)), channels=TWO)
+    assert one("gauged_station_gauges_agree", station="shin_hiroo") == 1
+    assert one("gauged_gauge_in_charge", **level) == one("gauged_gauge_in_charge", **radar) == 1
+    # per-gauge readings only where a station has two gauges
+    assert {labels for labels in m["gauged_gauge_in_charge"]} == {
+        tuple(sorted(level.items())), tuple(sorted(radar.items()))}
