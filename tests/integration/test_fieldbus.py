@@ -183,14 +183,14 @@ FROZEN = [("tcp", 1), ("tcp", 2), ("line", 3)]  # frozen from cycle 5 on: a flat
 # Persistent steps toward safety: the level falls to a constant inside its range, or to a
 # noisy plateau, and stays there; then the gauge reads true again. (first cycle, cycles,
 # name, knobs); "to_zero" is set from the level read just before (the step to 0.0 m).
-# A noisy plateau is held at most 8 cycles: the fall allowance grows with the time since the
-# last good reading (4 m/h), and once it covers the drop (2.5 m: 13 cycles) the plateau is
-# believed as a confirmed step.
+# A noisy plateau (± 20 mm) is held up to 16 cycles, longer than the fall allowance (4 m/h
+# since the last good reading) takes to cover its 2.5 m drop (13 cycles): it stays on the
+# fault's path, so waiting never makes it plausible.
 STEPS: dict[tuple[str, int], list[tuple[int, int, str, dict[str, object]]]] = {
     ("tcp", 5): [(1, 10, "step_constant", {"stuck": True, "spike": -3.0}),  # crest − 3 m
-                 (16, 8, "step_noisy", {"spike": -2.5})],
-    ("rs485", 3): [(2, 8, "step_noisy", {"spike": -2.5}),
-                   (14, 16, "step_constant", {"stuck": True, "spike": -3.4})],  # 0.1 m
+                 (16, 15, "step_noisy", {"spike": -2.5})],
+    ("rs485", 3): [(2, 16, "step_noisy", {"spike": -2.5}),
+                   (20, 10, "step_constant", {"stuck": True, "spike": -3.4})],  # 0.1 m
     ("rs485", 8): [(3, 18, "step_constant", {"stuck": True, "spike": "to_zero"}),
                    (25, 6, "step_noisy", {"spike": -3.0})],
     ("line", 2): [(4, 7, "step_constant", {"stuck": True, "spike": -3.0}),
