@@ -1,4 +1,4 @@
-"""State that survives restarts: one SQLite file in WAL mode with `synchronous=FULL`.
+"""State that survives restarts: one SQLite file in WAL mode, written by a thread of its own.
 
 What is kept (all times are UNIX seconds, UTC, on the daemon's clock):
 
@@ -9,8 +9,13 @@ What is kept (all times are UNIX seconds, UTC, on the daemon's clock):
   stopped instead of starting again from zero;
 - `counters`: the rain tip counters' baselines (raw count and the time it was read), so that
   the first reading after a short restart gives an increment, not a new baseline;
-- `broadcasts`: the last broadcast per zone and its status: `started`, `finished` or
-  `interrupted`;
+- `journal`: the broadcast journal: every broadcast decided (by a cycle, a command or a
+  restart), written before it reaches its zone, and its fate: `queued`, `playing`, then
+  `played`, `pre-empted`, `superseded`, `dropped`, `merged`, `inhibited`, `silenced`,
+  `failed`, `interrupted` (cut by a stop or a crash) or `not-started` (still queued at a
+  stop or a crash), and for the last two what the restart after it did (`restart`:
+  `replayed` by the row `replay`, `reported` or `superseded`, with a `note`). Rows are kept
+  JOURNAL_KEEP_S. The last broadcast of each zone (`last_broadcasts`) is read from it;
 - `inhibits`: maintenance inhibits per station or zone (the table; the logic lives with the
   broadcasts);
 - `command_ids`, `command_audit`: the ids of the commands received while they may live
@@ -18,11 +23,25 @@ What is kept (all times are UNIX seconds, UTC, on the daemon's clock):
 - `jobs`, `job_runs`: the scheduled tests: since when each calendar is armed, and every run
   by its scheduled fire time (at most one run per fire time, see gauged/field/prooftests.py).
 
+Threads: every statement runs in the store's writer thread (gauged/store/writer.py), never
+on the event loop. The methods here may be called from any thread: most wait for their
+statement (a few hundred microseconds plus whatever is queued before it); the journal's fate
+updates (`journal_fate`) and the cycle's commit (`submit_cycle`) return a Future at once, and
+the daemon waits for the cycle's commit with a bound (`writer.settled`). A busy database
+(another process holding its lock) is waited for at most BUSY_TIMEOUT_MS, then the write
+fails (logged), never the daemon.
+
 Durability: each change is one small transaction, committed before the action that depends
-on it: a cycle's stages before its broadcasts reach the zones, a broadcast's `started` row
-before its first relay write, a test run's row before its first relay write. With
-`synchronous=FULL` a commit survives a power cut (one WAL fsync, about 0.5 ms on a
-development machine; more on an SD card).
+on it: a cycle's stages and its broadcasts' journal rows before the broadcasts reach the
+zones, a test run's row before its first relay write. A commit is in the operating system
+when it returns (WAL, `synchronous = NORMAL`): it survives a crash of the daemon, `kill -9`
+and a watchdog abort without waiting for the disk. The writer's syncer thread fsyncs it a
+moment later (one fsync for all commits before it), so that it survives a power cut too;
+the writes that must be on disk before their caller goes on (a command id, a test run, an
+inhibit) wait for that fsync (`durable=True` below). What a power cut can cost is the last
+fsync's worth of commits (on an SD card, about 100 ms): a stage then re-sounds after the
+restart rather than go unheard (the stage and the journal row of its broadcast are one
+transaction).
 
 Failure: a siren system never refuses to run because of its state file. A file that cannot
 be opened as this database (corrupt, not SQLite, written by a newer gauged) is renamed
@@ -31,7 +50,7 @@ fresh one is started; when the folder cannot be written at all, the state lives 
 (ERROR: nothing will survive the next restart). A write that fails later is logged at ERROR
 once, shown in /status, and the daemon goes on.
 
-Restart policy (gauged/daemon/daemon.py applies it; the store only remembers):
+Restart policy (gauged/daemon/restore.py applies it; the store only remembers):
 
 - Relays are driven OFF first, then stages are restored *without re-sounding*: a restored
   stage-3 station whose next reading is still stage 3 makes no transition and no broadcast;
@@ -39,36 +58,64 @@ Restart policy (gauged/daemon/daemon.py applies it; the store only remembers):
   (a restored stage is confirmed or cleared by fresh readings); counter baselines resume only
   after a short gap (a few cycles); stages older than `[state] max_age_s` are not restored
   at all (after a long outage the public hears the current stage again).
-- An interrupted broadcast (a `started` row found at start: the daemon died while it played)
-  is **not re-run**. It is marked `interrupted`, logged at WARNING at start, and shown in
-  /status. Re-running it could only repeat an announcement the public may already have heard
-  in part, and its stage is restored anyway; the next upward transition broadcasts as usual.
-  So a crash produces 0 duplicate announcements, at the price of a message cut short. The
-  same holds for a scheduled test cut short by a crash: it counts as run (`interrupted`).
+- A broadcast the journal shows decided but never started, or cut short (by a stop, a crash,
+  a watchdog abort), is played again from its start if its stage still stands and it was
+  decided at most `[state] replay_max_age_min` ago (15 min), unless a higher stage was
+  broadcast on its zone since; otherwise it is reported (log, MQTT `event/broadcast_missed`,
+  /status). A broadcast that finished is never replayed, and a replay that is cut short
+  again is reported, not replayed a second time. README "State, restarts and scheduled
+  tests" states the policy for operators.
+- A scheduled test cut short by a crash counts as run (`interrupted`): not re-run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
+import itertools
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
 from gauged.alarm.quality import Quality
+from gauged.alarm.types import BroadcastRequest
 from gauged.store.sqlite_file import Unusable, open_wal, set_aside
+from gauged.store.writer import Writer
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 RAIN_KEEP_S = 86400.0  # rain readings kept for the longest rolling window (24 h)
 AUDIT_KEEP = 10_000  # command audit rows kept
+JOURNAL_KEEP_S = 30 * 86400.0  # journal rows kept (those a restart has yet to judge: all)
+BUSY_TIMEOUT_MS = 250  # how long a write waits for another process's lock, then fails
+DURABLE_WAIT_S = 5.0  # how long a `durable` write waits for its fsync (then goes on, logged)
+
+# The fates of a broadcast that a stop or a crash leaves unfinished: a restart judges them.
+UNFINISHED = ("queued", "playing", "interrupted", "not-started")
+# What became of a played broadcast (BroadcastRecord.outcome) in the journal's words.
+FATES = {"done": "played"}
+
+_JOURNAL = """
+CREATE TABLE journal (
+    id INTEGER PRIMARY KEY, decided REAL NOT NULL,
+    zone TEXT NOT NULL, station TEXT NOT NULL, stations TEXT NOT NULL DEFAULT '[]',
+    stage INTEGER NOT NULL, stage_name TEXT NOT NULL, sequence TEXT NOT NULL,
+    kind TEXT NOT NULL, siren_s REAL NOT NULL DEFAULT 0, clips TEXT NOT NULL DEFAULT '[]',
+    fate TEXT NOT NULL, started REAL, finished REAL, siren_on_s REAL NOT NULL DEFAULT 0,
+    clips_played TEXT NOT NULL DEFAULT '[]', faults TEXT NOT NULL DEFAULT '[]',
+    replay_of INTEGER, cut_before INTEGER NOT NULL DEFAULT 0,
+    restart TEXT, replay INTEGER, note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX journal_zone ON journal (zone, id);
+"""
 
 _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
@@ -82,14 +129,6 @@ CREATE TABLE rain_readings (
     PRIMARY KEY (station, time)
 ) WITHOUT ROWID;
 CREATE INDEX rain_readings_time ON rain_readings (time);
-CREATE TABLE broadcasts (
-    zone TEXT PRIMARY KEY, station TEXT NOT NULL, stage INTEGER NOT NULL,
-    stage_name TEXT NOT NULL, sequence TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('started', 'finished', 'interrupted')),
-    outcome TEXT NOT NULL DEFAULT '', started REAL NOT NULL, finished REAL,
-    siren_on_s REAL NOT NULL DEFAULT 0, clips_played TEXT NOT NULL DEFAULT '[]',
-    faults TEXT NOT NULL DEFAULT '[]'
-) WITHOUT ROWID;
 CREATE TABLE inhibits (
     id INTEGER PRIMARY KEY, scope TEXT NOT NULL CHECK (scope IN ('station', 'zone')),
     target TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', created REAL NOT NULL,
@@ -108,7 +147,24 @@ CREATE TABLE job_runs (
     status TEXT NOT NULL, result TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (job, fire_time)
 ) WITHOUT ROWID;
-"""
+""" + _JOURNAL
+
+# Version 1 kept only the last broadcast per zone (`broadcasts`): its rows become journal rows
+# (one left `started` by a crash is judged by the next start like any unfinished one).
+_UPGRADES = {1: _JOURNAL + """
+INSERT INTO journal (decided, zone, station, stage, stage_name, sequence, kind, fate, started,
+                     finished, siren_on_s, clips_played, faults, restart, note)
+    SELECT started, zone, station, stage, stage_name, sequence, 'stage',
+           CASE status WHEN 'started' THEN 'playing' WHEN 'interrupted' THEN 'interrupted'
+                ELSE CASE outcome WHEN 'done' THEN 'played' ELSE outcome END END,
+           started, finished, siren_on_s, clips_played, faults,
+           CASE status WHEN 'interrupted' THEN 'reported' END,
+           CASE status WHEN 'interrupted' THEN 'reported by gauged before the journal' ELSE ''
+           END
+    FROM broadcasts ORDER BY started;
+DROP TABLE broadcasts;
+"""}
+
 
 @dataclass(frozen=True)
 class SavedStage:
@@ -120,13 +176,15 @@ class SavedStage:
 
 @dataclass(frozen=True)
 class SavedBroadcast:
+    """A zone's last broadcast that started, as /status shows it after a restart."""
+
     zone: str
     station: str
     stage: int
     stage_name: str
     sequence: str
-    status: str  # started, finished, interrupted
-    outcome: str  # the sequencer's outcome (done, pre-empted …); "" until finished
+    status: str  # started (playing), finished, interrupted
+    outcome: str  # the sequencer's outcome (done, pre-empted …)
     started: float
     finished: float | None
     siren_on_s: float
@@ -139,6 +197,99 @@ class SavedBroadcast:
                 "status": self.status, "outcome": self.outcome, "started": _iso(self.started),
                 "finished": _iso(self.finished), "siren_on_s": round(self.siren_on_s, 3),
                 "clips_played": self.clips_played, "faults": self.faults}
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One row of the broadcast journal (see the module docstring)."""
+
+    id: int
+    decided: float  # the time of the cycle (or command) that decided it
+    zone: str
+    station: str
+    stations: tuple[str, ...]
+    stage: int
+    stage_name: str
+    sequence: str
+    kind: str
+    siren_s: float
+    clips: tuple[str, ...]
+    fate: str
+    started: float | None = None
+    finished: float | None = None
+    siren_on_s: float = 0.0
+    clips_played: list[str] = field(default_factory=list)
+    faults: list[str] = field(default_factory=list)
+    replay_of: int | None = None  # the row first decided, when this one replays it
+    cut_before: bool = False  # an earlier row of its decision was cut short
+    restart: str | None = None  # what a restart did with it: replayed, reported, superseded
+    replay: int | None = None  # the row that replays it
+    note: str = ""
+
+    @classmethod
+    def of(cls, id: int, request: BroadcastRequest, fate: str, note: str = "") -> JournalEntry:
+        return cls(id, request.time.timestamp(), request.zone, request.station,
+                   request.stations, request.stage, request.stage_name, request.sequence,
+                   request.kind, request.siren_s, request.clips, fate, note=note)
+
+    def request(self) -> BroadcastRequest:
+        """The broadcast again (a replay plays this)."""
+        return BroadcastRequest(
+            time=datetime.fromtimestamp(self.decided, UTC), zone=self.zone,
+            station=self.station, stage=self.stage, stage_name=self.stage_name,
+            sequence=self.sequence, siren_s=self.siren_s, clips=self.clips, kind=self.kind,
+            stations=self.stations)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "decided": _iso(self.decided), "zone": self.zone,
+                "station": self.station, "stations": list(self.stations or (self.station,)),
+                "stage": self.stage, "stage_name": self.stage_name, "sequence": self.sequence,
+                "kind": self.kind, "fate": self.fate, "started": _iso(self.started),
+                "finished": _iso(self.finished), "siren_on_s": round(self.siren_on_s, 3),
+                "clips_played": self.clips_played, "faults": self.faults,
+                "replay_of": self.replay_of, "restart": self.restart, "replay": self.replay,
+                "note": self.note}
+
+    def saved(self) -> SavedBroadcast:
+        status = {"playing": "started", "interrupted": "interrupted"}.get(self.fate, "finished")
+        outcome = {"played": "done"}.get(self.fate, self.fate)
+        return SavedBroadcast(self.zone, self.station, self.stage, self.stage_name,
+                              self.sequence, status, outcome, self.started or self.decided,
+                              self.finished, self.siren_on_s, self.clips_played, self.faults)
+
+    def _row(self) -> tuple[Any, ...]:
+        return (self.id, self.decided, self.zone, self.station, json.dumps(self.stations),
+                self.stage, self.stage_name, self.sequence, self.kind, self.siren_s,
+                json.dumps(self.clips, ensure_ascii=False), self.fate, self.started,
+                self.finished, self.siren_on_s,
+                json.dumps(self.clips_played, ensure_ascii=False),
+                json.dumps(self.faults, ensure_ascii=False), self.replay_of,
+                int(self.cut_before), self.restart, self.replay, self.note)
+
+
+_JOURNAL_COLUMNS = ("id, decided, zone, station, stations, stage, stage_name, sequence, kind, "
+                    "siren_s, clips, fate, started, finished, siren_on_s, clips_played, faults, "
+                    "replay_of, cut_before, restart, replay, note")
+_INSERT_JOURNAL = f"INSERT INTO journal ({_JOURNAL_COLUMNS}) VALUES ({', '.join('?' * 22)})"
+
+
+def _entry(r: sqlite3.Row | tuple[Any, ...]) -> JournalEntry:
+    return JournalEntry(r[0], r[1], r[2], r[3], tuple(json.loads(r[4])), r[5], r[6], r[7], r[8],
+                        r[9], tuple(json.loads(r[10])), r[11], r[12], r[13], r[14],
+                        json.loads(r[15]), json.loads(r[16]), r[17], bool(r[18]), r[19], r[20],
+                        r[21])
+
+
+@dataclass(frozen=True)
+class RestartDecision:
+    """What a start does with an unfinished journal row: its fate now (`interrupted` or
+    `not-started`), `restart` (replayed, reported, superseded), why, and the replay's row."""
+
+    entry: JournalEntry
+    fate: str
+    restart: str
+    note: str
+    replay: JournalEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -171,17 +322,22 @@ class JobRun:
 class StateStore:
     """The daemon's state database. Use `StateStore.open(path)`; close it (or use `with`).
 
-    Not thread-safe: the daemon calls it from its event loop only. Writers never raise: a
+    Thread-safe: every statement runs in the store's writer thread. Writers never raise: a
     failed write is logged and shown in `problem`.
     """
 
     def __init__(self, db: sqlite3.Connection, path: Path | None, *, fresh: bool,
                  problem: str = "") -> None:
-        self._db = db
+        self._db = db  # (tests reach it; the daemon never does)
         self.path = path  # None: in memory
         self.fresh = fresh  # nothing was restored from a previous run
         self.problem = problem  # what went wrong with the file, for /status
         self._write_failed = False
+        self.writer = Writer(db, path, name="gauged-state", restart=self._restart_wal)
+        self._ids_lock = threading.Lock()
+        self._ids = itertools.count(1 + int(self._read(
+            "the journal", lambda db: db.execute(
+                "SELECT coalesce(max(id), 0) FROM journal").fetchone()[0], 0)))
 
     # ---- opening ---------------------------------------------------------------------
 
@@ -217,13 +373,14 @@ class StateStore:
     def _in_memory(cls, problem: str) -> StateStore:
         log.error("state store: %s; keeping the state in memory: nothing will survive the "
                   "next restart", problem)
-        db = sqlite3.connect(":memory:", isolation_level=None)
+        db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return cls(db, None, fresh=True, problem=problem)
 
     def close(self) -> None:
-        self._db.close()
+        """Write what was submitted, fsync it, close the file."""
+        self.writer.close()
 
     def __enter__(self) -> Self:
         return self
@@ -231,45 +388,80 @@ class StateStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # ---- transactions ----------------------------------------------------------------
+    def flush(self) -> None:
+        """Wait until every statement submitted so far has run (tests; start-up)."""
+        self.writer.call(lambda db: None)
 
+    # ---- transactions (in the writer thread) -----------------------------------------
+
+    @staticmethod
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
-            self._db.execute("COMMIT")
+            yield db
+            db.execute("COMMIT")
         except BaseException:
-            if self._db.in_transaction:  # a failed COMMIT leaves it open
+            if db.in_transaction:  # a failed COMMIT leaves it open
                 with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
             raise
 
-    def _write(self, what: str, work: Callable[[sqlite3.Connection], T]) -> T | None:
+    def _job(self, what: str, work: Callable[[sqlite3.Connection], T]
+             ) -> Callable[[sqlite3.Connection], T | None]:
         """`work` in one transaction; a failure is logged (once per failing spell) and
         shown in `problem`, never raised."""
-        try:
-            with self._tx() as db:
-                done = work(db)
-        except sqlite3.Error as exc:
-            self.problem = f"cannot write {what}: {exc}"
-            if not self._write_failed:
-                log.error("state store: cannot write %s: %s (the daemon goes on; this will "
-                          "not survive a restart)", what, exc)
-            self._write_failed = True
-            return None
-        if self._write_failed:
-            log.info("state store: writing again")
-            self.problem = ""
-        self._write_failed = False
+        def run(db: sqlite3.Connection) -> T | None:
+            try:
+                with self._tx(db):
+                    done = work(db)
+            except sqlite3.Error as exc:
+                self._failed(f"cannot write {what}: {exc}")
+                return None
+            if self._write_failed:
+                log.info("state store: writing again")
+                self.problem = ""
+            self._write_failed = False
+            return done
+        return run
+
+    def _failed(self, problem: str) -> None:
+        self.problem = problem
+        if not self._write_failed:
+            log.error("state store: %s (the daemon goes on; this will not survive a "
+                      "restart)", problem)
+        self._write_failed = True
+
+    def _write(self, what: str, work: Callable[[sqlite3.Connection], T], *,
+               durable: bool = False) -> T | None:
+        """Run `work` in a transaction and wait for it; with `durable`, for its fsync too."""
+        done = self.writer.call(self._job(what, work))
+        if durable and not self.writer.durable(DURABLE_WAIT_S):
+            log.warning("state store: %s not on disk after %g s (slow disk?); going on",
+                        what, DURABLE_WAIT_S)
         return done
 
+    def _post(self, what: str, work: Callable[[sqlite3.Connection], T]) -> Future[T | None]:
+        """Run `work` in a transaction in its turn; do not wait."""
+        return self.writer.submit(self._job(what, work))
+
+    def _read(self, what: str, work: Callable[[sqlite3.Connection], T], default: T) -> T:
+        def run(db: sqlite3.Connection) -> T:
+            try:
+                return work(db)
+            except sqlite3.Error as exc:
+                log.error("state store: cannot read %s: %s", what, exc)
+                return default
+        return self.writer.call(run)
+
     def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        try:
-            return list(self._db.execute(sql, args))
-        except sqlite3.Error as exc:
-            log.error("state store: cannot read (%s): %s", sql.split()[3], exc)
-            return []
+        return self._read(f"({sql.split()[3]})", lambda db: list(db.execute(sql, args)), [])
+
+    def _restart_wal(self, db: sqlite3.Connection) -> None:
+        """After a checkpoint: a small write that starts the WAL over (gauged/store/writer.py)."""
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('checkpoint', "
+                       "strftime('%s', 'now'))")
 
     # ---- cycles: stages, rain readings, counter baselines -----------------------------
 
@@ -295,10 +487,20 @@ class StateStore:
 
     def save_cycle(self, when: float, *, stages: dict[str, tuple[int, float | None]],
                    counters: dict[str, tuple[int, float]],
-                   rain: list[tuple[str, float | None, Quality]]) -> None:
+                   rain: list[tuple[str, float | None, Quality]],
+                   journal: Sequence[JournalEntry] = ()) -> None:
+        """`submit_cycle`, and wait for it."""
+        self.submit_cycle(when, stages=stages, counters=counters, rain=rain,
+                          journal=journal).result()
+
+    def submit_cycle(self, when: float, *, stages: dict[str, tuple[int, float | None]],
+                     counters: dict[str, tuple[int, float]],
+                     rain: list[tuple[str, float | None, Quality]],
+                     journal: Sequence[JournalEntry] = ()) -> Future[None]:
         """One cycle, in one transaction: its time, the stages (stage, entered) and counter
-        baselines (raw, read) that changed, and the rain readings (station, increment,
-        quality) stamped `when`."""
+        baselines (raw, read) that changed, the rain readings (station, increment, quality)
+        stamped `when`, and the journal rows of the broadcasts it decided. Returns at once;
+        the Future is done once it is committed (or failed, logged)."""
         def work(db: sqlite3.Connection) -> None:
             db.execute("INSERT OR REPLACE INTO meta VALUES ('last_cycle', ?)", (when,))
             db.executemany("INSERT OR REPLACE INTO stages VALUES (?, ?, ?, ?)",
@@ -309,41 +511,76 @@ class StateStore:
                            [(sid, when, mm, q.value) for sid, mm, q in rain])
             if rain:
                 db.execute("DELETE FROM rain_readings WHERE time < ?", (when - RAIN_KEEP_S,))
+            db.executemany(_INSERT_JOURNAL, [e._row() for e in journal])
 
-        self._write("the cycle", work)
+        return self._post("the cycle", work)
 
-    # ---- broadcasts ------------------------------------------------------------------
+    # ---- the broadcast journal -------------------------------------------------------
 
-    def broadcast_started(self, zone: str, station: str, stage: int, stage_name: str,
-                          sequence: str, started: float) -> None:
-        self._write(f"the start of a broadcast on {zone}", lambda db: db.execute(
-            "INSERT OR REPLACE INTO broadcasts (zone, station, stage, stage_name, sequence, "
-            "status, started) VALUES (?, ?, ?, ?, ?, 'started', ?)",
-            (zone, station, stage, stage_name, sequence, started)))
+    def journal_id(self) -> int:
+        """A new journal row id (ids follow the order of the decisions)."""
+        with self._ids_lock:
+            return next(self._ids)
 
-    def broadcast_finished(self, zone: str, station: str, stage: int, stage_name: str,
-                           sequence: str, *, outcome: str, started: float, finished: float,
-                           siren_on_s: float, clips_played: list[str],
-                           faults: list[str]) -> None:
-        self._write(f"the end of a broadcast on {zone}", lambda db: db.execute(
-            "INSERT OR REPLACE INTO broadcasts VALUES (?, ?, ?, ?, ?, 'finished', ?, ?, ?, ?, "
-            "?, ?)", (zone, station, stage, stage_name, sequence, outcome, started, finished,
-                      siren_on_s, json.dumps(clips_played), json.dumps(faults))))
+    def journal_add(self, entries: Sequence[JournalEntry]) -> Future[None]:
+        """Journal broadcasts decided outside a cycle (a command); returns at once."""
+        def work(db: sqlite3.Connection) -> None:
+            db.executemany(_INSERT_JOURNAL, [e._row() for e in entries])
+        return self._post("the broadcast journal", work)
+
+    def journal_fate(self, entry: int, fate: str, *, started: float | None = None,
+                     finished: float | None = None, siren_on_s: float | None = None,
+                     clips_played: list[str] | None = None,
+                     faults: list[str] | None = None) -> Future[None]:
+        """What became of a journaled broadcast (fields left None stay as they are);
+        returns at once."""
+        def work(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE journal SET fate = ?, started = coalesce(?, started), "
+                "finished = coalesce(?, finished), siren_on_s = coalesce(?, siren_on_s), "
+                "clips_played = coalesce(?, clips_played), faults = coalesce(?, faults) "
+                "WHERE id = ?",
+                (fate, started, finished, siren_on_s,
+                 None if clips_played is None else json.dumps(clips_played, ensure_ascii=False),
+                 None if faults is None else json.dumps(faults, ensure_ascii=False), entry))
+        return self._post("the broadcast journal", work)
+
+    def journal(self, since_id: int = 0) -> list[JournalEntry]:
+        """The journal rows after `since_id`, in order."""
+        return [_entry(r) for r in self._rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE id > ? ORDER BY id", since_id)]
+
+    def journal_unfinished(self) -> list[JournalEntry]:
+        """The rows a restart has to judge: unfinished and not judged yet, in order."""
+        return [_entry(r) for r in self._rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE restart IS NULL AND fate IN "
+            f"({', '.join('?' * len(UNFINISHED))}) ORDER BY id", *UNFINISHED)]
+
+    def journal_started(self, since: float) -> list[JournalEntry]:
+        """The rows of broadcasts that started at or after `since`."""
+        return [_entry(r) for r in self._rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE started >= ? ORDER BY id", since)]
+
+    def journal_restart(self, decisions: Sequence[RestartDecision], now: float) -> None:
+        """A start's judgement of the unfinished rows, and their replays, in one durable
+        transaction; rows older than JOURNAL_KEEP_S that no restart has to judge go."""
+        def work(db: sqlite3.Connection) -> None:
+            for d in decisions:
+                db.execute("UPDATE journal SET fate = ?, restart = ?, note = ?, replay = ? "
+                           "WHERE id = ?", (d.fate, d.restart, d.note,
+                                            d.replay.id if d.replay else None, d.entry.id))
+                if d.replay is not None:
+                    db.execute(_INSERT_JOURNAL, d.replay._row())
+            db.execute(f"DELETE FROM journal WHERE decided < ? AND NOT (restart IS NULL AND "
+                       f"fate IN ({', '.join('?' * len(UNFINISHED))}))",
+                       (now - JOURNAL_KEEP_S, *UNFINISHED))
+        self._write("the broadcast journal", work, durable=True)
 
     def last_broadcasts(self) -> dict[str, SavedBroadcast]:
-        return {r[0]: SavedBroadcast(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8],
-                                     r[9], json.loads(r[10]), json.loads(r[11]))
-                for r in self._rows("SELECT * FROM broadcasts ORDER BY zone")}
-
-    def interrupt_broadcasts(self) -> list[SavedBroadcast]:
-        """Mark the broadcasts a previous run left `started` as `interrupted`; return them."""
-        found = [b for b in self.last_broadcasts().values() if b.status == "started"]
-        if found:
-            self._write("interrupted broadcasts", lambda db: db.execute(
-                "UPDATE broadcasts SET status = 'interrupted', outcome = 'interrupted' "
-                "WHERE status = 'started'"))
-        return [dataclasses.replace(b, status="interrupted", outcome="interrupted")
-                for b in found]
+        """Each zone's last broadcast that started."""
+        return {e.zone: e.saved() for e in (_entry(r) for r in self._rows(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE id IN (SELECT max(id) FROM journal "
+            "WHERE started IS NOT NULL GROUP BY zone) ORDER BY zone"))}
 
     # ---- inhibits (the table; what they do is the broadcasts' business) ---------------
 
@@ -351,10 +588,12 @@ class StateStore:
                     expires: float | None, by: str = "") -> int | None:
         return self._write("an inhibit", lambda db: db.execute(
             "INSERT INTO inhibits (scope, target, reason, created, expires, by) VALUES "
-            "(?, ?, ?, ?, ?, ?)", (scope, target, reason, created, expires, by)).lastrowid)
+            "(?, ?, ?, ?, ?, ?)", (scope, target, reason, created, expires, by)).lastrowid,
+            durable=True)
 
     def clear_inhibit(self, inhibit_id: int, cleared: float) -> None:
-        self._write("an inhibit", lambda db: db.execute(
+        """Returns at once (the clearing is written in its turn)."""
+        self._post("an inhibit", lambda db: db.execute(
             "UPDATE inhibits SET cleared = ? WHERE id = ? AND cleared IS NULL",
             (cleared, inhibit_id)))
 
@@ -377,10 +616,11 @@ class StateStore:
             # ids older than the longest TTL can no longer be replayed: forget them
             db.execute("DELETE FROM command_ids WHERE received < ?", (received - keep_s,))
             return cur.rowcount == 1
-        return bool(self._write("a command id", work))
+        return bool(self._write("a command id", work, durable=True))
 
     def audit_command(self, when: float, command_id: str | None, sender: str, action: str,
                       status: str, reason: str, detail: dict[str, Any]) -> None:
+        """Returns at once (the row is written in its turn)."""
         def work(db: sqlite3.Connection) -> None:
             db.execute("INSERT INTO command_audit (time, id, sender, action, status, reason, "
                        "detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -388,7 +628,7 @@ class StateStore:
                         json.dumps(detail, ensure_ascii=False, default=str)))
             db.execute("DELETE FROM command_audit WHERE seq <= (SELECT max(seq) FROM "
                        "command_audit) - ?", (AUDIT_KEEP,))
-        self._write("the command audit", work)
+        self._post("the command audit", work)
 
     def command_audit(self) -> list[dict[str, Any]]:
         return [{"time": _iso(r[0]), "id": r[1], "sender": r[2], "action": r[3],
@@ -405,27 +645,34 @@ class StateStore:
         if rows and rows[0][0] == calendar:
             return float(rows[0][1])
         self._write(f"job {job}", lambda db: db.execute(
-            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)", (job, calendar, now)))
+            "INSERT OR REPLACE INTO jobs VALUES (?, ?, ?)", (job, calendar, now)), durable=True)
         return now
 
     def job_started(self, job: str, fire_time: float, started: float) -> bool:
         """Record that `job` runs for `fire_time`; False when that fire time already ran (or
         the record cannot be written: a test that cannot be recorded does not run)."""
-        try:
-            with self._tx() as db:
-                db.execute("INSERT INTO job_runs (job, fire_time, started, status) "
-                           "VALUES (?, ?, ?, 'started')", (job, fire_time, started))
-        except sqlite3.IntegrityError:
-            return False
-        except sqlite3.Error as exc:
-            log.error("state store: cannot record job %s: %s; not running it", job, exc)
-            self.problem = f"cannot write job {job}: {exc}"
-            return False
-        return True
+        def work(db: sqlite3.Connection) -> bool:
+            try:
+                with self._tx(db):
+                    db.execute("INSERT INTO job_runs (job, fire_time, started, status) "
+                               "VALUES (?, ?, ?, 'started')", (job, fire_time, started))
+            except sqlite3.IntegrityError:
+                return False
+            except sqlite3.Error as exc:
+                log.error("state store: cannot record job %s: %s; not running it", job, exc)
+                self.problem = f"cannot write job {job}: {exc}"
+                return False
+            return True
+
+        recorded = self.writer.call(work)
+        if recorded:
+            self.writer.durable(DURABLE_WAIT_S)
+        return recorded
 
     def job_finished(self, job: str, fire_time: float, status: str, finished: float,
                      result: dict[str, Any]) -> None:
-        self._write(f"job {job}", lambda db: db.execute(
+        """Returns at once (the result is written in its turn)."""
+        self._post(f"job {job}", lambda db: db.execute(
             "UPDATE job_runs SET status = ?, finished = ?, result = ? WHERE job = ? AND "
             "fire_time = ?", (status, finished, json.dumps(result, ensure_ascii=False), job,
                               fire_time)))
@@ -450,7 +697,10 @@ class StateStore:
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open `path` as the state database, creating the schema in a new file."""
-    return open_wal(path, _SCHEMA, SCHEMA_VERSION, integrity_check=True)
+    return open_wal(path, _SCHEMA, SCHEMA_VERSION, integrity_check=True,
+                    check_same_thread=False,  # the writer thread (gauged/store/writer.py)
+                    pragmas=["synchronous = NORMAL", f"busy_timeout = {BUSY_TIMEOUT_MS}",
+                             "wal_autocheckpoint = 0"], upgrades=_UPGRADES)
 
 
 def _iso(ts: float | None) -> str | None:
