@@ -15,7 +15,12 @@ The rules (DESIGN.md §2, "broadcast"):
   becomes `pre-empted` (the caller stops it) and is not replayed.
 - A waiting record is `superseded` when it is taken if a higher stage started at or after
   the time it was decided (`>=`: a start and a decision at the same instant supersede).
+  The start of a replay (`record.replay`: a broadcast a restart plays again) does not
+  count: the restart has judged every replay against the journal's history already, and
+  its replays, submitted together, would otherwise supersede one another.
 - An operator's silence makes the playing record and every waiting one `silenced`.
+- When the daemon stops, every waiting record becomes `not-started` (`abandon`): the
+  broadcast journal keeps it for the next start to replay or report.
 
 `broadcast_seconds` says how long a sequence plays on the simulated clock, so that replay
 knows when the zone is free again.
@@ -107,7 +112,8 @@ class ZoneQueue:
                 superseded.append(record)
                 continue
             record.outcome = "playing"
-            self._last_started = (record.request.stage, now)
+            if not record.replay:
+                self._last_started = (record.request.stage, now)
             self._playing = record
             return superseded, record
         return superseded, None
@@ -132,6 +138,16 @@ class ZoneQueue:
             return dropped, None
         playing.outcome = "silenced"
         return dropped, playing
+
+    def abandon(self) -> list[BroadcastRecord]:
+        """The daemon stops: every waiting record becomes `not-started` and is dropped;
+        returns them in priority order (the playing one, if any, is the caller's)."""
+        left = [record for _, _, record in sorted(self._heap)]
+        self._heap.clear()
+        self._waiting.clear()
+        for record in left:
+            record.outcome = "not-started"
+        return left
 
 
 def sequence_of(request: BroadcastRequest,

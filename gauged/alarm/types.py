@@ -148,7 +148,10 @@ class BroadcastRecord:
     """
 
     request: BroadcastRequest
-    outcome: str = "queued"  # queued, playing, done, pre-empted, superseded, dropped, silenced
+    # queued, playing; then done, pre-empted, superseded, dropped, silenced, failed (the
+    # player raised), interrupted (cut by the daemon's stop) or not-started (still queued
+    # at the stop)
+    outcome: str = "queued"
     started: float = 0.0
     finished: float = 0.0
     siren_on_s: float = 0.0
@@ -159,6 +162,8 @@ class BroadcastRecord:
     first_relay_mono: float | None = None  # the first relay write issued
     audio_start_mono: float | None = None  # the first clip started
     relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
+    journal: int | None = None  # its row in the broadcast journal (gauged/store/state.py)
+    replay: bool = False  # played again after a restart (gauged/daemon/restore.py)
 
     @property
     def latency_s(self) -> float | None:
@@ -187,7 +192,8 @@ class BroadcastRecord:
                 "started": datetime.fromtimestamp(self.started, UTC).isoformat(),
                 "outcome": self.outcome,
                 "siren_on_s": round(self.siren_on_s, 3), "clips_played": self.clips_played,
-                "faults": self.faults, "latency": self.latency()}
+                "faults": self.faults, "latency": self.latency(), "journal": self.journal,
+                "replay": self.replay}
 
 
 def local_time(when: datetime, tz: str) -> str:

@@ -409,6 +409,10 @@ class StateConfig(_Model):
     # stages saved longer ago than this are not restored: after a long outage the public
     # hears the current stage again, as on a first start
     max_age_s: float = Field(default=21600.0, gt=0)
+    # a broadcast that a stop or a crash left unplayed or cut short is played again after
+    # the restart when its stage still stands and it was decided at most this many minutes
+    # before; otherwise it is reported (gauged/daemon/restore.py). 0: always reported
+    replay_max_age_min: float = Field(default=15.0, ge=0)
 
 
 class TestsConfig(_Model):

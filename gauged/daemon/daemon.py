@@ -1,16 +1,24 @@
 """The daemon: owns the buses, the engine, the zones and the outputs, and runs the cycle.
 
-Start: open the state store (reporting broadcasts a crash cut short: not re-run, see
-gauged/daemon/restore.py), open the buses, drive every relay OFF with read-back (the first
-actuator action is always OFF), restore the stages without re-sounding, then start the zone
-sequencers, the uplinks, the scheduled tests, the status server and the poll loop in one
-TaskGroup. Each cycle, at a wall-clock boundary (cycles are then counted on the
-monotonic clock, see gauged/clock.py): read every gauge (buses in parallel), judge quality,
-derive, evaluate stages, make them durable, hand broadcasts to their zones at once (after
-aborting a scheduled test, if one runs), then record (gauged/daemon/recorder.py: the log,
-/status and every uplink). Stop, in order: the poll loop, the scheduled tests, the zones
-(each drives its relays OFF), the uplinks (flushed briefly), the status server; then every
-relay OFF.
+Start: open the state store (reporting tests a crash cut short), open the buses, drive every
+relay OFF with read-back (the first actuator action is always OFF), restore the stages
+without re-sounding, judge the broadcasts the last run left unplayed or cut short (replayed
+or reported, gauged/daemon/restore.py), then start the zone sequencers, the uplinks, the
+scheduled tests, the status server and the poll loop in one TaskGroup.
+
+Each cycle, at a wall-clock boundary (cycles are then counted on the monotonic clock, see
+gauged/clock.py): read every gauge (buses in parallel), judge quality, derive, evaluate
+stages; commit the stages and the journal rows of the cycle's broadcasts (in the state
+store's writer thread: the event loop waits for that commit, at most GUARD_WAIT_S, and never
+for an fsync); hand the broadcasts to their zones (after aborting a scheduled test, if one
+runs) and wait until each that can start has issued its first relay write; only then record
+(gauged/daemon/recorder.py: the log, /status and every uplink, the spool among them). So a
+siren waits for neither storage nor uplinks (QUALITY ALM-1, PERF-3).
+
+Stop, in order: the poll loop, the scheduled tests, the zones (each drives its relays OFF;
+the broadcast cut short is journaled `interrupted`, those still waiting `not-started`), the
+uplinks (flushed briefly), the status server; then every relay OFF; the state store is
+closed last (everything journaled is on disk).
 
 Commands run through gauged/daemon/executor.py, /status is assembled from
 gauged/daemon/snapshot.py, the watchdog's budgets are in gauged/daemon/watchdog.py.
@@ -50,7 +58,8 @@ from gauged.ops.metrics import DaemonCollector, exposition
 from gauged.ops.notify import Notifier
 from gauged.ops.page import render_page
 from gauged.ops.status import StatusServer
-from gauged.store.state import StateStore
+from gauged.store.state import RestartDecision, StateStore
+from gauged.store.writer import settled
 from gauged.tasks import cancel_and_wait, report_stuck
 from gauged.uplinks.base import Uplink
 from gauged.uplinks.cap import CapSink
@@ -58,6 +67,13 @@ from gauged.uplinks.influx import InfluxSink
 from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
+
+# How long a cycle with broadcasts waits for the commit of its stages and journal rows
+# (normally well under a millisecond: no fsync) before the sirens go ahead without it.
+GUARD_WAIT_S = 0.5
+# How long a cycle waits for its broadcasts' first relay writes before it records (a relay
+# that does not answer holds only its own zone; the others wrote long before).
+UNDERWAY_WAIT_S = 2.0
 
 
 def clock_from(config: Config) -> Clock:
@@ -101,7 +117,8 @@ class Daemon:
                 player=self.players[zid], clip_path=config.clip_path, clock=self.clock,
                 sequences=config.sequences, siren_max_s=config.defaults.siren_max_s,
                 on_done=self.recorder.broadcast_done, on_fault=self.recorder.fault,
-                on_start=self.recorder.broadcast_started)
+                on_start=self.recorder.broadcast_started,
+                on_unplayed=self.recorder.broadcast_unplayed)
             for zid, z in config.zones.items()
         }
         self.keeper = StateKeeper(config, self.engine, self.poller)
@@ -164,8 +181,8 @@ class Daemon:
         """
         async with contextlib.AsyncExitStack() as stack:
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
-            self.recorder.store = self.store
-            self.keeper.report_interrupted(self.store)
+            self.recorder.store = self.executor.store = self.store
+            self.keeper.open(self.store)
             for uplink in self.uplinks:  # never fails: a broken spool degrades storage only
                 await stack.enter_async_context(uplink)
             for hub in self.hubs.values():
@@ -176,6 +193,7 @@ class Daemon:
             self.keeper.restore(self.store, self.clock.timestamp())  # after relays OFF
             self.inhibits = self.executor.inhibits = Inhibits(self.config, self.store,
                                                               self.clock.timestamp)
+            self._recover(self.keeper.recover(self.clock.timestamp(), self._blocking))
             self.commands = self.executor.commands = self.executor.handler(self.store, self.mqtt)
             if self.cap is not None:  # open CAP alerts follow the restored stages
                 self.cap.open(self.engine.stages, self.clock.now())
@@ -285,6 +303,24 @@ class Daemon:
         await drive_off(self.relays, lambda r, exc: self.faults.append(f"{r.name}: {exc}"),
                         attempts=1, logger=log)
 
+    def _blocking(self, request: BroadcastRequest) -> str | None:
+        """The inhibit that would withhold `request` now, described (None: none)."""
+        inhibit = self.inhibits.blocking(request) if self.inhibits is not None else None
+        if inhibit is None:
+            return None
+        return f"{inhibit.scope} {inhibit.target}" + (f" ({inhibit.reason})"
+                                                      if inhibit.reason else "")
+
+    def _recover(self, decisions: list[RestartDecision]) -> None:
+        """After relays OFF and the stages restored: replay what the restart judged so (the
+        zones play it once they run) and report the rest."""
+        for d in decisions:
+            if d.replay is not None:
+                self.zones[d.replay.zone].submit(d.replay.request(), journal=d.replay.id,
+                                                 replay=True)
+            elif d.restart == "reported":
+                self.recorder.missed(d.entry.as_json() | {"fate": d.fate, "note": d.note})
+
     # ---- the cycle -------------------------------------------------------------------
 
     async def cycle(self, when: datetime) -> CycleResult:
@@ -302,17 +338,30 @@ class Daemon:
         if self.inhibits is not None:
             self.inhibits.expire()
         result = self.engine.evaluate(when, samples, self._withhold)
-        # The new stages are durable before anything sounds: a crash during a broadcast
-        # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
-        self.keeper.save(when, result)
+        # The new stages and the journal rows of the broadcasts are committed before anything
+        # sounds: a crash during a broadcast restores them, so the stage cannot sound twice,
+        # and the next start finds the broadcast to replay or report. The commit runs in the
+        # store's thread and takes no fsync (gauged/store/state.py, "Durability").
+        journal = self.keeper.journal(result)
+        commit = self.keeper.save(when, result, journal)
         requests = result.broadcasts
+        if requests and commit is not None and not await settled(commit, GUARD_WAIT_S):
+            log.warning("state store: the cycle's commit is not done after %g s: the "
+                        "broadcasts go ahead without waiting for it", GUARD_WAIT_S)
         if requests:  # an alarm needs the zones: a running test lets go of the relays first
             if self.tests is not None:
                 await self.tests.abort("alarm broadcast")  # only waits if a test holds relays
             await self.executor.abort_test()
-        for request in requests:  # sirens first: nothing below may delay them
-            self.zones[request.zone].submit(
-                request, self.poller.health[request.station].answered_mono)
+        # the journal's first rows are the broadcasts' (none without a store)
+        rows: list[int | None] = [row.id for row in journal[:len(requests)]] or \
+            [None] * len(requests)
+        zones = []
+        for request, row in zip(requests, rows, strict=True):  # sirens first
+            zone = self.zones[request.zone]
+            zone.submit(request, self.poller.health[request.station].answered_mono,
+                        journal=row)
+            zones.append(zone)
+        await self._underway(zones)  # nothing below may delay a first relay write
         self.cycles += 1
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         inhibits = self.inhibits
@@ -325,6 +374,19 @@ class Daemon:
         for merged in result.merged:
             self.recorder.merged(merged)
         return result
+
+    async def _underway(self, zones: list[ZoneBroadcaster]) -> None:
+        """Wait (bounded) until the broadcasts just submitted have issued their first relay
+        writes, so that the recording after it never delays one."""
+        if not zones:
+            return
+        try:
+            async with asyncio.timeout(UNDERWAY_WAIT_S):
+                for zone in zones:
+                    await zone.underway()
+        except TimeoutError:
+            log.warning("a zone has not issued its first relay write after %g s; recording "
+                        "the cycle anyway", UNDERWAY_WAIT_S)
 
     def _withhold(self, request: BroadcastRequest) -> bool:
         """An inhibit withholds `request` (logged and kept with the inhibit)."""

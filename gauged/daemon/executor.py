@@ -22,11 +22,14 @@ from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler
 from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.commands import Command, CommandHandler, Outcome, Refused
 from gauged.ops.inhibits import InhibitError, Inhibits, inhibit_json
-from gauged.store.state import StateStore
+from gauged.store.state import JournalEntry, StateStore
+from gauged.store.writer import settled
 from gauged.tasks import wait_child
 from gauged.uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger(__name__)
+
+JOURNAL_WAIT_S = 0.5  # how long a manual broadcast waits for its journal row (no fsync)
 
 
 class CommandExecutor:
@@ -40,6 +43,7 @@ class CommandExecutor:
         self.recorder = recorder
         self.runner = runner
         self.inhibits: Inhibits | None = None  # set when the daemon opens its store
+        self.store: StateStore | None = None  # (the broadcast journal)
         self.scheduler: ProofTestScheduler | None = None
         self.commands: CommandHandler | None = None  # set with `handler` at open
         self._manual = itertools.count(1)
@@ -110,7 +114,7 @@ class CommandExecutor:
             case "silence":
                 return self._zone(command.zone).silence()
             case "broadcast":
-                return self._manual_broadcast(command)
+                return await self._manual_broadcast(command)
             case "inhibit":
                 assert command.scope is not None
                 assert command.target is not None
@@ -136,7 +140,9 @@ class CommandExecutor:
             raise Refused(f"unknown zone {zone!r}")
         return self.zones[zone]
 
-    def _manual_broadcast(self, command: Command) -> dict[str, Any]:
+    async def _manual_broadcast(self, command: Command) -> dict[str, Any]:
+        """Journal the operator's broadcast (like any decided one: a restart replays or
+        reports it), then queue it."""
         zone = self._zone(command.zone)
         unknown = [c for c in command.clips if c not in self.config.clips]
         if unknown:
@@ -147,8 +153,16 @@ class CommandExecutor:
             time=self.clock.now(), zone=zone.zone, station="", stage=0, stage_name="manual",
             sequence=f"manual-{next(self._manual)}", siren_s=0.0, clips=tuple(command.clips),
             kind="manual")
-        zone.submit(request)
-        return {"queued": {"zone": zone.zone, "clips": command.clips}}
+        row = None
+        if self.store is not None:
+            row = self.store.journal_id()
+            if not await settled(self.store.journal_add([JournalEntry.of(row, request,
+                                                                         "queued")]),
+                                 JOURNAL_WAIT_S):
+                log.warning("state store: the journal row of a manual broadcast is not "
+                            "written after %g s: queued without waiting", JOURNAL_WAIT_S)
+        zone.submit(request, journal=row)
+        return {"queued": {"zone": zone.zone, "clips": command.clips, "journal": row}}
 
     async def _test_on_command(self, command: Command) -> dict[str, Any]:
         runner = self.runner

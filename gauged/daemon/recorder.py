@@ -5,6 +5,10 @@ inhibits; the recorder logs them, keeps what /status and the page show (the late
 each station, the charts' history, the faults, the broadcast tally for /metrics) and hands
 each event to every uplink (gauged/uplinks/base.py), which records what it cares about.
 It is called after the sirens have their requests and never raises into the cycle.
+
+The broadcast journal (gauged/store/state.py) gets each broadcast's fate from here: when it
+starts, ends or never starts. Those writes return at once (the store's writer thread does
+them in order), so a zone never waits for the disk between its decisions and its relays.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from gauged.clock import Clock
 from gauged.health import BusHealth, GaugeHealth
 from gauged.ops.history import History
 from gauged.ops.metrics import BroadcastTally
-from gauged.store.state import JobRun, StateStore
+from gauged.store.state import FATES, JobRun, StateStore
 from gauged.uplinks.base import CycleReport, Uplink
 
 log = logging.getLogger(__name__)
@@ -104,22 +108,33 @@ class Recorder:
                      into.station, into.stage_name, ",".join(into.named))
 
     def broadcast_started(self, record: BroadcastRecord) -> None:
-        req = record.request
-        if self.store is not None:
-            self.store.broadcast_started(req.zone, req.station, req.stage, req.stage_name,
-                                         req.sequence, record.started)
+        """Called before the broadcast's first relay write: journaled without waiting."""
+        if self.store is not None and record.journal is not None:
+            self.store.journal_fate(record.journal, "playing", started=record.started)
 
     def broadcast_done(self, record: BroadcastRecord) -> None:
         req = record.request
         self.broadcast_tally.add(req.zone, record.outcome, record.latency_s)
-        if self.store is not None:
-            self.store.broadcast_finished(
-                req.zone, req.station, req.stage, req.stage_name, req.sequence,
-                outcome=record.outcome, started=record.started, finished=record.finished,
-                siren_on_s=record.siren_on_s, clips_played=record.clips_played,
-                faults=record.faults)
+        if self.store is not None and record.journal is not None:
+            self.store.journal_fate(
+                record.journal, FATES.get(record.outcome, record.outcome),
+                finished=record.finished, siren_on_s=record.siren_on_s,
+                clips_played=record.clips_played, faults=record.faults)
         for uplink in self.uplinks:
             uplink.broadcast(record)
+
+    def broadcast_unplayed(self, record: BroadcastRecord) -> None:
+        """A broadcast that never started: dropped, superseded or not-started (the zone
+        logged it)."""
+        if self.store is not None and record.journal is not None:
+            self.store.journal_fate(record.journal, record.outcome)
+
+    def missed(self, report: Mapping[str, Any]) -> None:
+        """A broadcast that a stop or a crash left unplayed or cut, and that the start after
+        it does not replay (gauged/daemon/restore.py logged why): published at once."""
+        now = self.clock.now()
+        for uplink in self.uplinks:
+            uplink.missed(now, report)
 
     def fault(self, kind: str, what: str, detail: str) -> None:
         """A relay or audio fault: kept for /status, published at once."""

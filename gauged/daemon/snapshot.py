@@ -48,7 +48,11 @@ def status(d: DaemonView) -> dict[str, Any]:
                   "fresh": store.fresh if store else True,
                   "problem": store.problem if store else "",
                   "restored": keeper.restored},
-        "interrupted_broadcasts": [b.as_json() for b in keeper.interrupted],
+        # what the start found unfinished in the broadcast journal, and what it did with
+        # each (replayed, reported, superseded: gauged/daemon/restore.py); the cut ones also
+        # under their old name
+        "restart_broadcasts": keeper.restart_broadcasts,
+        "interrupted_broadcasts": keeper.interrupted,
         "inhibits": d.inhibits.snapshot() if d.inhibits is not None else [],
         "commands": d.commands.snapshot() if d.commands is not None else None,
         "clock_skew_s": round(d.clock.skew(), 1),

@@ -19,6 +19,17 @@ waiting lower-stage request is `superseded` once a higher stage has sounded afte
 decided. Every request is logged with what became of it: played, pre-empted, superseded,
 or dropped as a duplicate of one already waiting. These decisions are `ZoneQueue`'s
 (gauged/alarm/queue.py, pure), shared with `gauged replay`; this class plays them.
+
+When the daemon stops (the zone's `run` is cancelled), the broadcast playing is cut
+(relays OFF) and recorded `interrupted`, and every one still waiting is logged and handed
+on as `not-started`: the broadcast journal (gauged/store/state.py) keeps both for the next
+start, which replays or reports them (gauged/daemon/restore.py). A broadcast whose player
+raises is `failed`.
+
+Callbacks: `on_start` before the first relay write of a broadcast, `on_done` when one that
+started has ended (relays OFF), `on_unplayed` for one that never starts (dropped,
+superseded, not-started), `on_fault` for each relay or audio fault. None of them may block:
+they run between the decision and the relays.
 """
 
 from __future__ import annotations
@@ -49,7 +60,8 @@ class ZoneBroadcaster:
                  sequences: Mapping[str, SequenceConfig], siren_max_s: float,
                  on_done: Callable[[BroadcastRecord], None],
                  on_fault: Callable[[str, str, str], None] | None = None,
-                 on_start: Callable[[BroadcastRecord], None] | None = None) -> None:
+                 on_start: Callable[[BroadcastRecord], None] | None = None,
+                 on_unplayed: Callable[[BroadcastRecord], None] | None = None) -> None:
         self.zone = zone
         self.siren = siren
         self.amplifier = amplifier
@@ -62,12 +74,15 @@ class ZoneBroadcaster:
         self.on_fault = on_fault or (lambda kind, what, detail: None)
         # called before the first relay write of a broadcast (the state store records it)
         self.on_start = on_start or (lambda record: None)
+        self.on_unplayed = on_unplayed or (lambda record: None)
         # the decisions (who plays, who waits, what became of each) are the pure ZoneQueue's,
         # shared with `gauged replay`; this class plays them and keeps the times
         self._queue = ZoneQueue()
         self._wake = asyncio.Event()  # set by `submit`: something may wait to start
         self._settled = asyncio.Event()  # nothing plays or waits (`idle`)
         self._settled.set()
+        self._progress = asyncio.Event()  # set whenever a broadcast moves on (`underway`)
+        self._running = False  # `run` serves the queue
         self._playing: asyncio.Task[None] | None = None
         self.current: BroadcastRecord | None = None
         self.last: BroadcastRecord | None = None
@@ -84,16 +99,22 @@ class ZoneBroadcaster:
         return self.current is not None or self._playing is not None or \
             not self._queue.empty
 
-    def submit(self, request: BroadcastRequest, reading_mono: float | None = None) -> None:
-        """Queue a broadcast (never blocks); pre-empt a lower-stage one that is playing."""
-        record = BroadcastRecord(request=request, reading_mono=reading_mono)
+    def submit(self, request: BroadcastRequest, reading_mono: float | None = None,
+               journal: int | None = None, *, replay: bool = False) -> BroadcastRecord:
+        """Queue a broadcast (never blocks); pre-empt a lower-stage one that is playing.
+        `journal`: its row in the broadcast journal; `replay`: played again after a restart
+        (see `ZoneQueue`). Returns its record."""
+        record = BroadcastRecord(request=request, reading_mono=reading_mono, journal=journal,
+                                 replay=replay)
         preempted = self._queue.submit(record, time.monotonic())
         if record.outcome == "dropped":
             log.info("broadcast dropped zone=%s station=%s sequence=%s: the same sequence is "
                      "already waiting", self.zone, request.station, request.sequence)
-            return
-        log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s kind=%s", self.zone,
-                 request.station, request.stage_name, request.sequence, request.kind)
+            self.on_unplayed(record)
+            return record
+        log.info("broadcast queued zone=%s station=%s stage=%s sequence=%s kind=%s%s",
+                 self.zone, request.station, request.stage_name, request.sequence,
+                 request.kind, " (a replay after a restart)" if replay else "")
         self._wake.set()
         self._settle()
         if preempted is not None:
@@ -101,6 +122,7 @@ class ZoneBroadcaster:
                         "stage=%s", self.zone, preempted.request.station,
                         preempted.request.stage_name, request.station, request.stage_name)
             self._stop(preempted)
+        return record
 
     def silence(self) -> dict[str, object]:
         """An operator's silence: the playing broadcast stops (relays OFF, outcome
@@ -137,21 +159,56 @@ class ZoneBroadcaster:
         """Wait until every queued broadcast has finished."""
         await self._settled.wait()
 
+    async def underway(self) -> None:
+        """Wait until every broadcast that can start now has issued its first relay write
+        (or started its first clip, or ended). A broadcast waiting behind one that plays
+        is not waited for; nor is anything while `run` does not serve the queue.
+
+        The cycle waits for this before it records anything (the log, the spool, the
+        uplinks), so that a siren never waits for them (QUALITY ALM-1, PERF-3)."""
+        while self._owes_start():
+            self._progress.clear()
+            await self._progress.wait()
+
+    def _owes_start(self) -> bool:
+        if not self._running:
+            return False
+        current = self._queue.playing
+        if current is None:
+            return self._queue.waiting > 0
+        if current.outcome == "playing":
+            return current.first_relay_mono is None and current.audio_start_mono is None
+        return self._queue.waiting > 0  # being stopped: the next starts after its OFF writes
+
+    def _moved(self) -> None:
+        self._progress.set()
+
     async def run(self) -> None:
         """Serve the queue until cancelled.
 
         Each broadcast plays in a task of its own (awaited here, never left behind) so that
         `submit` can cancel it when a higher stage pre-empts it.
         """
+        self._running = True
+        try:
+            await self._serve()
+        finally:
+            self._running = False
+            self._abandon()
+            self._moved()
+
+    async def _serve(self) -> None:
         while True:
             superseded, record = self._queue.start_next(time.monotonic())
             for old in superseded:
                 log.info("broadcast superseded zone=%s station=%s stage=%s: a higher stage "
                          "was broadcast since", self.zone, old.request.station,
                          old.request.stage_name)
+                self.on_unplayed(old)
             if record is None:
                 self._settle()
                 self._wake.clear()
+                self._moved()
                 await self._wake.wait()
                 continue
             task = asyncio.create_task(self.play(record), name=f"gauged[zone:{self.zone}].play")
@@ -169,9 +226,20 @@ class ZoneBroadcaster:
                 log.error("broadcast failed zone=%s station=%s", self.zone,
                           record.request.station, exc_info=task.exception())
 
+    def _abandon(self) -> None:
+        """The zone stops: what still waits will not start in this run of the daemon."""
+        for record in self._queue.abandon():
+            req = record.request
+            log.warning("broadcast not started zone=%s station=%s stage=%s sequence=%s: the "
+                        "daemon stops (the next start replays or reports it)", self.zone,
+                        req.station, req.stage_name, req.sequence)
+            self.on_unplayed(record)
+        self._settle()
+
     async def play(self, record: BroadcastRecord) -> None:
         """Play one broadcast (`playing`, from `ZoneQueue.start_next`); relays OFF at the
-        end whatever happens."""
+        end whatever happens. Cancelled while it plays (the daemon stops), it is
+        `interrupted`; if the player or a relay raises, `failed`."""
         req = record.request
         seq = sequence_of(req, self.sequences)
         record.started = self.clock.timestamp()
@@ -196,6 +264,16 @@ class ZoneBroadcaster:
                 for clip in seq.clips:
                     await self._clip(record, clip)
             record.outcome = "done"
+        except asyncio.CancelledError:
+            if record.outcome == "playing":  # not a pre-emption or a silence: a stop
+                record.outcome = "interrupted"
+                log.warning("broadcast interrupted zone=%s station=%s stage=%s: the daemon "
+                            "stops (the next start replays or reports it)", self.zone,
+                            req.station, req.stage_name)
+            raise
+        except Exception:
+            record.outcome = "failed"
+            raise
         finally:
             # Shielded: a cancellation (stop, pre-emption) must not cut the OFF writes short.
             await asyncio.shield(self._all_off(record))
@@ -208,6 +286,7 @@ class ZoneBroadcaster:
         self.current = None
         self._queue.finished(record)
         self.last = record
+        self._moved()
         log.info("broadcast %s zone=%s station=%s stage=%s siren_on_s=%.1f "
                  "clips_played=%d faults=%d latency_ms=%s", record.outcome, self.zone,
                  req.station, req.stage_name, record.siren_on_s, len(record.clips_played),
@@ -237,6 +316,7 @@ class ZoneBroadcaster:
     async def _clip(self, record: BroadcastRecord, clip: str) -> None:
         if record.audio_start_mono is None:
             record.audio_start_mono = time.monotonic()
+            self._moved()
         try:
             await self.player.play(self.zone, clip, self.clip_path(clip))
             record.clips_played.append(clip)
@@ -258,6 +338,7 @@ class ZoneBroadcaster:
         now = time.monotonic()
         if record.first_relay_mono is None:
             record.first_relay_mono = now
+            self._moved()
         record.relay_writes.append((relay.name, on, now))
         error = await drive(relay, on)
         if error is None:

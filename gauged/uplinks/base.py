@@ -64,6 +64,11 @@ class Uplink:
     def withheld(self, request: BroadcastRequest) -> None:
         """A broadcast an inhibit withheld."""
 
+    def missed(self, when: datetime, report: Mapping[str, Any]) -> None:
+        """A broadcast decided before a stop or a crash that the start after it does not
+        replay: its journal row (gauged/store/state.py `JournalEntry.as_json`) with `note`
+        saying why (too old, its stage no longer stands, cut short twice, …)."""
+
     def proof_test(self, when: datetime, run: JobRun) -> None:
         """A scheduled test has a result."""
 

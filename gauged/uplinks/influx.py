@@ -3,8 +3,12 @@ batches through influxdb-client (InfluxDB v2 write API) and removes a batch from
 only after the database accepted it.
 
 `write` never blocks on the network and never fails: the poll loop and the sirens never wait
-for the database. One writer per sink, so one request in flight per endpoint. A batch is the
-live points first, then the backlog oldest first (see gauged/uplinks/spool.py for why).
+for the database. The recorder's events (`cycle`, `broadcast`, …) do not even wait for the
+spool's fsync: their points are put by a thread of the sink's own, in order, and the writer
+takes, removes and checkpoints in worker threads, so the event loop never waits for the disk
+(QUALITY PERF-3: every fsync of an SD card may take 100 ms). One writer per sink, so one
+request in flight per endpoint. A batch is the live points first, then the backlog oldest
+first (see gauged/uplinks/spool.py for why).
 
 Failures:
 - unreachable, timeout, HTTP 429, 5xx (and any other error): the batch stays; the writer
@@ -30,7 +34,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -82,6 +87,8 @@ class InfluxSink(Uplink):
         self._last_success: float | None = None
         self._backoff = Backoff(config.backoff_max_s, first_s=config.backoff_min_s)
         self._waiting_s = 0.0  # the wait under way before the next attempt (0: none)
+        self._putter: ThreadPoolExecutor | None = None  # puts the events' points in order
+        self._puts = 0  # puts handed to it and not done yet
 
     # ---- the spool -------------------------------------------------------------------
 
@@ -98,6 +105,9 @@ class InfluxSink(Uplink):
         return self.spool
 
     def close(self) -> None:
+        if self._putter is not None:  # the points handed over are spooled first
+            self._putter.shutdown(wait=True)
+            self._putter = None
         if self.spool is not None:
             self.spool.close()
 
@@ -120,29 +130,67 @@ class InfluxSink(Uplink):
     # ---- the recorder's events -------------------------------------------------------
 
     def cycle(self, report: CycleReport) -> None:
-        self.write([*records.cycle(self.gateway, report, self.gauge_names),
-                    records.spool(self.gateway, self.health(), report.when)])
+        points = records.cycle(self.gateway, report, self.gauge_names)
+        # the spool's own point, with its health as the putter finds it
+        self._put_later(lambda: [*points, records.spool(self.gateway, self.health(),
+                                                        report.when)])
 
     def broadcast(self, record: BroadcastRecord) -> None:
-        self.write([records.broadcast(self.gateway, record)])
+        point = records.broadcast(self.gateway, record)
+        self._put_later(lambda: [point])
 
     def withheld(self, request: BroadcastRequest) -> None:
-        self.write([records.withheld(self.gateway, request)])
+        point = records.withheld(self.gateway, request)
+        self._put_later(lambda: [point])
 
     def proof_test(self, when: datetime, run: JobRun) -> None:
-        self.write([records.proof_test(self.gateway, run)])
+        point = records.proof_test(self.gateway, run)
+        self._put_later(lambda: [point])
 
     def command(self, when: datetime, action: str, status: str) -> None:
-        self.write([records.command(self.gateway, when, action, status)])
+        point = records.command(self.gateway, when, action, status)
+        self._put_later(lambda: [point])
 
     def write(self, records: list[Record]) -> None:
         """Spool points (durable when this returns, unless the spool is degraded)."""
-        points = [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
-                  if any(v is not None and math.isfinite(v) for v in r.fields.values())]
+        points = _points(records)
         if not points:
             return
         self.open().put(points)
         self._idle.clear()
+        self._wakeup.set()
+
+    def _put_later(self, build: Callable[[], list[Record]]) -> None:
+        """Spool the records `build` returns from the sink's putter thread, after those
+        handed over before (durable a moment later; `flush` and the writer wait for it).
+        Without a running event loop: now."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.write(build())
+            return
+        spool = self.open()
+        if self._putter is None:
+            self._putter = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool-put")
+
+        def put() -> None:
+            points = _points(build())
+            if points:
+                spool.put(points)
+
+        def done(future: Future[None]) -> None:
+            with contextlib.suppress(RuntimeError):  # (the loop has closed: nobody waits)
+                loop.call_soon_threadsafe(self._put_done, future)
+
+        self._puts += 1
+        self._idle.clear()
+        self._putter.submit(put).add_done_callback(done)
+
+    def _put_done(self, future: Future[None]) -> None:
+        self._puts -= 1
+        exc = future.exception()
+        if exc is not None:  # the spool never raises on storage failures: a bug
+            log.error("spool: putting points failed", exc_info=exc)
         self._wakeup.set()
 
     def health(self) -> SinkHealth:
@@ -189,16 +237,18 @@ class InfluxSink(Uplink):
         ) as client:
             api = client.write_api(write_options=SYNCHRONOUS)
             while True:
-                spool.retry()
+                await asyncio.to_thread(spool.retry)
                 self._wakeup.clear()  # before reading: a write from now on sets it again
-                if not spool.points:  # all accepted: flush() need not wait for the spool
+                if not spool.points and not self._puts:  # all accepted: flush() need not
+                    # wait for the spool
                     self._idle.set()  # to delete what it marked sent
                 await asyncio.to_thread(spool.purge)
                 batch = await asyncio.to_thread(spool.take, self.config.batch_points)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read
                         continue
-                    self._idle.set()
+                    if not self._puts:  # (a put under way sets `_wakeup` when done)
+                        self._idle.set()
                     # points waiting in memory (spool degraded) are retried now and then.
                     # (asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
                     # cancellation that meets the event being set, and the writer never
@@ -212,7 +262,7 @@ class InfluxSink(Uplink):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    spool.mark_backlog()
+                    await asyncio.to_thread(spool.mark_backlog)
                     self._failed(exc, spool)
                     delay = self._backoff.failed()
                     retry_after = _retry_after(exc)
@@ -247,7 +297,7 @@ class InfluxSink(Uplink):
                 if getattr(exc, "status", None) not in REJECTED:
                     raise
                 refused = await self._bisect(api, batch.lines, exc)
-            spool.remove(batch, refused)
+            await asyncio.to_thread(spool.remove, batch, refused)
             for line, reason in refused:
                 log.error("influx: point rejected and quarantined (%s): %s", reason, line[:200])
             self._succeeded(len(batch) - len(refused), spool)
@@ -298,6 +348,12 @@ class InfluxSink(Uplink):
         self._written += n
         self._batches += 1
         self._last_success = time.time()
+
+
+def _points(records: list[Record]) -> list[Point]:
+    """The spool's points of `records` (a record without a finite field is no point)."""
+    return [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
+            if any(v is not None and math.isfinite(v) for v in r.fields.values())]
 
 
 def _retry_after(exc: Exception) -> float | None:

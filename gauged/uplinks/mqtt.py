@@ -6,6 +6,9 @@ Topic tree under `<topic_prefix>/<gateway id>/`:
 - `station/<id>/state`      retained JSON: stage, stage name, value, quality, time
 - `event/transition`        JSON per stage transition
 - `event/broadcast`         JSON per finished broadcast
+- `event/broadcast_missed`  JSON per broadcast a stop or a crash left unplayed or cut short
+                            and that the start after it does not replay (its journal row
+                            and `note`: why not; README "State, restarts and scheduled tests")
 - `event/fault`             JSON per relay or audio fault during a broadcast
 - `event/test`              JSON per siren test result (scheduled, or run on command)
 - `event/inhibits`          JSON with the inhibits in force, after each change
@@ -98,6 +101,10 @@ class MqttPublisher(Uplink):
             "zone": request.zone, "station": request.station, "stage": request.stage,
             "stage_name": request.stage_name, "sequence": request.sequence,
             "kind": request.kind, "outcome": "inhibited", "time": request.time.isoformat()})
+
+    def missed(self, when: datetime, report: Mapping[str, Any]) -> None:
+        self.publish_event("broadcast_missed", dict(report) | {"gateway": self.gateway,
+                                                               "time": when.isoformat()})
 
     def proof_test(self, when: datetime, run: JobRun) -> None:
         self.publish_event("test", run.as_json() | {"gateway": self.gateway})

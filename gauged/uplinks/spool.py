@@ -24,7 +24,12 @@ exactly (persisted with the deletion, in the same transaction). Points of
 the *kept* class (stage changes, broadcasts, scheduled tests, faults, commands) are never
 dropped: they may take the spool past its cap.
 
-Failure: the spool never raises and never blocks the cycle for longer than its commit. When
+Threads: `InfluxSink` (gauged/uplinks/influx.py) puts the daemon's points from a thread of
+its own, and its writer takes, removes and checkpoints from worker threads; a lock
+serialises the connection, and nothing on the event loop waits for it (`health` returns
+the last figures while the lock is held).
+
+Failure: the spool never raises and never blocks the cycle. When
 the file cannot be opened or written (disk full, folder read-only), the points wait in
 memory under the same cap and the same drop rule, the spool logs one ERROR on entering that
 state and one INFO on leaving it (when a later `put` or the writer's retry gets them onto
@@ -424,10 +429,15 @@ class Spool(SpoolFile):
 
     @property
     def health(self) -> SpoolHealth:
-        """What /status shows (the oldest point's time is looked up now)."""
-        with self._lock:
-            self._update_health()
-            self._health.oldest_time = self._oldest_time()
+        """What /status shows (the oldest point's time is looked up now). While another
+        thread holds the spool (a `put` waiting for its fsync, a checkpoint), the health
+        last looked up, without waiting: the event loop never waits for the disk."""
+        if self._lock.acquire(blocking=False):
+            try:
+                self._update_health()
+                self._health.oldest_time = self._oldest_time()
+            finally:
+                self._lock.release()
         return self._health
 
     def _update_health(self) -> None:

@@ -202,3 +202,48 @@ def test_sequence_of_prefers_the_configured_sequence() -> None:
     assert sequence_of(r, {"overflow": configured}) is configured
     fallback = sequence_of(r, {})
     assert (fallback.siren_steps, fallback.clips, fallback.repeats) == ([3.0], ["x"], 1)
+
+
+def test_a_stop_abandons_what_waits_as_not_started_and_leaves_the_playing_one() -> None:
+    q = ZoneQueue()
+    playing, low, high = record(2), record(1), record(3, station="shirokane")
+    q.submit(playing, 1.0)
+    q.start_next(1.5)
+    q.submit(low, 2.0)
+    assert q.submit(high, 3.0) is playing  # (pre-empts it; the caller stops it)
+    left = q.abandon()
+    assert left == [high, low]  # priority order
+    assert [r.outcome for r in left] == ["not-started", "not-started"]
+    assert q.playing is playing  # the caller ends it (interrupted, or pre-empted as here)
+    assert q.waiting == 0
+    assert q.abandon() == []
+    q.finished(playing)
+    assert q.empty
+    again = record(1)
+    q.submit(again, 4.0)  # its sequence no longer counts as waiting
+    assert again.outcome == "queued"
+
+
+def test_replays_do_not_supersede_one_another_a_live_start_still_does() -> None:
+    q = ZoneQueue()
+    # a restart replays an overflow that was cut and a warning queued behind it
+    overflow, warning = record(4), record(3, station="shirokane")
+    overflow.replay = warning.replay = True
+    q.submit(overflow, 1.0)
+    q.submit(warning, 1.0)
+    assert q.start_next(2.0) == ([], overflow)
+    overflow.outcome = "done"
+    q.finished(overflow)
+    assert q.start_next(3.0) == ([], warning)  # played after it, as before the restart
+    warning.outcome = "done"
+    q.finished(warning)
+    # a live overflow that starts after a replayed warning was queued supersedes it
+    live, late = record(4, sequence="live4"), record(3, sequence="again3")
+    late.replay = True
+    q.submit(late, 4.0)
+    q.submit(live, 5.0)
+    assert q.start_next(5.0) == ([], live)
+    live.outcome = "done"
+    q.finished(live)
+    assert q.start_next(6.0) == ([late], None)
+    assert late.outcome == "superseded"
