@@ -34,6 +34,7 @@ import contextlib
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
@@ -89,6 +90,7 @@ class InfluxSink(Uplink):
         self._waiting_s = 0.0  # the wait under way before the next attempt (0: none)
         self._putter: ThreadPoolExecutor | None = None  # puts the events' points in order
         self._puts = 0  # puts handed to it and not done yet
+        self._builds: deque[Callable[[], list[Record]]] = deque()  # what they will put
 
     # ---- the spool -------------------------------------------------------------------
 
@@ -172,9 +174,15 @@ class InfluxSink(Uplink):
         spool = self.open()
         if self._putter is None:
             self._putter = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool-put")
+        self._builds.append(build)
 
         def put() -> None:
-            points = _points(build())
+            # everything handed over by now, in one transaction (one fsync): on a slow disk
+            # the puts of a burst of events do not queue up one fsync each
+            handed: list[Record] = []
+            while self._builds:
+                handed += self._builds.popleft()()
+            points = _points(handed)
             if points:
                 spool.put(points)
 
