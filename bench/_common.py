@@ -91,7 +91,9 @@ async def uplinks_running(daemon: Daemon) -> AsyncIterator[None]:
         finally:
             for task in tasks:
                 task.cancel()
-    assert daemon.influx.health().queued > 0  # every cycle recorded its points (still queued)
+    # every cycle recorded its points (still queued; put from the sink's thread)
+    assert await daemon.influx.spooled(60.0)
+    assert daemon.influx.health().queued > 0
 
 
 def timed(obj: object, name: str, into: dict[str, float]) -> None:

@@ -91,6 +91,7 @@ class InfluxSink(Uplink):
         self._putter: ThreadPoolExecutor | None = None  # puts the events' points in order
         self._puts = 0  # puts handed to it and not done yet
         self._builds: deque[Callable[[], list[Record]]] = deque()  # what they will put
+        self._put = asyncio.Event()  # set when a put is done (`spooled`)
 
     # ---- the spool -------------------------------------------------------------------
 
@@ -200,6 +201,7 @@ class InfluxSink(Uplink):
         if exc is not None:  # the spool never raises on storage failures: a bug
             log.error("spool: putting points failed", exc_info=exc)
         self._wakeup.set()
+        self._put.set()
 
     def health(self) -> SinkHealth:
         h = SinkHealth(connected=self._connected, written=self._written,
@@ -215,6 +217,18 @@ class InfluxSink(Uplink):
             h.spool_path, h.spool_on_disk = s.path, s.on_disk
             h.spool_problem, h.spool_max_bytes = s.problem, s.max_bytes
         return h
+
+    async def spooled(self, timeout_s: float) -> bool:
+        """Wait until every point handed over is in the spool (True), at most `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while self._puts:
+            if time.monotonic() > deadline:
+                return False
+            self._put = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._put.wait()
+        return True
 
     async def flush(self, timeout_s: float) -> bool:
         """Wait until the spool is empty (True) or the timeout passes (False)."""
@@ -294,9 +308,12 @@ class InfluxSink(Uplink):
             try:
                 following = await asyncio.to_thread(self._read_ahead, spool, batch)
             except BaseException:
+                # (not `await request`: a request that has failed already would raise its
+                # error here in place of our cancellation, and the writer would never stop)
                 request.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await request
+                await asyncio.wait({request})
+                if not request.cancelled():
+                    request.exception()  # retrieved: it is not ours to report
                 raise
             refused: list[tuple[str, str]] = []
             try:
