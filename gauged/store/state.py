@@ -96,7 +96,7 @@ RAIN_KEEP_S = 86400.0  # rain readings kept for the longest rolling window (24 h
 AUDIT_KEEP = 10_000  # command audit rows kept
 JOURNAL_KEEP_S = 30 * 86400.0  # journal rows kept (those a restart has yet to judge: all)
 BUSY_TIMEOUT_MS = 250  # how long a write waits for another process's lock, then fails
-DURABLE_WAIT_S = 5.0  # how long a `durable` write waits for its fsync (then goes on, logged)
+DURABLE_WAIT_S = 1.0  # how long a `durable` write waits for its fsync (then goes on, logged)
 
 # The fates of a broadcast that a stop or a crash leaves unfinished: a restart judges them.
 UNFINISHED = ("queued", "playing", "interrupted", "not-started")
