@@ -119,6 +119,8 @@ class Writer:
                     if self._sync_failed:
                         log.info("%s: fsync works again", wal)
                     self._sync_failed = False
+                except FileNotFoundError:  # no WAL (yet): nothing of ours to sync
+                    pass
                 except OSError as exc:  # commits are still in the OS; a restart finds them
                     if not self._sync_failed:
                         log.error("%s: fsync failed: %s (commits survive a crash of the daemon, "
