@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CHECKPOINT_WRITES = 1000  # write jobs between checkpoints (a few hours of a gateway's cycles)
+CHECKPOINT_WRITES = 200  # write jobs between checkpoints (on a gateway: a few MB of WAL, hours)
 
 
 class Writer:
