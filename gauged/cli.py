@@ -166,15 +166,15 @@ def cmd_command(args: argparse.Namespace) -> int:
     import socket
     import uuid
 
-    from gauged.ops.commands import sign
+    from gauged.ops.commands import command_body, sign
 
-    fields = {"id": str(uuid.uuid4()), "issued": datetime.now().astimezone().isoformat(),
-              "ttl_s": args.ttl, "sender": args.sender or
-              f"{getpass.getuser()}@{socket.gethostname()}", "action": args.action,
-              "zone": args.zone, "clips": args.clip or None, "scope": args.scope,
-              "target": args.target, "minutes": args.minutes, "reason": args.reason,
-              "job": args.job}
-    body = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+    # signed for this gateway only ([gateway] id, or --gateway): every other one refuses it
+    body = command_body(
+        args.gateway or config.gateway.id, id=str(uuid.uuid4()),
+        issued=datetime.now().astimezone().isoformat(), ttl_s=args.ttl,
+        sender=args.sender or f"{getpass.getuser()}@{socket.gethostname()}",
+        action=args.action, zone=args.zone, clips=args.clip or None, scope=args.scope,
+        target=args.target, minutes=args.minutes, reason=args.reason, job=args.job)
     host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
     url = args.url or f"http://{host}:{config.status.port}"
     request = urllib.request.Request(
@@ -253,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--ttl", type=float, default=60.0)
     cmd.add_argument("--sender", help="who sends it (default: user@host)")
     cmd.add_argument("--url", help="the status server (default: from the config)")
+    cmd.add_argument("--gateway", help="the gateway the command is signed for (default: "
+                     "[gateway] id of the config); any other gateway refuses it")
 
     status = sub.add_parser("status", help="print the daemon's status (one screen)")
     status.add_argument("--url", default="http://127.0.0.1:8080",

@@ -47,9 +47,16 @@ fire time finds the row and does not run. At start, fire times after the later o
 recorded one and the moment the calendar was armed (first configured), and within the grace,
 run once (coalesced); a run cut short by a crash is marked `interrupted` and not repeated.
 
-**Alarms come first.** A test does not start while any zone is broadcasting (`skipped`); a
-broadcast decided while a test runs aborts it (relays OFF, `aborted`) before the broadcast
-is handed to its zone.
+**One test at a time, and alarms come first.** The runner runs one test at a time, whoever
+asks (the calendar or an operator's command): a second is refused before it touches a relay
+(`ProofTestNotStarted`; the calendar records it `skipped`, a command is refused). A test
+does not start while any zone is broadcasting (`skipped`): checked when it is asked for and
+again when it begins, so a broadcast handed to a zone in between still keeps it off. A broadcast
+decided while a test runs aborts it before the broadcast is handed to its zone
+(`ProofTestRunner.abort`): the test's task is cancelled, its `finally` drives the relay it
+holds OFF (read back), and the abort returns only once every OFF write of the test is over,
+even one that outlives the test's task (a second cancellation), so that no late OFF can
+cut the alarm's siren and no relay is left ON.
 """
 
 from __future__ import annotations
@@ -68,6 +75,7 @@ from drivers.errors import DriverError
 from drivers.relays import CoilRelay
 from gauged.clock import Clock
 from gauged.config.cron import cron_trigger, plan
+from gauged.errors import GaugedError
 from gauged.field.relays import drive, report_fault, state_name
 from gauged.field.zones import ZoneBroadcaster
 from gauged.store.state import JobRun, StateStore
@@ -78,8 +86,19 @@ log = logging.getLogger(__name__)
 
 # ---- the tests themselves ---------------------------------------------------------------
 
+class ProofTestNotStarted(GaugedError):
+    """A test was not started (another one runs, or zones broadcast); the message says why.
+    Raised before any relay is touched."""
+
+
 class ProofTestRunner:
-    """Runs the silent and the audible test on the zones' relays and players."""
+    """Runs the silent and the audible test on the zones' relays and players, one at a time.
+
+    `run` may be called from several tasks: a call while a test runs (or while the OFF
+    writes of an aborted one are still under way) raises ProofTestNotStarted at once.
+    `abort` stops the running test and returns once its relays are OFF (or reported
+    faulty).
+    """
 
     def __init__(self, zones: Mapping[str, ZoneBroadcaster], clock: Clock, *,
                  hold_s: float, audible_clip: str | None, audible_zones: Sequence[str],
@@ -94,12 +113,44 @@ class ProofTestRunner:
         self.audible_zones = list(audible_zones) or list(zones)
         self.clip_path = clip_path
         self.on_fault = on_fault or (lambda kind, what, detail: None)
+        self._task: asyncio.Task[Any] | None = None  # the task running a test now
+        self._job: str | None = None
+        self._offs: set[asyncio.Task[None]] = set()  # OFF writes under way
 
     def busy_zones(self) -> list[str]:
         return [zid for zid, zone in self.zones.items() if zone.busy]
 
+    @property
+    def running(self) -> str | None:
+        """The job of the test that holds the relays (or `releasing`: an aborted test's OFF
+        writes are still under way), None when none does."""
+        if self._task is not None:
+            return self._job
+        return "releasing" if self._offs else None
+
     async def run(self, job: str) -> dict[str, Any]:
-        return await (self.silent() if job == "silent" else self.audible())
+        """Run the `silent` or `audible` test; ProofTestNotStarted when another test holds
+        the relays or a zone is broadcasting (checked here, when the test begins, not only
+        when it was asked for)."""
+        if (other := self.running) is not None:
+            raise ProofTestNotStarted(f"a test is running ({other})")
+        if busy := self.busy_zones():
+            raise ProofTestNotStarted(f"zones broadcasting: {', '.join(busy)}")
+        self._task, self._job = asyncio.current_task(), job
+        try:
+            return await (self.silent() if job == "silent" else self.audible())
+        finally:
+            self._task = self._job = None
+
+    async def abort(self) -> None:
+        """Stop the running test, if any (its relays driven OFF), and wait until every OFF
+        write of it is over: after this no write of a test can reach a relay."""
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+        while self._offs:
+            await asyncio.wait(set(self._offs))
 
     async def silent(self) -> dict[str, Any]:
         """Each relay ON, read back, hold, OFF, read back; one at a time, nothing played."""
@@ -120,7 +171,7 @@ class ProofTestRunner:
                     else:
                         self._fault(entry, relay, True, error)
                 finally:
-                    await asyncio.shield(self._off(relay, entry))
+                    await self._release(relay, entry)
                 if not entry["off"]:
                     break  # never turn the next relay ON beside one stuck ON
         return {"ok": all(e["on"] and e["off"] for e in entries if "skipped" not in e),
@@ -151,7 +202,7 @@ class ProofTestRunner:
                 self.on_fault("audio_fault", f"{zid}/{clip}", str(exc))
             finally:
                 if amp is not None:
-                    await asyncio.shield(self._off(amp, entry))
+                    await self._release(amp, entry)
         ok = all(e["played"] and e.get("off", True) and e.get("on", True)
                  for e in entries if "skipped" not in e)
         return {"ok": ok, "zones": entries}
@@ -169,6 +220,16 @@ class ProofTestRunner:
             entry["on"] = True
         await zone.player.play(zid, clip, self.clip_path(clip))
         entry["played"] = True
+
+    async def _release(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
+        """Drive `relay` OFF, shielded from a cancellation and tracked (`abort` waits for
+        it even when a second cancellation ends the test's task before the write is
+        over)."""
+        off = asyncio.create_task(self._off(relay, entry),
+                                  name=f"gauged[tests].off:{relay.name}")
+        self._offs.add(off)
+        off.add_done_callback(self._offs.discard)
+        await asyncio.shield(off)
 
     async def _off(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
         error = await drive(relay, False)
@@ -307,7 +368,10 @@ class ProofTestScheduler:
                 self._running = None
             if task.cancelled():
                 self._finish(job, fire_ts, "aborted", {"reason": self._abort_reason})
-            elif (exc := task.exception()) is not None:
+            elif isinstance(exc := task.exception(), ProofTestNotStarted):
+                log.warning("test %s for %s skipped: %s", job.name, fire.isoformat(), exc)
+                self._finish(job, fire_ts, "skipped", {"reason": str(exc)})
+            elif exc is not None:
                 log.error("test %s failed", job.name, exc_info=exc)
                 self._finish(job, fire_ts, "failed", {"error": repr(exc)})
             else:

@@ -24,7 +24,7 @@ from gauged.clock import Clock
 from gauged.config.cron import cron_trigger, plan
 from gauged.config.load import load_config
 from gauged.errors import ConfigError
-from gauged.field.prooftests import Job, ProofTestScheduler
+from gauged.field.prooftests import Job, ProofTestNotStarted, ProofTestScheduler
 from gauged.store.state import StateStore
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -233,6 +233,24 @@ async def test_a_test_is_skipped_while_a_zone_broadcasts(tmp_path: Path) -> None
         assert run is not None
         assert (run.status, run.result) == ("skipped", {"reason": "broadcasting",
                                                         "zones": ["ward"]})
+
+
+async def test_a_fire_time_while_a_test_on_command_runs_is_skipped(tmp_path: Path) -> None:
+    """The runner refuses a second test (gauged/field/prooftests.py): the fire time is
+    recorded `skipped` with the runner's reason, not `failed`."""
+    async def refuse(job: str) -> dict[str, Any]:
+        raise ProofTestNotStarted("a test is running (audible)")
+
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:58", 100.0)
+        job = Job("silent", "0 10 * * *", cron_trigger("0 10 * * *", "Asia/Tokyo"), 3600)
+        async with following(ProofTestScheduler([job], clock, store, run=refuse,
+                                                busy=list)) as s:
+            await until(lambda: s.status["silent"].runs == 1, 5.0, "the 10:00 fire time")
+        run = store.last_job_run("silent")
+        assert run is not None
+        assert (run.status, run.result) == ("skipped",
+                                            {"reason": "a test is running (audible)"})
 
 
 async def test_an_alarm_aborts_a_running_test(tmp_path: Path) -> None:
