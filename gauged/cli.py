@@ -19,7 +19,7 @@ from gauged import __version__
 from gauged.config.checks import missing_clip_files
 from gauged.config.load import load_config, summary
 from gauged.config.settings import DEFAULT_CONFIG, Config
-from gauged.errors import ConfigError, ScenarioError
+from gauged.errors import ConfigError, ScenarioError, StartupError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -68,6 +68,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         asyncio.run(main())
+    except StartupError as exc:
+        # another daemon on the state folder, the status port taken, a state folder it
+        # cannot use: one line (stderr, the journal under systemd), no traceback
+        log.error("%s", exc)
+        return EXIT_RUNTIME
     except Exception:
         log.exception("gauged stopped on an unexpected error")
         return EXIT_RUNTIME
@@ -115,6 +120,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_demo(config, args.scenario, args.speed, args.until_end))
+    except StartupError as exc:  # the status port taken, say: one line
+        log.error("%s", exc)
+        return EXIT_RUNTIME
     except Exception:
         log.exception("demo stopped on an unexpected error")
         return EXIT_RUNTIME

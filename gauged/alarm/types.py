@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gauged.alarm.quality import GaugeReading, Quality
+from gauged.barrier import Contained
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class CycleResult:
     broadcasts: list[BroadcastRequest] = field(default_factory=list)
     merged: list[Merged] = field(default_factory=list)
     withheld: list[BroadcastRequest] = field(default_factory=list)  # by an inhibit
+    # stations whose evaluation raised: each in gauge_fault (reason `internal: …`), its stage
+    # held (QUALITY SYS-5); the daemon counts and logs them (gauged/barrier.py)
+    contained: dict[str, Contained] = field(default_factory=dict)
 
 
 

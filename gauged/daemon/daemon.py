@@ -13,7 +13,12 @@ aborting a scheduled test, if one runs), then record (gauged/daemon/recorder.py:
 relay OFF.
 
 Commands run through gauged/daemon/executor.py, /status is assembled from
-gauged/daemon/snapshot.py, the watchdog's budgets are in gauged/daemon/watchdog.py.
+gauged/daemon/snapshot.py, the watchdog's budgets are in gauged/daemon/watchdog.py. Before
+anything touches the state or a relay, the daemon takes its state folder's lock and `run`
+checks the status port (gauged/daemon/startup.py: one daemon per state folder; a start-up
+problem is one line and exit 1). An unexpected error in one station's read, decode, judging
+or evaluation is contained to that station (gauged/barrier.py, QUALITY SYS-5); one that
+escapes a whole cycle ends that cycle only.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from drivers.configs import RelayConfig
@@ -33,12 +40,14 @@ from drivers.registry import make_hub
 from drivers.relays import CoilRelay
 from gauged.alarm.engine import Engine
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
+from gauged.barrier import CYCLE, Barrier, Contained
 from gauged.clock import Clock, next_boundary
 from gauged.config.settings import Config
 from gauged.daemon import snapshot
 from gauged.daemon.executor import CommandExecutor
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
+from gauged.daemon.startup import check_status_port, instance_lock, listening
 from gauged.daemon.watchdog import status_line, watch
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
@@ -74,8 +83,13 @@ class Daemon:
         self.gateway = config.gateway.id
         tz = config.gateway.timezone
         self.hubs = {name: make_hub(name, bus) for name, bus in config.buses.items()}
-        self.poller = Poller(config, self.hubs)
+        # unexpected errors contained per (station, where) (gauged/barrier.py; /metrics)
+        self.internal_errors: Counter[tuple[str, str]] = Counter()
+        self.poller = Poller(config, self.hubs, internal_errors=self.internal_errors)
         self.engine = Engine(config)
+        self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
+        self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
+        self.lock: Path | None = None  # the state folder's lock, while held
         # the spool lives next to the state file unless [influx] spool_path says otherwise
         self.influx = InfluxSink(
             config.influx, config.influx.spool_path or config.state.path.with_name(
@@ -156,13 +170,31 @@ class Daemon:
 
     # ---- lifecycle -------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[None]:
+        """The state folder's lock held (gauged/daemon/startup.py; raises StartupError)."""
+        if self.lock is not None:
+            yield
+            return
+        with instance_lock(self.config.state.path, self.config.source) as lock:
+            self.lock = lock
+            try:
+                yield
+            finally:
+                self.lock = None
+
     @contextlib.asynccontextmanager
-    async def opened(self) -> AsyncIterator[Daemon]:
+    async def opened(self, check: Callable[[], None] | None = None) -> AsyncIterator[Daemon]:
         """Buses open and every relay driven OFF (read back) before and after.
 
-        `run` works inside it; tests use it to drive `cycle` on an injected time.
+        `run` works inside it; tests use it to drive `cycle` on an injected time. First of
+        all the state folder's lock is taken, then `check` runs (`run`: the status port is
+        free): both before the state is opened or a relay driven.
         """
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self.claimed())
+            if check is not None:
+                check()
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.store
             self.keeper.report_interrupted(self.store)
@@ -188,12 +220,15 @@ class Daemon:
                                              self.recorder.broadcast_tally,
                                              lambda: {u.name: u.health() for u in self.uplinks},
                                              channels=self.poller.channels,
-                                             gauges=self.poller.health))
-        async with self.opened(), StatusServer(
-                self.config.status.host, self.config.status.port, self.snapshot,
-                self.health, token=self.config.status.token.get_secret_value(),
-                control=self.http_command if self.commands is not None else None,
-                metrics=metrics, page=self.page) as status:
+                                             gauges=self.poller.health,
+                                             internal_errors=self.internal_errors))
+        host, port, source = self.config.status.host, self.config.status.port, \
+            self.config.source
+        async with self.opened(lambda: check_status_port(host, port, source)), listening(
+                StatusServer(host, port, self.snapshot, self.health,
+                             token=self.config.status.token.get_secret_value(),
+                             control=self.http_command if self.commands is not None else None,
+                             metrics=metrics, page=self.page), source) as status:
             self.status = status
             async with asyncio.TaskGroup() as tg:
                 zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
@@ -253,8 +288,18 @@ class Daemon:
                             round((due - last) / interval) - 1)
             if late > interval / 2:
                 log.warning("cycle late by %.1f s", late)
-            await self.cycle(datetime.fromtimestamp(due, UTC))
+            await self._contained_cycle(datetime.fromtimestamp(due, UTC))
             last = due
+
+    async def _contained_cycle(self, when: datetime) -> None:
+        """A cycle whose unexpected error ends it, not the daemon (logged once while it
+        recurs, counted; no cycle completes, so the watchdog pings stop if it persists)."""
+        try:
+            await self.cycle(when)
+        except Exception as exc:  # the barrier of last resort (QUALITY SYS-5)
+            self.cycle_barrier.report([CYCLE], {CYCLE: Contained("", CYCLE, exc)})
+        else:
+            self.cycle_barrier.report([CYCLE], {})
 
     def _check_skew(self, interval: float) -> None:
         """Report a step of the wall clock once; cycles and tests do not follow it."""
@@ -302,6 +347,7 @@ class Daemon:
         if self.inhibits is not None:
             self.inhibits.expire()
         result = self.engine.evaluate(when, samples, self._withhold)
+        self.barrier.report(samples, result.contained)  # logged once per episode, counted
         # The new stages are durable before anything sounds: a crash during a broadcast
         # restores them and so cannot sound the same stage twice (one commit, < 1 ms).
         self.keeper.save(when, result)
