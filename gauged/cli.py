@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -58,13 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from gauged.daemon.daemon import Daemon
+    from gauged.daemon.signals import handled
 
     async def main() -> None:
         daemon = Daemon(config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, daemon.stop)
-        await daemon.run(once=args.once)
+        # SIGTERM, SIGINT, SIGQUIT stop, SIGHUP reloads, others are ignored: none ends the
+        # daemon without its relays OFF (gauged/daemon/signals.py)
+        with handled(asyncio.get_running_loop(), stop=daemon.stop,
+                     reload=daemon.request_reload):
+            await daemon.run(once=args.once)
 
     try:
         asyncio.run(main())

@@ -179,6 +179,65 @@ class Engine:
                                         self.config.stations[station].combine)
         self.announcers[station].restored(self.stages[station])
 
+    def carry_over(self, old: Engine) -> None:
+        """Take over the state of `old`, the engine of the configuration before a reload
+        (the same stations reading the same gauges; gauged/daemon/reload.py): every station
+        keeps its stage and when it entered it, its rain history and rate of rise, when it
+        last sounded; every zone what it heard. A quantity whose rule did not change keeps
+        its machine as it is (a confirmation under way included); one whose rule changed
+        keeps its stage (capped at its highest), entry time and last value; a new input
+        holds the station's stage, as after a restart. The station's stage is kept (capped
+        at its highest): nothing sounds for the reload itself, and the next cycle moves it
+        by the usual rules (a station the new thresholds put higher escalates then)."""
+        for sid, st in self.config.stations.items():
+            if sid not in old.config.stations:
+                continue
+            stage = min(old.stages[sid], len(st.stages))
+            before = {(q.source, q.name): m
+                      for q, m in zip(old.quantities[sid], old.inputs[sid], strict=True)}
+            machines = []
+            for q in self.quantities[sid]:
+                was = before.get((q.source, q.name))
+                if was is not None and was.rule == q.rule:
+                    machines.append(was)
+                    continue
+                top = len(q.rule.thresholds)
+                machine = StageMachine(q.rule, min(was.stage if was else stage, top),
+                                       was.entered if was else None)
+                machine.last_value = was.last_value if was else None
+                machines.append(machine)
+            self.inputs[sid] = machines
+            self.machines[sid] = machines[0]
+            self.stages[sid] = stage
+            if sid in old.trends and sid in self.trends:
+                self.trends[sid] = old.trends[sid]
+            if sid in old.rain and sid in self.rain:
+                self.rain[sid] = old.rain[sid]
+            announcer, was_announcer = self.announcers[sid], old.announcers[sid]
+            announcer.sounded_us, announcer.episode = was_announcer.sounded_us, \
+                was_announcer.episode
+        for zone, announcer_z in self.zones.items():
+            if zone in old.zones:
+                announcer_z.heard = dict(old.zones[zone].heard)
+
+    def shift(self, seconds: float) -> None:
+        """Re-date the whole history by `seconds`: the wall clock was stepped (NTP setting a
+        gateway right that booted hours behind; gauged/clock.py). Dwell, rates of rise, rain
+        windows, repeats and zone gaps then go on as if the clock had always read the
+        stepped time: a step neither shortens nor lengthens any of them."""
+        for machines in self.inputs.values():
+            for machine in machines:
+                machine.shift(seconds)
+        for trend in self.trends.values():
+            trend.shift(seconds)
+        for rain in self.rain.values():
+            rain.shift(seconds)
+        us = round(seconds * 1e6)
+        for announcer in self.announcers.values():
+            announcer.shift(us)
+        for zone in self.zones.values():
+            zone.shift(us)
+
     def evaluate(self, time: datetime, samples: Mapping[str, Sample],
                  withhold: Callable[[BroadcastRequest], bool] | None = None) -> CycleResult:
         """Process one cycle's samples (stations absent from `samples` are left as they are).
@@ -409,6 +468,11 @@ class Announcer:
         self.sounded_us: int | None = None  # when the station last sounded (this episode)
         self.episode = False  # a stage broadcast since the station was last normal
 
+    def shift(self, us: int) -> None:
+        """Re-date when the station last sounded by `us` microseconds."""
+        if self.sounded_us is not None:
+            self.sounded_us += us
+
     def restored(self, stage: int) -> None:
         self.sounded_us = None
         self.episode = any(s.sequence for s in self.station.stages[:stage])
@@ -476,6 +540,10 @@ class ZoneAnnouncer:
                                      for s in config.stations[sid].stages)
                           for sid in self.stations}
         self.heard: dict[int, tuple[int, BroadcastRequest]] = {}  # stage: (when, broadcast)
+
+    def shift(self, us: int) -> None:
+        """Re-date what the zone heard by `us` microseconds."""
+        self.heard = {stage: (when + us, b) for stage, (when, b) in self.heard.items()}
 
     def filter(self, us: int, requests: list[BroadcastRequest],
                in_episode: Callable[[str], bool]) -> tuple[list[BroadcastRequest],

@@ -141,6 +141,14 @@ class QualityTracker:
         self.device_fault = ""  # a failure the device reported, until the next good reading
         self.fault = ""  # the current gauge_fault reason, "" when none
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the last good reading and the fault's path by `seconds` (the wall clock
+        was stepped): a fall is judged against the time that really passed."""
+        if self.last_good_t is not None:
+            self.last_good_t += seconds
+        if self.fell_at is not None:
+            self.fell_at += seconds
+
     def run_length(self, key: float | None) -> int:
         """The identical readings so far if `key` is read next (without reading it)."""
         if key is None or not math.isfinite(key):
@@ -404,6 +412,11 @@ class Judge:
         self.watch: dict[str, float] = {}  # each station's last watch value
         # per station: its related stations' watch values when its own value last changed
         self.anchors: dict[str, dict[str, float]] = {}
+
+    def shift(self, seconds: float) -> None:
+        """Re-date every gauge's history by `seconds` (the wall clock was stepped)."""
+        for tracker in self.trackers.values():
+            tracker.shift(seconds)
 
     def judge(self, t: float, observations: Mapping[str, Observation]) -> dict[str, Judgement]:
         """Judge the channels read at `t` (Unix seconds); others are left as they are.

@@ -162,6 +162,7 @@ class BroadcastRecord:
     decided_mono: float = 0.0  # the engine's decision
     first_relay_mono: float | None = None  # the first relay write issued
     audio_start_mono: float | None = None  # the first clip started
+    started_mono: float | None = None  # it began to play (its age, whatever the wall clock)
     relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
 
     @property

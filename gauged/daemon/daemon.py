@@ -4,8 +4,8 @@ Start: open the state store (reporting broadcasts a crash cut short: not re-run,
 gauged/daemon/restore.py), open the buses, drive every relay OFF with read-back (the first
 actuator action is always OFF), restore the stages without re-sounding, then start the zone
 sequencers, the uplinks, the scheduled tests, the status server and the poll loop in one
-TaskGroup. Each cycle, at a wall-clock boundary (cycles are then counted on the
-monotonic clock, see gauged/clock.py): read every gauge (buses in parallel), judge quality,
+TaskGroup. Each cycle, at a wall-clock boundary (following steps of the wall clock, see
+gauged/daemon/timeline.py): read every gauge (buses in parallel), judge quality,
 derive, evaluate stages, make them durable, hand broadcasts to their zones at once (after
 aborting a scheduled test, if one runs), then record (gauged/daemon/recorder.py: the log,
 /status and every uplink). Stop, in order: the poll loop, the scheduled tests, the zones
@@ -29,7 +29,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,14 @@ from drivers.relays import CoilRelay
 from gauged.alarm.engine import Engine
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
 from gauged.barrier import CYCLE, Barrier, Contained
-from gauged.clock import Clock, next_boundary
+from gauged.clock import Clock, OffsetWall
 from gauged.config.settings import Config
-from gauged.daemon import snapshot
+from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
 from gauged.daemon.startup import check_status_port, instance_lock, listening
+from gauged.daemon.timeline import CycleTimer, redate
 from gauged.daemon.watchdog import status_line, watch
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
@@ -71,7 +72,12 @@ log = logging.getLogger(__name__)
 
 def clock_from(config: Config) -> Clock:
     c = config.clock
-    return Clock(c.speed, c.start, c.anchor_unix)
+    offset = config.test_hooks.wall_offset_file
+    if offset is None:
+        return Clock(c.speed, c.start, c.anchor_unix)
+    log.warning("test hook set: the wall clock is the system clock plus the seconds in %s "
+                "(a test-only clock, never on a gateway)", offset)
+    return Clock(c.speed, c.start, c.anchor_unix, wall=OffsetWall(offset))
 
 
 class Daemon:
@@ -137,8 +143,9 @@ class Daemon:
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
         self.cycle_started_mono: float | None = None  # a cycle under way (the watchdog)
-        self._skew_reported = 0.0
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()  # SIGHUP: gauged/daemon/reload.py
+        self.notifier: Notifier | None = None  # while running
         self.ready = asyncio.Event()
         if config.test_hooks.stall_in:
             log.warning("test hook set: a cycle will stall in %s after %d cycles (a test-only "
@@ -167,6 +174,11 @@ class Daemon:
     def stop(self) -> None:
         """Ask the daemon to stop (signal handlers call this)."""
         self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the daemon to read its configuration again (SIGHUP; gauged/daemon/reload.py);
+        requests that come while one is under way make one more."""
+        self._reload.set()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -238,9 +250,10 @@ class Daemon:
                 poll = tg.create_task(self._poll(once), name="gauged.poll")
                 tests = None if once or self.tests is None else tg.create_task(
                     self.tests.run(), name="gauged[tests].schedule")
+                reloads = tg.create_task(self._reloads(), name="gauged.reload")
                 self.ready.set()
                 # READY only now: config valid, state restored, relays OFF and read back
-                notifier = Notifier()
+                self.notifier = notifier = Notifier()
                 pinger = None
                 if notifier.enabled:
                     notifier.ready(status_line(self))
@@ -252,13 +265,48 @@ class Daemon:
                     await cancel_and_wait(pinger)
                 watchdog = tg.create_task(report_stuck(10.0, "stopping is slow"),
                                           name="gauged.shutdown-watchdog")
-                for task in [poll, *([tests] if tests else []), *zone_tasks]:
+                for task in [reloads, poll, *([tests] if tests else []), *zone_tasks]:
                     await cancel_and_wait(task)
                 await self._flush_uplinks()
                 for task in uplinks:
                     await cancel_and_wait(task)
                 log.debug("stopping: tasks stopped; relays OFF next")
                 watchdog.cancel()
+
+    # ---- reload (SIGHUP; gauged/daemon/reload.py) ---------------------------------------
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the configuration file again; apply it if it is valid and changes only what
+        may change live, else refuse it and run on unchanged. RELOADING=1, then READY=1."""
+        if self.notifier is not None:
+            self.notifier.reloading()
+        applied = False
+        try:
+            prepared = await reload.prepare(self.config, self.config.source)
+            engine = reload.apply(prepared, self.engine, poller=self.poller, zones=self.zones,
+                                  runner=self.test_runner, inhibits=self.inhibits, cap=self.cap)
+        except reload.ReloadRefused as exc:
+            for line in exc.lines:
+                log.error("reload refused: %s", line)
+            log.error("reload refused: nothing applied; the daemon runs on unchanged")
+        except Exception:  # a reload must never take the daemon down
+            log.exception("reload failed; the daemon runs on (restart it to apply the file)")
+        else:
+            self.engine = self.keeper.engine = engine
+            self.config = self.keeper.config = self.executor.config = prepared.config
+            self.recorder.follow = {sid: st.follow for sid, st in self.config.stations.items()
+                                    if st.follow is not None}
+            reload.log_outcome(prepared)
+            applied = True
+        if self.notifier is not None:
+            self.notifier.ready(("" if applied else "reload refused; ") + status_line(self))
+        return applied
 
     async def _poll(self, once: bool) -> None:
         try:
@@ -273,23 +321,13 @@ class Daemon:
                 self.stop()
 
     async def poll_loop(self) -> None:
-        """One cycle per interval, at wall-clock boundaries (:00, :03 … for 180 s)."""
-        interval = self.config.gateway.poll_interval_s
-        last = 0.0
+        """One cycle per interval, at wall-clock boundaries (:00, :03 … for 180 s), following
+        steps of the wall clock (gauged/daemon/timeline.py)."""
+        timer = CycleTimer(self.clock, self.config.gateway.poll_interval_s, self._redate)
         while True:
-            due = next_boundary(self.clock.timestamp(), interval)
-            if due <= last:
-                due = last + interval
-            await self.clock.sleep_until(due)
-            self._check_skew(interval)
-            late = self.clock.timestamp() - due
-            if last and due - last > interval:
-                log.warning("cycle skipped: %d missed after a late cycle",
-                            round((due - last) / interval) - 1)
-            if late > interval / 2:
-                log.warning("cycle late by %.1f s", late)
-            await self._contained_cycle(datetime.fromtimestamp(due, UTC))
-            last = due
+            when = await timer.wait()
+            await self._contained_cycle(when)
+            timer.ran(when)
 
     async def _contained_cycle(self, when: datetime) -> None:
         """A cycle whose unexpected error ends it, not the daemon (logged once while it
@@ -301,15 +339,10 @@ class Daemon:
         else:
             self.cycle_barrier.report([CYCLE], {})
 
-    def _check_skew(self, interval: float) -> None:
-        """Report a step of the wall clock once; cycles and tests do not follow it."""
-        skew = self.clock.skew()
-        if abs(skew - self._skew_reported) > interval / 4:
-            log.warning("wall clock stepped by %+.0f s (now %+.0f s from the daemon's clock): "
-                        "cycles and scheduled tests keep their monotonic pace, none skipped "
-                        "or repeated; a restart re-aligns to the wall clock",
-                        skew - self._skew_reported, skew)
-            self._skew_reported = skew
+    def _redate(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds`: re-date the alarm history (between cycles)."""
+        redate(seconds, engine=self.engine, judge=self.poller.judge,
+               gauges=self.poller.health.values(), inhibits=self.inhibits)
 
     async def _flush_uplinks(self) -> None:
         """CAP and InfluxDB get 2 s each to write what is queued; MQTT says `offline` last."""

@@ -25,11 +25,13 @@ not `CronTrigger.from_crontab`, which counts from Monday = 0 in APScheduler 3 (t
 weekday is refused: crontab fires on either, a CronTrigger only on both.
 
 **The calendar runs on the daemon's clock.** APScheduler's schedulers read `datetime.now()`
-and sleep in real seconds: they can neither run on the accelerated clock of the demo and
-the tests nor ignore a step of the system clock. So the calendar is driven here with
-`CronTrigger.get_next_fire_time` on the daemon's clock (monotonic after start, see
-gauged/clock.py: a step of the wall clock by ±1 h neither repeats nor skips a fire time),
-and APScheduler's three job options are implemented here, each set deliberately:
+and sleep in real seconds: they cannot run on the accelerated clock of the demo and the
+tests. So the calendar is driven here with `CronTrigger.get_next_fire_time` on the daemon's
+clock, which reads the wall clock and notices its steps (gauged/clock.py). A step forward
+over a fire time runs it once, late (logged), within its misfire grace, like a restart
+would; a step back over fire times already dealt with runs none of them again (a calendar
+never goes back, and one run per fire time is kept in the state store). APScheduler's three
+job options are implemented here, each set deliberately:
 
 - `misfire_grace_time` (`silent_grace_s`, 6 h; `audible_grace_s`, 10 min): a fire time
   missed while the daemon was down still runs when the daemon comes back within the grace.
@@ -82,6 +84,8 @@ from gauged.store.state import JobRun, StateStore
 from gauged.tasks import wait_child
 
 log = logging.getLogger(__name__)
+
+LATE_S = 60.0  # a run later than this after its fire time is logged at WARNING
 
 
 # ---- the tests themselves ---------------------------------------------------------------
@@ -322,12 +326,21 @@ class ProofTestScheduler:
                 log.warning("test %s missed its fire time %s and any later one older than "
                             "misfire_grace_time (%g s): not run", job.name,
                             p.first_missed.isoformat(), job.misfire_grace_time)
-            after = now
+            after = max(after, now)  # a step back of the clock re-opens no fire time
             if p.due:
                 if len(p.due) > 1:
                     log.info("test %s: %d missed fire times coalesced into one run",
                              job.name, len(p.due))
+                late = (now - p.due[-1]).total_seconds()
+                if late > LATE_S:  # the daemon was down, or the clock stepped over it
+                    log.warning("test %s for %s runs late by %.0f s", job.name,
+                                p.due[-1].isoformat(), late)
+                steps = len(self.clock.steps)
                 await self._execute(job, p.due[-1])
+                if len(self.clock.steps) != steps:
+                    # the clock stepped while it ran: what it stepped over is planned afresh
+                    after = p.due[-1]
+                    continue
                 # max_instances=1: fire times that came due while it ran are dropped
                 after = max(now, self.clock.now().astimezone(tz))
                 dropped = plan(job.trigger, after=p.due[-1], now=after,
