@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 import sys
 import urllib.error
 import urllib.request
@@ -19,7 +18,7 @@ from gauged import __version__
 from gauged.config.checks import missing_clip_files
 from gauged.config.load import load_config, summary
 from gauged.config.settings import DEFAULT_CONFIG, Config
-from gauged.errors import ConfigError, ScenarioError
+from gauged.errors import ConfigError, ScenarioError, StartupError
 
 EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
 
@@ -58,16 +57,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from gauged.daemon.daemon import Daemon
+    from gauged.daemon.signals import handled
 
     async def main() -> None:
         daemon = Daemon(config)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, daemon.stop)
-        await daemon.run(once=args.once)
+        # SIGTERM, SIGINT, SIGQUIT stop, SIGHUP reloads, others are ignored: none ends the
+        # daemon without its relays OFF (gauged/daemon/signals.py)
+        with handled(asyncio.get_running_loop(), stop=daemon.stop,
+                     reload=daemon.request_reload):
+            await daemon.run(once=args.once)
 
     try:
         asyncio.run(main())
+    except StartupError as exc:
+        # another daemon on the state folder, the status port taken, a state folder it
+        # cannot use: one line (stderr, the journal under systemd), no traceback
+        log.error("%s", exc)
+        return EXIT_RUNTIME
     except Exception:
         log.exception("gauged stopped on an unexpected error")
         return EXIT_RUNTIME
@@ -115,6 +121,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(run_demo(config, args.scenario, args.speed, args.until_end))
+    except StartupError as exc:  # the status port taken, say: one line
+        log.error("%s", exc)
+        return EXIT_RUNTIME
     except Exception:
         log.exception("demo stopped on an unexpected error")
         return EXIT_RUNTIME
@@ -166,15 +175,15 @@ def cmd_command(args: argparse.Namespace) -> int:
     import socket
     import uuid
 
-    from gauged.ops.commands import sign
+    from gauged.ops.commands import command_body, sign
 
-    fields = {"id": str(uuid.uuid4()), "issued": datetime.now().astimezone().isoformat(),
-              "ttl_s": args.ttl, "sender": args.sender or
-              f"{getpass.getuser()}@{socket.gethostname()}", "action": args.action,
-              "zone": args.zone, "clips": args.clip or None, "scope": args.scope,
-              "target": args.target, "minutes": args.minutes, "reason": args.reason,
-              "job": args.job}
-    body = json.dumps({k: v for k, v in fields.items() if v is not None}, ensure_ascii=False)
+    # signed for this gateway only ([gateway] id, or --gateway): every other one refuses it
+    body = command_body(
+        args.gateway or config.gateway.id, id=str(uuid.uuid4()),
+        issued=datetime.now().astimezone().isoformat(), ttl_s=args.ttl,
+        sender=args.sender or f"{getpass.getuser()}@{socket.gethostname()}",
+        action=args.action, zone=args.zone, clips=args.clip or None, scope=args.scope,
+        target=args.target, minutes=args.minutes, reason=args.reason, job=args.job)
     host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
     url = args.url or f"http://{host}:{config.status.port}"
     request = urllib.request.Request(
@@ -253,6 +262,8 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--ttl", type=float, default=60.0)
     cmd.add_argument("--sender", help="who sends it (default: user@host)")
     cmd.add_argument("--url", help="the status server (default: from the config)")
+    cmd.add_argument("--gateway", help="the gateway the command is signed for (default: "
+                     "[gateway] id of the config); any other gateway refuses it")
 
     status = sub.add_parser("status", help="print the daemon's status (one screen)")
     status.add_argument("--url", default="http://127.0.0.1:8080",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from drivers.errors import DriverError, GaugedError
 
-__all__ = ["ConfigError", "DriverError", "GaugedError", "ScenarioError"]
+__all__ = ["ConfigError", "DriverError", "GaugedError", "ScenarioError", "StartupError"]
 
 
 class ConfigError(GaugedError):
@@ -17,3 +17,8 @@ class ConfigError(GaugedError):
 
 class ScenarioError(GaugedError):
     """A scenario CSV cannot be read (names file and line)."""
+
+
+class StartupError(GaugedError):
+    """The daemon cannot start (another instance holds the state folder, the status port is
+    taken, the state folder cannot be used): one line for the operator, exit 1, no traceback."""

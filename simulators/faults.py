@@ -32,14 +32,16 @@ knob                value         effect on each request to the device
 ``spike``           number        add this to the value (metres for a level, mm for a rain counter)
 ``spike_rate``      probability   how often ``spike`` applies (default 1)
 ``nan``             probability   no valid value: float types read NaN, integer types their
-                                  sentinel (0x8000.. signed, 0xFFFF.. unsigned); bool: nothing
+                                  sentinel (0x8000.. signed, 0xFFFF.. unsigned); bool: nothing;
+                                  a line gauge sends ``NaN`` in place of its number (as
+                                  dataloggers print a value they do not have)
 ``status``          integer       the status word (Modbus, if the map has one) or status byte
                                   (line gauge) the device reports
 ==================  ============  ===============================================================
 
 Not every knob applies to every device: ``bad_crc`` is RTU only, ``bad_checksum`` line only, and
-``exception``, ``exception_rate``, ``busy_count`` and ``nan`` Modbus only; setting one where it
-has no meaning is a :class:`FaultError`.
+``exception``, ``exception_rate`` and ``busy_count`` Modbus only; setting one where it has no
+meaning is a :class:`FaultError`.
 
 Every fault injected is counted per device under the name of the knob that caused it (one count
 per request it changed; ``disconnect`` on TCP counts each connection dropped). Random draws come
@@ -94,7 +96,7 @@ KNOBS: dict[str, _Knob] = {
     "stuck": _Knob("flag"),
     "spike": _Knob("number"),
     "spike_rate": _Knob("probability"),
-    "nan": _Knob("probability", _MODBUS),
+    "nan": _Knob("probability"),
     "status": _Knob("status"),
 }
 

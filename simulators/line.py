@@ -45,8 +45,10 @@ def checksum(body: bytes) -> int:
 
 
 def format_reply(address: int, value: float, status: int, corrupt: bool = False) -> bytes:
-    """One reply line; ``corrupt`` makes the checksum wrong by one."""
-    body = f"*{address:02d},{value:+09.3f},{status & 0xFF:02X},".encode("ascii")
+    """One reply line; ``corrupt`` makes the checksum wrong by one; a NaN ``value`` is sent
+    as ``NaN`` (a gauge without a valid value: the ``nan`` fault knob)."""
+    number = "NaN" if math.isnan(value) else f"{value:+09.3f}"
+    body = f"*{address:02d},{number},{status & 0xFF:02X},".encode("ascii")
     total = (checksum(body) + (1 if corrupt else 0)) % 256
     return body + f"{total:02X}\r\n".encode("ascii")
 
@@ -89,9 +91,11 @@ class LineDevice:
         if plan.status is not None:
             plan.applied.add("status")
             status = plan.status
-        return format_reply(
-            address, sent_value(value, self.gauge.quantity, self.line), status, plan.corrupt
-        )
+        sent = sent_value(value, self.gauge.quantity, self.line)
+        if plan.nan:
+            plan.applied.add("nan")
+            sent = math.nan
+        return format_reply(address, sent, status, plan.corrupt)
 
 
 class LineBus(SerialBus):

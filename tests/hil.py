@@ -101,21 +101,29 @@ class Rig:
         self.procs[name] = proc
         return proc
 
-    def start_simulators(self, scenario: Path, faults: Path | None = None) -> None:
-        """`faults`: a [[fault]] TOML file of knobs set at start (simulators/faults.py)."""
+    def start_simulators(self, scenario: Path, faults: Path | None = None,
+                         serial: Mapping[str, Path] | None = None,
+                         control_port: int | None = None) -> None:
+        """`faults`: a [[fault]] TOML file of knobs set at start (simulators/faults.py);
+        `serial`: the device side of a pty pair for each serial bus to simulate;
+        `control_port`: serve the simulators' control channel there (simulators/control.py)."""
         proc = self._spawn("simulators", [
             "simulate", "--config", str(self.config), "--scenario", str(scenario),
             "--speed", str(self.speed), "--start", self.start.isoformat(),
             "--anchor", repr(self.anchor), "--record", str(self.records),
-            *(["--faults", str(faults)] if faults is not None else [])])
+            *(["--faults", str(faults)] if faults is not None else []),
+            *(arg for bus, path in (serial or {}).items()
+              for arg in ("--serial", f"{bus}={path}")),
+            *(["--control", str(control_port)] if control_port is not None else [])])
         assert proc.stdout is not None
         line = proc.stdout.readline()  # blocks until ready or exit
         assert line.strip() == "simulators ready", self.log("simulators")
 
-    def start_daemon(self, *args: str,
-                     env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
-        """`env`: more environment (NOTIFY_SOCKET, WATCHDOG_USEC, GAUGED_… overrides)."""
-        return self._spawn("daemon", ["run", "--config", str(self.config), *args], env)
+    def start_daemon(self, *args: str, env: Mapping[str, str] | None = None,
+                     name: str = "daemon") -> subprocess.Popen[str]:
+        """`env`: more environment (NOTIFY_SOCKET, WATCHDOG_USEC, GAUGED_… overrides);
+        `name`: another name for a second daemon (its log is `<name>.log`)."""
+        return self._spawn(name, ["run", "--config", str(self.config), *args], env)
 
     def stop(self, name: str, timeout: float = 20.0) -> int:
         proc = self.procs[name]

@@ -19,16 +19,26 @@ upward, never down, until its own good readings take over again.
 What a cycle sounds is decided per station (`Announcer`: transitions, repeats, all-clear) and
 then per zone (`ZoneAnnouncer`): stations of one zone that reach one stage are heard once per
 `min_gap_min`, and an all-clear waits for the zone's last raised station.
+
+An unexpected error while evaluating one station (its derivations, its stage machines, its
+announcer, following its leader) is contained to it (QUALITY SYS-5, gauged/barrier.py): the
+station is in gauge_fault with the reason `internal: …` and holds its stage (its machines see
+a reading that is not good: nothing raises or lowers it, a pending confirmation starts again;
+a station with `follow` follows its leader upward, as in any gauge_fault); stations whose
+quantities it feeds see it as not good too; every other station is evaluated as usual. The
+error comes back in `CycleResult.contained`: the engine neither logs nor counts it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from gauged.alarm.level import LevelTrend, freeboard, minutes_to
+from gauged.alarm.quality import Quality
 from gauged.alarm.rain import RainParams, RainState
 from gauged.alarm.stages import StageChange, StageMachine, StageRule
 from gauged.alarm.types import (
@@ -39,6 +49,7 @@ from gauged.alarm.types import (
     StationState,
     Transition,
 )
+from gauged.barrier import EVALUATE, Contained
 from gauged.config.checks import combine_problems
 from gauged.config.models import StationConfig, StationInput
 from gauged.config.settings import Config
@@ -151,6 +162,11 @@ class Engine:
         self.zones = {zone: ZoneAnnouncer(config, zone) for zone in config.zones}
         self.followers = {sid: st.follow for sid, st in config.stations.items()
                           if st.follow is not None}
+        # every quantity name read from each station (what a held derivation must answer)
+        self._names = {sid: {config.stations[sid].stage_quantity} for sid in config.stations}
+        for qs in self.quantities.values():
+            for q in qs:
+                self._names[q.source].add(q.name)
 
     def restore(self, station: str, stage: int, entered: datetime | None = None) -> None:
         """Set a station's stage (state restored after a restart): every quantity of the
@@ -163,6 +179,65 @@ class Engine:
                                         self.config.stations[station].combine)
         self.announcers[station].restored(self.stages[station])
 
+    def carry_over(self, old: Engine) -> None:
+        """Take over the state of `old`, the engine of the configuration before a reload
+        (the same stations reading the same gauges; gauged/daemon/reload.py): every station
+        keeps its stage and when it entered it, its rain history and rate of rise, when it
+        last sounded; every zone what it heard. A quantity whose rule did not change keeps
+        its machine as it is (a confirmation under way included); one whose rule changed
+        keeps its stage (capped at its highest), entry time and last value; a new input
+        holds the station's stage, as after a restart. The station's stage is kept (capped
+        at its highest): nothing sounds for the reload itself, and the next cycle moves it
+        by the usual rules (a station the new thresholds put higher escalates then)."""
+        for sid, st in self.config.stations.items():
+            if sid not in old.config.stations:
+                continue
+            stage = min(old.stages[sid], len(st.stages))
+            before = {(q.source, q.name): m
+                      for q, m in zip(old.quantities[sid], old.inputs[sid], strict=True)}
+            machines = []
+            for q in self.quantities[sid]:
+                was = before.get((q.source, q.name))
+                if was is not None and was.rule == q.rule:
+                    machines.append(was)
+                    continue
+                top = len(q.rule.thresholds)
+                machine = StageMachine(q.rule, min(was.stage if was else stage, top),
+                                       was.entered if was else None)
+                machine.last_value = was.last_value if was else None
+                machines.append(machine)
+            self.inputs[sid] = machines
+            self.machines[sid] = machines[0]
+            self.stages[sid] = stage
+            if sid in old.trends and sid in self.trends:
+                self.trends[sid] = old.trends[sid]
+            if sid in old.rain and sid in self.rain:
+                self.rain[sid] = old.rain[sid]
+            announcer, was_announcer = self.announcers[sid], old.announcers[sid]
+            announcer.sounded_us, announcer.episode = was_announcer.sounded_us, \
+                was_announcer.episode
+        for zone, announcer_z in self.zones.items():
+            if zone in old.zones:
+                announcer_z.heard = dict(old.zones[zone].heard)
+
+    def shift(self, seconds: float) -> None:
+        """Re-date the whole history by `seconds`: the wall clock was stepped (NTP setting a
+        gateway right that booted hours behind; gauged/clock.py). Dwell, rates of rise, rain
+        windows, repeats and zone gaps then go on as if the clock had always read the
+        stepped time: a step neither shortens nor lengthens any of them."""
+        for machines in self.inputs.values():
+            for machine in machines:
+                machine.shift(seconds)
+        for trend in self.trends.values():
+            trend.shift(seconds)
+        for rain in self.rain.values():
+            rain.shift(seconds)
+        us = round(seconds * 1e6)
+        for announcer in self.announcers.values():
+            announcer.shift(us)
+        for zone in self.zones.values():
+            zone.shift(us)
+
     def evaluate(self, time: datetime, samples: Mapping[str, Sample],
                  withhold: Callable[[BroadcastRequest], bool] | None = None) -> CycleResult:
         """Process one cycle's samples (stations absent from `samples` are left as they are).
@@ -172,45 +247,100 @@ class Engine:
         withheld station never silences another."""
         result = CycleResult()
         ts = time.timestamp()
-        derived = {sid: self._derive(sid, time, ts, samples[sid])
-                   for sid in self.config.stations if sid in samples}
+        derived: dict[str, _Derived] = {}
+        for sid in self.config.stations:
+            if sid in samples:
+                try:
+                    derived[sid] = self._derive(sid, time, ts, samples[sid])
+                except Exception as exc:  # contained to this station (SYS-5)
+                    derived[sid] = self._held(sid, time, samples[sid],
+                                              self._contain(result, sid, exc))
         requests: list[BroadcastRequest] = []
         for sid, st in self.config.stations.items():
-            moved: list[tuple[Quantity, StageChange, float]] = []
-            updated = False
-            for q, machine in zip(self.quantities[sid], self.inputs[sid], strict=True):
-                d = derived.get(q.source)
-                if d is None:
-                    continue
-                updated = True
-                value = d.values[q.name]
-                change = machine.update(value, d.good, rate=d.rate, partial=d.partial[q.name],
-                                        ts=ts)
-                if change is not None and value is not None:
-                    moved.append((q, change, value))
-            if not updated:
-                continue
-            before = self.stages[sid]
-            after = combined([m.stage for m in self.inputs[sid]], st.combine)
-            self.stages[sid] = after
-            if after != before:
-                q, value = mover(moved, before, after)
-                requests += self._record(result, time, sid, StageChange(before, after),
-                                         q.kind, value)
-            else:
-                requests += self.announcers[sid].held(time, after)
+            machines = [(m.stage, m.entered) for m in self.inputs[sid]]
+            before, transitions = self.stages[sid], len(result.transitions)
+            try:
+                requests += self._station(result, time, ts, sid, st, derived)
+            except Exception as exc:  # contained: the station holds its stage (SYS-5)
+                for m, (stage, entered) in zip(self.inputs[sid], machines, strict=True):
+                    m.stage, m.entered = stage, entered
+                    with contextlib.suppress(Exception):  # it may be what raised
+                        m.update(None, False, ts=ts)  # a pending confirmation starts again
+                self.stages[sid] = before
+                del result.transitions[transitions:]
+                self._fault(derived, sid, self._contain(result, sid, exc))
         for sid, leader in self.followers.items():
             d = derived.get(sid)
             if d is not None and d.state.fault:
-                requests += self._follow(result, time, ts, sid, leader)
+                try:
+                    requests += self._follow(result, time, ts, sid, leader)
+                except Exception as exc:
+                    self._fault(derived, sid, self._contain(result, sid, exc))
         for sid, d in derived.items():
-            self._finish(d, self.config.stations[sid], self.stages[sid])
+            try:
+                self._finish(d, self.config.stations[sid], self.stages[sid])
+            except Exception as exc:
+                d.state.stage = self.stages[sid]
+                self._fault(derived, sid, self._contain(result, sid, exc))
         if withhold is not None:
             result.withheld = [r for r in requests if withhold(r)]
             requests = [r for r in requests if r not in result.withheld]
         result.broadcasts, result.merged = self._by_zone(_us(time), requests)
         result.states = [d.state for d in derived.values()]
         return result
+
+    def _station(self, result: CycleResult, time: datetime, ts: float, sid: str,
+                 st: StationConfig, derived: Mapping[str, _Derived]) -> list[BroadcastRequest]:
+        """One station's stage machines fed this cycle's values: its transition and what it
+        sounds (nothing when none of its sources was read)."""
+        moved: list[tuple[Quantity, StageChange, float]] = []
+        updated = False
+        for q, machine in zip(self.quantities[sid], self.inputs[sid], strict=True):
+            d = derived.get(q.source)
+            if d is None:
+                continue
+            updated = True
+            value = d.values[q.name]
+            change = machine.update(value, d.good, rate=d.rate, partial=d.partial[q.name],
+                                    ts=ts)
+            if change is not None and value is not None:
+                moved.append((q, change, value))
+        if not updated:
+            return []
+        before = self.stages[sid]
+        after = combined([m.stage for m in self.inputs[sid]], st.combine)
+        self.stages[sid] = after
+        if after != before:
+            q, value = mover(moved, before, after)
+            return self._record(result, time, sid, StageChange(before, after), q.kind, value)
+        return self.announcers[sid].held(time, after)
+
+    def _contain(self, result: CycleResult, sid: str, exc: Exception) -> str:
+        """Hand an unexpected error back with the result (the first one per station)."""
+        if sid not in result.contained:
+            result.contained[sid] = Contained(sid, EVALUATE, exc)
+        return result.contained[sid].reason
+
+    def _held(self, sid: str, time: datetime, sample: Sample, reason: str) -> _Derived:
+        """A station whose derivations failed: no usable value (its stage holds), in
+        gauge_fault with `reason`."""
+        st = self.config.stations[sid]
+        quality = sample.quality if not sample.quality.usable else Quality.BAD
+        state = StationState(station=sid, kind=st.kind, time=time, quality=quality,
+                             stage=self.stages[sid], stage_name="", reason=reason,
+                             fault=reason, gauges=sample.gauges)
+        names = self._names[sid]
+        return _Derived(state, False, dict.fromkeys(names), dict.fromkeys(names, False))
+
+    def _fault(self, derived: Mapping[str, _Derived], sid: str, reason: str) -> None:
+        """Show a station's contained error as its gauge_fault (its state, when it has one
+        this cycle)."""
+        d = derived.get(sid)
+        if d is not None:
+            d.state.fault = d.state.fault or reason
+            d.state.reason = reason
+            if d.state.quality.usable:
+                d.state.quality = Quality.BAD
 
     def _follow(self, result: CycleResult, time: datetime, ts: float, sid: str,
                 leader: str) -> list[BroadcastRequest]:
@@ -338,6 +468,11 @@ class Announcer:
         self.sounded_us: int | None = None  # when the station last sounded (this episode)
         self.episode = False  # a stage broadcast since the station was last normal
 
+    def shift(self, us: int) -> None:
+        """Re-date when the station last sounded by `us` microseconds."""
+        if self.sounded_us is not None:
+            self.sounded_us += us
+
     def restored(self, stage: int) -> None:
         self.sounded_us = None
         self.episode = any(s.sequence for s in self.station.stages[:stage])
@@ -405,6 +540,10 @@ class ZoneAnnouncer:
                                      for s in config.stations[sid].stages)
                           for sid in self.stations}
         self.heard: dict[int, tuple[int, BroadcastRequest]] = {}  # stage: (when, broadcast)
+
+    def shift(self, us: int) -> None:
+        """Re-date what the zone heard by `us` microseconds."""
+        self.heard = {stage: (when + us, b) for stage, (when, b) in self.heard.items()}
 
     def filter(self, us: int, requests: list[BroadcastRequest],
                in_episode: Callable[[str], bool]) -> tuple[list[BroadcastRequest],

@@ -61,6 +61,11 @@ class LevelTrend:
         """A good reading."""
         self._points.append((ts, level_m))
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the readings by `seconds` (the wall clock was stepped)."""
+        self._points = deque(((t + seconds, v) for t, v in self._points),
+                             maxlen=self._points.maxlen)
+
     def rate(self, now: float) -> float | None:
         """Rate of rise (m/h) at `now`, or None without enough recent good readings."""
         points = [(t, v) for t, v in self._points if t > now - self.window_s]

@@ -27,7 +27,10 @@ after two implausible falls in a row. The fault clears with the next good readin
 
 `Judge` judges one cycle of every gauge at once (the related gauges watch each other); the
 live poller and `gauged replay` both use it, so replay sees exactly what the daemon sees
-(`gauged/alarm/quality_arrays.py` does the same over whole records).
+(`gauged/alarm/quality_arrays.py` does the same over whole records). An unexpected error
+while judging one gauge or combining one station's gauges is contained to it (QUALITY SYS-5,
+gauged/barrier.py): that gauge is in gauge_fault at once, reason `internal: …`, and the error
+is handed back in `Judge.contained` for the daemon to count and log.
 
 Redundant gauges (DESIGN §1: "the more dangerous may raise, both must agree to lower"). A level
 station may read a second gauge. Each gauge is a *channel* with its own history (channel id:
@@ -55,6 +58,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from gauged.barrier import JUDGE, Contained, internal_reason
 from gauged.config.models import (
     DEFAULT_MAX_FALL_M_PER_H,
     DEFAULT_RELATED_MOVE,
@@ -136,6 +140,14 @@ class QualityTracker:
         self.candidate: float | None = None  # last cycle's spike, which this one may confirm
         self.device_fault = ""  # a failure the device reported, until the next good reading
         self.fault = ""  # the current gauge_fault reason, "" when none
+
+    def shift(self, seconds: float) -> None:
+        """Re-date the last good reading and the fault's path by `seconds` (the wall clock
+        was stepped): a fall is judged against the time that really passed."""
+        if self.last_good_t is not None:
+            self.last_good_t += seconds
+        if self.fell_at is not None:
+            self.fell_at += seconds
 
     def run_length(self, key: float | None) -> int:
         """The identical readings so far if `key` is read next (without reading it)."""
@@ -345,7 +357,9 @@ class Observation:
     `value`: the level (m) or the counter's increment (mm; None for its first reading or a
     jump that is neither rain nor a reset); `key`: what must not flat-line (the level, the
     raw counter); `watch`: what a related gauge compares (the level, or the rain counted so
-    far); `error`: why the read failed ("" when it did not).
+    far); `error`: why the read failed ("" when it did not); `device_fault`: the failure is a
+    gauge_fault at once (the device reported it, or reading it failed inside gauged: an
+    internal error), until the next good reading.
     """
 
     value: float | None = None
@@ -383,44 +397,77 @@ class Judge:
 
     def __init__(self, config: Config) -> None:
         self.config = config
+        self.channels = config.channels()
         self.trackers: dict[str, QualityTracker] = {}
         self.kinds: dict[str, str] = {}
-        for c, (sid, _) in config.channels().items():
+        for c, (sid, _) in self.channels.items():
             self.trackers[c] = tracker_for(config, c)
             self.kinds[c] = config.stations[sid].kind
+        # the unexpected errors of the last `judge` and `stations` calls, per channel (a
+        # station's own id for an error combining its two gauges): each was contained to its
+        # gauge or station (SYS-5)
+        self.contained: dict[str, Contained] = {}
         self.related = related_map(config)
         self.keys: dict[str, float] = {}  # each station's last key read
         self.watch: dict[str, float] = {}  # each station's last watch value
         # per station: its related stations' watch values when its own value last changed
         self.anchors: dict[str, dict[str, float]] = {}
 
+    def shift(self, seconds: float) -> None:
+        """Re-date every gauge's history by `seconds` (the wall clock was stepped)."""
+        for tracker in self.trackers.values():
+            tracker.shift(seconds)
+
     def judge(self, t: float, observations: Mapping[str, Observation]) -> dict[str, Judgement]:
-        """Judge the channels read at `t` (Unix seconds); others are left as they are."""
+        """Judge the channels read at `t` (Unix seconds); others are left as they are.
+
+        An unexpected error judging one channel makes that channel's judgement a gauge_fault
+        (`internal: …`, kept in `contained`); the other channels are judged as usual."""
+        self.contained = {}
         moving: dict[str, int] = {"level": 0, "rain": 0}
         moved: set[str] = set()
         for sid, obs in observations.items():
-            key = obs.key
-            if key is None or not math.isfinite(key):
-                continue
-            previous = self.keys.get(sid)
-            if previous is not None and key != previous:
-                moved.add(sid)
-                moving[self.kinds[sid]] += 1
-            self.keys[sid] = key
+            try:
+                key = obs.key
+                if key is None or not math.isfinite(key):
+                    continue
+                previous = self.keys.get(sid)
+                if previous is not None and key != previous:
+                    moved.add(sid)
+                    moving[self.kinds[sid]] += 1
+                self.keys[sid] = key
+            except Exception as exc:  # contained to this channel (SYS-5)
+                self._contain(sid, exc)
         for sid, obs in observations.items():
-            if obs.watch is not None and math.isfinite(obs.watch):
-                self.watch[sid] = obs.watch
+            try:
+                if obs.watch is not None and math.isfinite(obs.watch):
+                    self.watch[sid] = obs.watch
+            except Exception as exc:
+                self._contain(sid, exc)
         out = {}
         for sid, obs in observations.items():
             tracker = self.trackers[sid]
             if obs.error:
                 out[sid] = tracker.judge_error(obs.error, device_fault=obs.device_fault)
                 continue
-            related = self._related(sid, tracker, obs.key)
-            others = moving[self.kinds[sid]] - (sid in moved) > 0
-            out[sid] = tracker.judge(obs.value, obs.status, t=t, others_moving=others,
-                                     related=related, flat_key=obs.key)
+            if sid not in self.contained:
+                try:
+                    related = self._related(sid, tracker, obs.key)
+                    others = moving[self.kinds[sid]] - (sid in moved) > 0
+                    out[sid] = tracker.judge(obs.value, obs.status, t=t, others_moving=others,
+                                             related=related, flat_key=obs.key)
+                    continue
+                except Exception as exc:
+                    self._contain(sid, exc)
+            out[sid] = tracker.judge_error(self.contained[sid].reason, device_fault=True)
         return out
+
+    def _contain(self, channel: str, exc: Exception) -> None:
+        if channel in self.contained:
+            return
+        sid, gauge = self.channels[channel]
+        two = self.config.stations[sid].second_gauge is not None
+        self.contained[channel] = Contained(sid, JUDGE, exc, gauge if two else "")
 
     def stations(self, observations: Mapping[str, Observation],
                  judgements: Mapping[str, Judgement]) -> dict[str, Combined]:
@@ -434,12 +481,17 @@ class Judge:
                 out[sid] = Combined(observations[sid].value, judgements[sid],
                                     self.trackers[sid].fault)
                 continue
-            a, b = (GaugeReading(gauge, observations[c].value, judgements[c],
-                                 self.trackers[c].fault)
-                    for c, gauge in ((sid, st.gauge),
-                                     (f"{sid}:{st.second_gauge}", st.second_gauge)))
-            both = combine(a, b, st.tolerance)
-            out[sid] = Combined(both.value, both.judgement, both.fault, (a, b))
+            try:
+                a, b = (GaugeReading(gauge, observations[c].value, judgements[c],
+                                     self.trackers[c].fault)
+                        for c, gauge in ((sid, st.gauge),
+                                         (f"{sid}:{st.second_gauge}", st.second_gauge)))
+                both = combine(a, b, st.tolerance)
+                out[sid] = Combined(both.value, both.judgement, both.fault, (a, b))
+            except Exception as exc:  # contained to this station (SYS-5)
+                self.contained.setdefault(sid, Contained(sid, JUDGE, exc))
+                reason = internal_reason(exc)
+                out[sid] = Combined(None, Judgement(Quality.MISSING, reason), reason)
         return out
 
     def _related(self, sid: str, tracker: QualityTracker,

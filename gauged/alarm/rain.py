@@ -74,6 +74,10 @@ def utc_offset_of(timezone: str) -> Callable[[float], float]:
     return offset
 
 
+def _later(ts: float | None, seconds: float) -> float | None:
+    return None if ts is None else ts + seconds
+
+
 def clock_start(now: float, window_s: float, offset: float) -> float:
     """Start of the local clock period of `window_s` that holds `now`.
 
@@ -174,6 +178,12 @@ class RainWindow:
         """A reading whose rain this window does not count."""
         self.last_hole = ts
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the increments and the last hole by `seconds` (the wall clock was
+        stepped): the rain stays in the window it fell in."""
+        self._items = deque((ts + seconds, um) for ts, um in self._items)
+        self.last_hole = _later(self.last_hole, seconds)
+
     def total_um(self, now: float) -> int:
         start = self.start(now)
         if self.offset is None:
@@ -216,6 +226,12 @@ class StormEvent:
     def hole(self, ts: float) -> None:
         self.last_hole = ts
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the event by `seconds` (the wall clock was stepped)."""
+        self.start = _later(self.start, seconds)
+        self.last_rain = _later(self.last_rain, seconds)
+        self.last_hole = _later(self.last_hole, seconds)
+
     def active(self, now: float) -> bool:
         return self.last_rain is not None and now - self.last_rain < self.dry_s
 
@@ -253,6 +269,20 @@ class EffectiveRainfall:
     def hole(self, ts: float) -> None:
         self.last_hole = ts
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the rain by `seconds` (the wall clock was stepped): R(t) is kept as
+        S · 2^(−(t − τ)/T) with τ = block · block_s; τ + seconds is moved back onto the grid
+        and S scaled to match (by a factor in [1, 256))."""
+        self.last_hole = _later(self.last_hole, seconds)
+        if self.block is None:
+            return
+        tau = self.block * self.block_s + seconds
+        block = math.floor(tau / self.block_s)
+        self.carry = (self.carry + self.acc) * 2.0 ** ((tau - block * self.block_s)
+                                                       / self.half_life_s)
+        self.acc = 0.0
+        self.block = block
+
     def value(self, now: float) -> float:
         if self.block is None:
             return 0.0
@@ -287,6 +317,16 @@ class RainState:
         self.effective = {"effective_short": EffectiveRainfall(params.half_lives_s[0]),
                           "effective_long": EffectiveRainfall(params.half_lives_s[1])}
         self.last_read: float | None = None
+
+    def shift(self, seconds: float) -> None:
+        """Re-date every reading by `seconds`: the wall clock was stepped (gauged/clock.py),
+        and the totals go on as if it had always read the stepped time."""
+        for window in self.windows.values():
+            window.shift(seconds)
+        self.event.shift(seconds)
+        for eff in self.effective.values():
+            eff.shift(seconds)
+        self.last_read = _later(self.last_read, seconds)
 
     def update(self, ts: float, increment: float | None, quality: Quality) -> RainFigures:
         """One cycle's reading: `increment` in mm (None: none), judged `quality`."""

@@ -175,6 +175,12 @@ class StageMachine:
         if stage > self.stage:
             self._move(stage, ts)
 
+    def shift(self, seconds: float) -> None:
+        """Re-date the past by `seconds`: the wall clock was stepped (gauged/clock.py), and
+        the dwell goes on counting from the same moment."""
+        if self.entered is not None:
+            self.entered += seconds
+
     def _move(self, stage: int, ts: float) -> StageChange:
         change = StageChange(self.stage, stage)
         self.stage = stage

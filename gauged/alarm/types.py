@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from gauged.alarm.quality import GaugeReading, Quality
+from gauged.barrier import Contained
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class CycleResult:
     broadcasts: list[BroadcastRequest] = field(default_factory=list)
     merged: list[Merged] = field(default_factory=list)
     withheld: list[BroadcastRequest] = field(default_factory=list)  # by an inhibit
+    # stations whose evaluation raised: each in gauge_fault (reason `internal: …`), its stage
+    # held (QUALITY SYS-5); the daemon counts and logs them (gauged/barrier.py)
+    contained: dict[str, Contained] = field(default_factory=dict)
 
 
 
@@ -161,6 +165,7 @@ class BroadcastRecord:
     decided_mono: float = 0.0  # the engine's decision
     first_relay_mono: float | None = None  # the first relay write issued
     audio_start_mono: float | None = None  # the first clip started
+    started_mono: float | None = None  # it began to play (its age, whatever the wall clock)
     relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
     journal: int | None = None  # its row in the broadcast journal (gauged/store/state.py)
     replay: bool = False  # played again after a restart (gauged/daemon/restore.py)

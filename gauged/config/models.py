@@ -429,13 +429,18 @@ class TestsConfig(_Model):
 
 
 class TestHooksConfig(_Model):
-    """Test-only fault injection; never set on a gateway. `stall_in = "poll"` (before the
+    """Test-only fault injection; never set on a gateway (each logs a WARNING at start).
+    `stall_in = "poll"` (before the
     gauges are read) or `"evaluate"` (after, before the stages) makes the cycle after
     `stall_after_cycles` cycles hang for good while the event loop lives on, as a deadlocked
     await would: the SYS-4 test shows the watchdog pings stop (gauged/ops/notify.py)."""
 
     stall_in: Literal["", "poll", "evaluate"] = ""
     stall_after_cycles: int = Field(default=0, ge=0)
+    # The daemon's wall clock is the system clock plus the seconds written in this file,
+    # re-read when the file is replaced (gauged/clock.py `OffsetWall`): the SCH-4 test boots
+    # the daemon hours behind and steps it as NTP would, without root.
+    wall_offset_file: Path | None = None
 class CapStage(_Model):
     """How a stage reads in a CAP alert."""
 

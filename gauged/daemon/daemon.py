@@ -6,9 +6,9 @@ without re-sounding, judge the broadcasts the last run left unplayed or cut shor
 or reported, gauged/daemon/restore.py), then start the zone sequencers, the uplinks, the
 scheduled tests, the status server and the poll loop in one TaskGroup.
 
-Each cycle, at a wall-clock boundary (cycles are then counted on the monotonic clock, see
-gauged/clock.py): read every gauge (buses in parallel), judge quality, derive, evaluate
-stages; commit the stages and the journal rows of the cycle's broadcasts (in the state
+Each cycle, at a wall-clock boundary (following steps of the wall clock, see
+gauged/daemon/timeline.py): read every gauge (buses in parallel), judge quality, derive,
+evaluate stages; commit the stages and the journal rows of the cycle's broadcasts (in the state
 store's writer thread: the event loop waits for that commit, at most GUARD_WAIT_S, and never
 for an fsync); hand the broadcasts to their zones (after aborting a scheduled test, if one
 runs) and wait until each that can start has issued its first relay write; only then record
@@ -21,7 +21,12 @@ uplinks (flushed briefly), the status server; then every relay OFF; the state st
 closed last (everything journaled is on disk).
 
 Commands run through gauged/daemon/executor.py, /status is assembled from
-gauged/daemon/snapshot.py, the watchdog's budgets are in gauged/daemon/watchdog.py.
+gauged/daemon/snapshot.py, the watchdog's budgets are in gauged/daemon/watchdog.py. Before
+anything touches the state or a relay, the daemon takes its state folder's lock and `run`
+checks the status port (gauged/daemon/startup.py: one daemon per state folder; a start-up
+problem is one line and exit 1). An unexpected error in one station's read, decode, judging
+or evaluation is contained to that station (gauged/barrier.py, QUALITY SYS-5); one that
+escapes a whole cycle ends that cycle only.
 """
 
 from __future__ import annotations
@@ -31,8 +36,10 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from drivers.configs import RelayConfig
@@ -42,12 +49,15 @@ from drivers.registry import make_hub
 from drivers.relays import CoilRelay
 from gauged.alarm.engine import Engine
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
-from gauged.clock import Clock, next_boundary
+from gauged.barrier import CYCLE, Barrier, Contained
+from gauged.clock import Clock, OffsetWall
 from gauged.config.settings import Config
-from gauged.daemon import snapshot
+from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
+from gauged.daemon.startup import check_status_port, instance_lock, listening
+from gauged.daemon.timeline import CycleTimer, redate
 from gauged.daemon.watchdog import status_line, watch
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
@@ -79,7 +89,12 @@ UNDERWAY_WAIT_S = 2.0
 
 def clock_from(config: Config) -> Clock:
     c = config.clock
-    return Clock(c.speed, c.start, c.anchor_unix)
+    offset = config.test_hooks.wall_offset_file
+    if offset is None:
+        return Clock(c.speed, c.start, c.anchor_unix)
+    log.warning("test hook set: the wall clock is the system clock plus the seconds in %s "
+                "(a test-only clock, never on a gateway)", offset)
+    return Clock(c.speed, c.start, c.anchor_unix, wall=OffsetWall(offset))
 
 
 class Daemon:
@@ -91,8 +106,13 @@ class Daemon:
         self.gateway = config.gateway.id
         tz = config.gateway.timezone
         self.hubs = {name: make_hub(name, bus) for name, bus in config.buses.items()}
-        self.poller = Poller(config, self.hubs)
+        # unexpected errors contained per (station, where) (gauged/barrier.py; /metrics)
+        self.internal_errors: Counter[tuple[str, str]] = Counter()
+        self.poller = Poller(config, self.hubs, internal_errors=self.internal_errors)
         self.engine = Engine(config)
+        self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
+        self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
+        self.lock: Path | None = None  # the state folder's lock, while held
         # the spool lives next to the state file unless [influx] spool_path says otherwise
         self.influx = InfluxSink(
             config.influx, config.influx.spool_path or config.state.path.with_name(
@@ -141,8 +161,9 @@ class Daemon:
         self.last_cycle: datetime | None = None
         self.last_cycle_mono: float | None = None
         self.cycle_started_mono: float | None = None  # a cycle under way (the watchdog)
-        self._skew_reported = 0.0
         self._stop = asyncio.Event()
+        self._reload = asyncio.Event()  # SIGHUP: gauged/daemon/reload.py
+        self.notifier: Notifier | None = None  # while running
         self.ready = asyncio.Event()
         if config.test_hooks.stall_in:
             log.warning("test hook set: a cycle will stall in %s after %d cycles (a test-only "
@@ -172,15 +193,38 @@ class Daemon:
         """Ask the daemon to stop (signal handlers call this)."""
         self._stop.set()
 
+    def request_reload(self) -> None:
+        """Ask the daemon to read its configuration again (SIGHUP; gauged/daemon/reload.py);
+        requests that come while one is under way make one more."""
+        self._reload.set()
+
     # ---- lifecycle -------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def claimed(self) -> Iterator[None]:
+        """The state folder's lock held (gauged/daemon/startup.py; raises StartupError)."""
+        if self.lock is not None:
+            yield
+            return
+        with instance_lock(self.config.state.path, self.config.source) as lock:
+            self.lock = lock
+            try:
+                yield
+            finally:
+                self.lock = None
+
     @contextlib.asynccontextmanager
-    async def opened(self) -> AsyncIterator[Daemon]:
+    async def opened(self, check: Callable[[], None] | None = None) -> AsyncIterator[Daemon]:
         """Buses open and every relay driven OFF (read back) before and after.
 
-        `run` works inside it; tests use it to drive `cycle` on an injected time.
+        `run` works inside it; tests use it to drive `cycle` on an injected time. First of
+        all the state folder's lock is taken, then `check` runs (`run`: the status port is
+        free): both before the state is opened or a relay driven.
         """
         async with contextlib.AsyncExitStack() as stack:
+            stack.enter_context(self.claimed())
+            if check is not None:
+                check()
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.executor.store = self.store
             self.keeper.open(self.store)
@@ -212,12 +256,15 @@ class Daemon:
                                              self.recorder.broadcast_tally,
                                              lambda: {u.name: u.health() for u in self.uplinks},
                                              channels=self.poller.channels,
-                                             gauges=self.poller.health))
-        async with self.opened(), StatusServer(
-                self.config.status.host, self.config.status.port, self.snapshot,
-                self.health, token=self.config.status.token.get_secret_value(),
-                control=self.http_command if self.commands is not None else None,
-                metrics=metrics, page=self.page) as status:
+                                             gauges=self.poller.health,
+                                             internal_errors=self.internal_errors))
+        host, port, source = self.config.status.host, self.config.status.port, \
+            self.config.source
+        async with self.opened(lambda: check_status_port(host, port, source)), listening(
+                StatusServer(host, port, self.snapshot, self.health,
+                             token=self.config.status.token.get_secret_value(),
+                             control=self.http_command if self.commands is not None else None,
+                             metrics=metrics, page=self.page), source) as status:
             self.status = status
             async with asyncio.TaskGroup() as tg:
                 zone_tasks = [tg.create_task(z.run(), name=f"gauged[zone:{zid}].broadcast")
@@ -227,9 +274,10 @@ class Daemon:
                 poll = tg.create_task(self._poll(once), name="gauged.poll")
                 tests = None if once or self.tests is None else tg.create_task(
                     self.tests.run(), name="gauged[tests].schedule")
+                reloads = tg.create_task(self._reloads(), name="gauged.reload")
                 self.ready.set()
                 # READY only now: config valid, state restored, relays OFF and read back
-                notifier = Notifier()
+                self.notifier = notifier = Notifier()
                 pinger = None
                 if notifier.enabled:
                     notifier.ready(status_line(self))
@@ -241,13 +289,48 @@ class Daemon:
                     await cancel_and_wait(pinger)
                 watchdog = tg.create_task(report_stuck(10.0, "stopping is slow"),
                                           name="gauged.shutdown-watchdog")
-                for task in [poll, *([tests] if tests else []), *zone_tasks]:
+                for task in [reloads, poll, *([tests] if tests else []), *zone_tasks]:
                     await cancel_and_wait(task)
                 await self._flush_uplinks()
                 for task in uplinks:
                     await cancel_and_wait(task)
                 log.debug("stopping: tasks stopped; relays OFF next")
                 watchdog.cancel()
+
+    # ---- reload (SIGHUP; gauged/daemon/reload.py) ---------------------------------------
+
+    async def _reloads(self) -> None:
+        while True:
+            await self._reload.wait()
+            self._reload.clear()
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Read the configuration file again; apply it if it is valid and changes only what
+        may change live, else refuse it and run on unchanged. RELOADING=1, then READY=1."""
+        if self.notifier is not None:
+            self.notifier.reloading()
+        applied = False
+        try:
+            prepared = await reload.prepare(self.config, self.config.source)
+            engine = reload.apply(prepared, self.engine, poller=self.poller, zones=self.zones,
+                                  runner=self.test_runner, inhibits=self.inhibits, cap=self.cap)
+        except reload.ReloadRefused as exc:
+            for line in exc.lines:
+                log.error("reload refused: %s", line)
+            log.error("reload refused: nothing applied; the daemon runs on unchanged")
+        except Exception:  # a reload must never take the daemon down
+            log.exception("reload failed; the daemon runs on (restart it to apply the file)")
+        else:
+            self.engine = self.keeper.engine = engine
+            self.config = self.keeper.config = self.executor.config = prepared.config
+            self.recorder.follow = {sid: st.follow for sid, st in self.config.stations.items()
+                                    if st.follow is not None}
+            reload.log_outcome(prepared)
+            applied = True
+        if self.notifier is not None:
+            self.notifier.ready(("" if applied else "reload refused; ") + status_line(self))
+        return applied
 
     async def _poll(self, once: bool) -> None:
         try:
@@ -262,33 +345,28 @@ class Daemon:
                 self.stop()
 
     async def poll_loop(self) -> None:
-        """One cycle per interval, at wall-clock boundaries (:00, :03 … for 180 s)."""
-        interval = self.config.gateway.poll_interval_s
-        last = 0.0
+        """One cycle per interval, at wall-clock boundaries (:00, :03 … for 180 s), following
+        steps of the wall clock (gauged/daemon/timeline.py)."""
+        timer = CycleTimer(self.clock, self.config.gateway.poll_interval_s, self._redate)
         while True:
-            due = next_boundary(self.clock.timestamp(), interval)
-            if due <= last:
-                due = last + interval
-            await self.clock.sleep_until(due)
-            self._check_skew(interval)
-            late = self.clock.timestamp() - due
-            if last and due - last > interval:
-                log.warning("cycle skipped: %d missed after a late cycle",
-                            round((due - last) / interval) - 1)
-            if late > interval / 2:
-                log.warning("cycle late by %.1f s", late)
-            await self.cycle(datetime.fromtimestamp(due, UTC))
-            last = due
+            when = await timer.wait()
+            await self._contained_cycle(when)
+            timer.ran(when)
 
-    def _check_skew(self, interval: float) -> None:
-        """Report a step of the wall clock once; cycles and tests do not follow it."""
-        skew = self.clock.skew()
-        if abs(skew - self._skew_reported) > interval / 4:
-            log.warning("wall clock stepped by %+.0f s (now %+.0f s from the daemon's clock): "
-                        "cycles and scheduled tests keep their monotonic pace, none skipped "
-                        "or repeated; a restart re-aligns to the wall clock",
-                        skew - self._skew_reported, skew)
-            self._skew_reported = skew
+    async def _contained_cycle(self, when: datetime) -> None:
+        """A cycle whose unexpected error ends it, not the daemon (logged once while it
+        recurs, counted; no cycle completes, so the watchdog pings stop if it persists)."""
+        try:
+            await self.cycle(when)
+        except Exception as exc:  # the barrier of last resort (QUALITY SYS-5)
+            self.cycle_barrier.report([CYCLE], {CYCLE: Contained("", CYCLE, exc)})
+        else:
+            self.cycle_barrier.report([CYCLE], {})
+
+    def _redate(self, seconds: float) -> None:
+        """The wall clock stepped by `seconds`: re-date the alarm history (between cycles)."""
+        redate(seconds, engine=self.engine, judge=self.poller.judge,
+               gauges=self.poller.health.values(), inhibits=self.inhibits)
 
     async def _flush_uplinks(self) -> None:
         """CAP and InfluxDB get 2 s each to write what is queued; MQTT says `offline` last."""
@@ -344,6 +422,7 @@ class Daemon:
         if self.inhibits is not None:
             self.inhibits.expire()
         result = self.engine.evaluate(when, samples, self._withhold)
+        self.barrier.report(samples, result.contained)  # logged once per episode, counted
         # The new stages and the journal rows of the broadcasts are committed before anything
         # sounds: a crash during a broadcast restores them, so the stage cannot sound twice,
         # and the next start finds the broadcast to replay or report. The commit runs in the

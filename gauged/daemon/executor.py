@@ -2,8 +2,11 @@
 first), and the maintenance actions behind it: inhibit, release, silence, a manual
 broadcast, a test on command.
 
-Every action is refused with a reason rather than half done; a test on command gives way
-to an alarm like a scheduled test does (`abort_test`).
+Every action is refused with a reason rather than half done. One test runs at a time,
+scheduled or on command (the runner refuses a second, gauged/field/prooftests.py), and a
+manual broadcast waits for no test: it is refused while one runs. A test on command gives
+way to an alarm like a scheduled test does (`abort_test`: relays OFF before the alarm is
+handed to its zone).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from gauged.alarm.types import BroadcastRequest
 from gauged.clock import Clock
 from gauged.config.settings import Config
 from gauged.daemon.recorder import Recorder
-from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler
+from gauged.field.prooftests import ProofTestNotStarted, ProofTestRunner, ProofTestScheduler
 from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.commands import Command, CommandHandler, Outcome, Refused
 from gauged.ops.inhibits import InhibitError, Inhibits, inhibit_json
@@ -47,7 +50,6 @@ class CommandExecutor:
         self.scheduler: ProofTestScheduler | None = None
         self.commands: CommandHandler | None = None  # set with `handler` at open
         self._manual = itertools.count(1)
-        self._test: asyncio.Task[dict[str, Any]] | None = None
         self._mqtt: MqttPublisher | None = None
 
     # ---- inhibits (maintenance; gauged/ops/inhibits.py) --------------------------------
@@ -77,7 +79,8 @@ class CommandExecutor:
         if not c.enabled:
             return None
         handler = CommandHandler(
-            c, execute=self.execute, now=self.clock.timestamp, audit=self.audit,
+            c, gateway=self.config.gateway.id, execute=self.execute,
+            now=self.clock.timestamp, audit=self.audit,
             seen=lambda cid, now: store.command_seen(cid, now,
                                                      c.max_ttl_s + c.clock_skew_s + 60))
         self._mqtt = mqtt
@@ -149,6 +152,8 @@ class CommandExecutor:
             raise Refused(f"unknown clip {unknown[0]!r}")
         if self.inhibits is not None and self.inhibits.zone_inhibited(zone.zone):
             raise Refused(f"zone {zone.zone} is inhibited")
+        if (test := self.runner.running) is not None:  # it would share the zone's relays
+            raise Refused(f"a test is running ({test})")
         request = BroadcastRequest(
             time=self.clock.now(), zone=zone.zone, station="", stage=0, stage_name="manual",
             sequence=f"manual-{next(self._manual)}", siren_s=0.0, clips=tuple(command.clips),
@@ -172,24 +177,23 @@ class CommandExecutor:
             raise Refused(f"zones broadcasting: {', '.join(busy)}")
         if self.scheduler is not None and self.scheduler.running:
             raise Refused("a scheduled test is running")
+        if (test := runner.running) is not None:
+            raise Refused(f"a test is running ({test})")
         assert command.job is not None
         log.info("test %s start on command id=%s sender=%s", command.job, command.id,
                  command.sender)
+        # a task of its own, so that an alarm's `abort_test` cancels the test, not us
         task = asyncio.create_task(runner.run(command.job), name="gauged[tests].on-command")
-        self._test = task
-        try:
-            await wait_child(task)
-        finally:
-            self._test = None
+        await wait_child(task)
         if task.cancelled():
             return {"ok": False, "aborted": "alarm broadcast"}
+        if isinstance(exc := task.exception(), ProofTestNotStarted):
+            raise Refused(str(exc))  # a broadcast (or a test) came first after all
         result = task.result()
         self.recorder.manual_test(command.job, command.id, result)
         return result
 
     async def abort_test(self) -> None:
-        """An alarm needs the zones: a test run on command lets go of the relays first."""
-        task = self._test
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        """An alarm needs the zones: a running test, on command or scheduled, lets go of the
+        relays first; returns once its relays are OFF."""
+        await self.runner.abort()

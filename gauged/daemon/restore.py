@@ -99,18 +99,28 @@ class StateKeeper:
                         self.config.state.max_age_s)
             return
         engine = self.engine
+        # The last cycle lies ahead of the clock: the clock is behind (a gateway without a
+        # battery clock, not yet set by NTP; gauged/daemon/timeline.py re-dates the history
+        # when it is). What the store holds is on another time line: the stages are restored
+        # without their entry times, and the rain totals start afresh (partial for their
+        # windows: they may raise a stage, never lower it).
+        ahead = age < -self.config.gateway.poll_interval_s
+        if ahead:
+            log.warning("state store: the last cycle %s is %.0f s ahead of the clock: the "
+                        "clock is behind (not yet synchronised?); stages restored, rain "
+                        "history not", self.restored["last_cycle"], -age)
         for sid, saved in store.stages().items():
             st = self.config.stations.get(sid)
             if st is None or not 0 <= saved.stage <= len(st.stages):
                 log.warning("state store: stage %d of station %s no longer fits the "
                             "configuration: not restored", saved.stage, sid)
                 continue
-            engine.restore(sid, saved.stage, None if saved.entered is None else
+            engine.restore(sid, saved.stage, None if saved.entered is None or ahead else
                            datetime.fromtimestamp(saved.entered, UTC))
             self.restored["stations"][sid] = saved.stage
         # the rain derivations carry on from the readings they saw (same path as live)
         for sid, readings in store.rain_readings(last - RAIN_KEEP_S).items():
-            if sid in engine.rain:
+            if sid in engine.rain and not ahead:
                 for ts, mm, quality in readings:
                     engine.rain[sid].update(ts, mm, quality)
         short = RESUME_CYCLES * self.config.gateway.poll_interval_s

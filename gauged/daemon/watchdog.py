@@ -61,7 +61,7 @@ def progress(daemon: DaemonView, now: float, loop_started: float) -> list[str]:
     for zid, zone in daemon.zones.items():
         record = zone.current
         zones[zid] = None if record is None else (
-            daemon.clock.real_seconds(daemon.clock.timestamp() - record.started),
+            now - (record.started_mono if record.started_mono is not None else now),
             broadcast_budget(daemon, zone, record))
     return stalled(now, interval_s=daemon.clock.real_seconds(
                        daemon.config.gateway.poll_interval_s),

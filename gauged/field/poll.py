@@ -3,6 +3,13 @@
 A device that stops answering must not cost every cycle its full timeout budget (MB-1):
 after `after` consecutive cycles without an answer it is probed only every few cycles (2, 4,
 then 8), and polled every cycle again from its first answer.
+
+Error barriers (QUALITY SYS-5, gauged/barrier.py): an unexpected error reading one gauge (a
+driver's bug), decoding what it sent (a custom serial `pattern` that lets `NaN` through to a
+rain counter: `int(nan)`) or judging it is contained to that gauge: it is in gauge_fault at
+once, reason `internal: ValueError: …`, its station holds its stage, every other gauge is read
+and judged as usual. Each error is counted (`internal_errors`, /metrics) and an episode is
+logged once, at ERROR with its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -19,6 +27,7 @@ from drivers.registry import AnyHub, make_gauge
 from gauged.alarm.quality import Judge, Observation, Quality, in_range
 from gauged.alarm.rain import CounterTracker
 from gauged.alarm.types import Sample
+from gauged.barrier import DECODE, READ, Barrier, Contained
 from gauged.config.settings import Config
 from gauged.health import BusHealth, GaugeHealth
 from gauged.histogram import Histogram
@@ -71,7 +80,10 @@ class Poller:
     hub serialises anyway; in order, each gauge's cost is bounded by its own timeout budget).
     """
 
-    def __init__(self, config: Config, hubs: Mapping[str, AnyHub]) -> None:
+    def __init__(self, config: Config, hubs: Mapping[str, AnyHub], *,
+                 internal_errors: Counter[tuple[str, str]] | None = None) -> None:
+        """`internal_errors`: where to count contained errors per (station, where) (shared
+        with the engine's barrier: one table for /metrics)."""
         self.config = config
         # every gauge a station reads, under its channel id (`Config.channels`: the station's
         # id for its first gauge, `station:gauge` for a second one)
@@ -87,6 +99,7 @@ class Poller:
         # per channel: how long each read of its gauge took, failed ones included (/metrics)
         self.read_latency = {c: Histogram(READ_BUCKETS) for c in self.channels}
         self._config_faults: set[str] = set()
+        self.barrier = Barrier(log, internal_errors)
         self._by_kind: dict[str, list[str]] = {"level": [], "rain": []}
         for sid, st in config.stations.items():
             self._by_kind[st.kind].append(sid)
@@ -104,7 +117,7 @@ class Poller:
 
     async def read(self, when: datetime) -> dict[str, Sample]:
         """One cycle's samples, every station included (missing ones as missing)."""
-        outcomes: dict[str, RawReading | DriverError | None] = {}
+        outcomes: dict[str, RawReading | DriverError | Contained | None] = {}
 
         async def read_bus(bus: str, sids: list[str]) -> None:
             t0 = time.monotonic()
@@ -128,6 +141,9 @@ class Poller:
                 except DriverError as exc:  # the device answered with an exception
                     outcomes[sid] = exc
                     schedule.answered()
+                except Exception as exc:  # a bug, not the device: this gauge only (SYS-5)
+                    outcomes[sid] = self._contained(sid, READ, exc)
+                    schedule.answered()  # no back-off: poll it every cycle, as it may recover
                 else:
                     schedule.answered()
                 self.read_latency[sid].observe(time.monotonic() - started)
@@ -138,19 +154,49 @@ class Poller:
                 tg.create_task(read_bus(bus, sids), name=f"gauged[bus:{bus}].poll")
         return self._judge(outcomes, when)
 
-    def _judge(self, outcomes: Mapping[str, RawReading | DriverError | None],
+    def _judge(self, outcomes: Mapping[str, RawReading | DriverError | Contained | None],
                when: datetime) -> dict[str, Sample]:
         """Turn what the buses answered into observations and judge them together
         (gauged/alarm/quality.py: the same judge replays scenarios)."""
-        observations = {c: self._observe(c, outcomes[c]) for c in self.gauges}
+        contained: dict[str, Contained] = {}
+        observations: dict[str, Observation] = {}
+        for c in self.gauges:
+            out = outcomes[c]
+            try:
+                if isinstance(out, Contained):  # the read itself failed inside gauged
+                    contained[c] = out
+                    self.health[c].polled = True
+                    observations[c] = self._internal(c, out)
+                else:
+                    observations[c] = self._observe(c, out)
+            except Exception as exc:  # decoding this gauge's answer failed (SYS-5)
+                contained[c] = self._contained(c, DECODE, exc)
+                observations[c] = self._internal(c, contained[c])
         judgements = self.judge.judge(when.timestamp(), observations)
+        stations = self.judge.stations(observations, judgements)
+        for c, error in self.judge.contained.items():
+            contained.setdefault(c, error)
         for c, judgement in judgements.items():
             health = self.health[c]
             if judgement.quality is Quality.GOOD:
                 health.last_good = when
             self._log_fault(c, health, self.judge.trackers[c].fault)
+        self.barrier.report(judgements, contained)
         return {sid: Sample(r.value, r.judgement.quality, r.judgement.reason, r.fault, r.gauges)
-                for sid, r in self.judge.stations(observations, judgements).items()}
+                for sid, r in stations.items()}
+
+    def _contained(self, channel: str, where: str, exc: Exception) -> Contained:
+        sid, gauge = self.channels[channel]
+        two = self.config.stations[sid].second_gauge is not None
+        return Contained(sid, where, exc, gauge if two else "")
+
+    def _internal(self, channel: str, c: Contained) -> Observation:
+        """What an internal error makes of a gauge's reading: none, and a gauge_fault at
+        once (until its next good reading)."""
+        health = self.health[channel]
+        health.errors += 1
+        health.error = c.reason
+        return Observation(error=c.reason, device_fault=True)
 
     def _observe(self, sid: str, out: RawReading | DriverError | None) -> Observation:
         g = self.config.gauges[self.channels[sid][1]]

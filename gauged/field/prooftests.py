@@ -25,11 +25,13 @@ not `CronTrigger.from_crontab`, which counts from Monday = 0 in APScheduler 3 (t
 weekday is refused: crontab fires on either, a CronTrigger only on both.
 
 **The calendar runs on the daemon's clock.** APScheduler's schedulers read `datetime.now()`
-and sleep in real seconds: they can neither run on the accelerated clock of the demo and
-the tests nor ignore a step of the system clock. So the calendar is driven here with
-`CronTrigger.get_next_fire_time` on the daemon's clock (monotonic after start, see
-gauged/clock.py: a step of the wall clock by ±1 h neither repeats nor skips a fire time),
-and APScheduler's three job options are implemented here, each set deliberately:
+and sleep in real seconds: they cannot run on the accelerated clock of the demo and the
+tests. So the calendar is driven here with `CronTrigger.get_next_fire_time` on the daemon's
+clock, which reads the wall clock and notices its steps (gauged/clock.py). A step forward
+over a fire time runs it once, late (logged), within its misfire grace, like a restart
+would; a step back over fire times already dealt with runs none of them again (a calendar
+never goes back, and one run per fire time is kept in the state store). APScheduler's three
+job options are implemented here, each set deliberately:
 
 - `misfire_grace_time` (`silent_grace_s`, 6 h; `audible_grace_s`, 10 min): a fire time
   missed while the daemon was down still runs when the daemon comes back within the grace.
@@ -47,9 +49,16 @@ fire time finds the row and does not run. At start, fire times after the later o
 recorded one and the moment the calendar was armed (first configured), and within the grace,
 run once (coalesced); a run cut short by a crash is marked `interrupted` and not repeated.
 
-**Alarms come first.** A test does not start while any zone is broadcasting (`skipped`); a
-broadcast decided while a test runs aborts it (relays OFF, `aborted`) before the broadcast
-is handed to its zone.
+**One test at a time, and alarms come first.** The runner runs one test at a time, whoever
+asks (the calendar or an operator's command): a second is refused before it touches a relay
+(`ProofTestNotStarted`; the calendar records it `skipped`, a command is refused). A test
+does not start while any zone is broadcasting (`skipped`): checked when it is asked for and
+again when it begins, so a broadcast handed to a zone in between still keeps it off. A broadcast
+decided while a test runs aborts it before the broadcast is handed to its zone
+(`ProofTestRunner.abort`): the test's task is cancelled, its `finally` drives the relay it
+holds OFF (read back), and the abort returns only once every OFF write of the test is over,
+even one that outlives the test's task (a second cancellation), so that no late OFF can
+cut the alarm's siren and no relay is left ON.
 """
 
 from __future__ import annotations
@@ -68,6 +77,7 @@ from drivers.errors import DriverError
 from drivers.relays import CoilRelay
 from gauged.clock import Clock
 from gauged.config.cron import cron_trigger, plan
+from gauged.errors import GaugedError
 from gauged.field.relays import drive, report_fault, state_name
 from gauged.field.zones import ZoneBroadcaster
 from gauged.store.state import JobRun, StateStore
@@ -75,11 +85,24 @@ from gauged.tasks import wait_child
 
 log = logging.getLogger(__name__)
 
+LATE_S = 60.0  # a run later than this after its fire time is logged at WARNING
+
 
 # ---- the tests themselves ---------------------------------------------------------------
 
+class ProofTestNotStarted(GaugedError):
+    """A test was not started (another one runs, or zones broadcast); the message says why.
+    Raised before any relay is touched."""
+
+
 class ProofTestRunner:
-    """Runs the silent and the audible test on the zones' relays and players."""
+    """Runs the silent and the audible test on the zones' relays and players, one at a time.
+
+    `run` may be called from several tasks: a call while a test runs (or while the OFF
+    writes of an aborted one are still under way) raises ProofTestNotStarted at once.
+    `abort` stops the running test and returns once its relays are OFF (or reported
+    faulty).
+    """
 
     def __init__(self, zones: Mapping[str, ZoneBroadcaster], clock: Clock, *,
                  hold_s: float, audible_clip: str | None, audible_zones: Sequence[str],
@@ -94,12 +117,44 @@ class ProofTestRunner:
         self.audible_zones = list(audible_zones) or list(zones)
         self.clip_path = clip_path
         self.on_fault = on_fault or (lambda kind, what, detail: None)
+        self._task: asyncio.Task[Any] | None = None  # the task running a test now
+        self._job: str | None = None
+        self._offs: set[asyncio.Task[None]] = set()  # OFF writes under way
 
     def busy_zones(self) -> list[str]:
         return [zid for zid, zone in self.zones.items() if zone.busy]
 
+    @property
+    def running(self) -> str | None:
+        """The job of the test that holds the relays (or `releasing`: an aborted test's OFF
+        writes are still under way), None when none does."""
+        if self._task is not None:
+            return self._job
+        return "releasing" if self._offs else None
+
     async def run(self, job: str) -> dict[str, Any]:
-        return await (self.silent() if job == "silent" else self.audible())
+        """Run the `silent` or `audible` test; ProofTestNotStarted when another test holds
+        the relays or a zone is broadcasting (checked here, when the test begins, not only
+        when it was asked for)."""
+        if (other := self.running) is not None:
+            raise ProofTestNotStarted(f"a test is running ({other})")
+        if busy := self.busy_zones():
+            raise ProofTestNotStarted(f"zones broadcasting: {', '.join(busy)}")
+        self._task, self._job = asyncio.current_task(), job
+        try:
+            return await (self.silent() if job == "silent" else self.audible())
+        finally:
+            self._task = self._job = None
+
+    async def abort(self) -> None:
+        """Stop the running test, if any (its relays driven OFF), and wait until every OFF
+        write of it is over: after this no write of a test can reach a relay."""
+        task = self._task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            task.cancel()
+            await asyncio.wait({task})
+        while self._offs:
+            await asyncio.wait(set(self._offs))
 
     async def silent(self) -> dict[str, Any]:
         """Each relay ON, read back, hold, OFF, read back; one at a time, nothing played."""
@@ -120,7 +175,7 @@ class ProofTestRunner:
                     else:
                         self._fault(entry, relay, True, error)
                 finally:
-                    await asyncio.shield(self._off(relay, entry))
+                    await self._release(relay, entry)
                 if not entry["off"]:
                     break  # never turn the next relay ON beside one stuck ON
         return {"ok": all(e["on"] and e["off"] for e in entries if "skipped" not in e),
@@ -151,7 +206,7 @@ class ProofTestRunner:
                 self.on_fault("audio_fault", f"{zid}/{clip}", str(exc))
             finally:
                 if amp is not None:
-                    await asyncio.shield(self._off(amp, entry))
+                    await self._release(amp, entry)
         ok = all(e["played"] and e.get("off", True) and e.get("on", True)
                  for e in entries if "skipped" not in e)
         return {"ok": ok, "zones": entries}
@@ -169,6 +224,16 @@ class ProofTestRunner:
             entry["on"] = True
         await zone.player.play(zid, clip, self.clip_path(clip))
         entry["played"] = True
+
+    async def _release(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
+        """Drive `relay` OFF, shielded from a cancellation and tracked (`abort` waits for
+        it even when a second cancellation ends the test's task before the write is
+        over)."""
+        off = asyncio.create_task(self._off(relay, entry),
+                                  name=f"gauged[tests].off:{relay.name}")
+        self._offs.add(off)
+        off.add_done_callback(self._offs.discard)
+        await asyncio.shield(off)
 
     async def _off(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
         error = await drive(relay, False)
@@ -261,12 +326,21 @@ class ProofTestScheduler:
                 log.warning("test %s missed its fire time %s and any later one older than "
                             "misfire_grace_time (%g s): not run", job.name,
                             p.first_missed.isoformat(), job.misfire_grace_time)
-            after = now
+            after = max(after, now)  # a step back of the clock re-opens no fire time
             if p.due:
                 if len(p.due) > 1:
                     log.info("test %s: %d missed fire times coalesced into one run",
                              job.name, len(p.due))
+                late = (now - p.due[-1]).total_seconds()
+                if late > LATE_S:  # the daemon was down, or the clock stepped over it
+                    log.warning("test %s for %s runs late by %.0f s", job.name,
+                                p.due[-1].isoformat(), late)
+                steps = len(self.clock.steps)
                 await self._execute(job, p.due[-1])
+                if len(self.clock.steps) != steps:
+                    # the clock stepped while it ran: what it stepped over is planned afresh
+                    after = p.due[-1]
+                    continue
                 # max_instances=1: fire times that came due while it ran are dropped
                 after = max(now, self.clock.now().astimezone(tz))
                 dropped = plan(job.trigger, after=p.due[-1], now=after,
@@ -307,7 +381,10 @@ class ProofTestScheduler:
                 self._running = None
             if task.cancelled():
                 self._finish(job, fire_ts, "aborted", {"reason": self._abort_reason})
-            elif (exc := task.exception()) is not None:
+            elif isinstance(exc := task.exception(), ProofTestNotStarted):
+                log.warning("test %s for %s skipped: %s", job.name, fire.isoformat(), exc)
+                self._finish(job, fire_ts, "skipped", {"reason": str(exc)})
+            elif exc is not None:
                 log.error("test %s failed", job.name, exc_info=exc)
                 self._finish(job, fire_ts, "failed", {"error": repr(exc)})
             else:

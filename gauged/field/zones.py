@@ -243,6 +243,7 @@ class ZoneBroadcaster:
         req = record.request
         seq = sequence_of(req, self.sequences)
         record.started = self.clock.timestamp()
+        record.started_mono = time.monotonic()
         if record.outcome != "playing":
             # pre-empted or silenced in the turn of the loop before this task began
             self._ended(record)
@@ -305,12 +306,12 @@ class ZoneBroadcaster:
             if on_s <= 0:
                 break  # the maximum on-time is spent
             await self._set(record, self.siren, True)
-            t0 = self.clock.timestamp()
+            t0 = self.clock.monotonic()  # a step of the wall clock must not count as siren
             try:
                 await self.clock.sleep(on_s)
             finally:
                 await asyncio.shield(self._set(record, self.siren, False))
-                record.siren_on_s += self.clock.timestamp() - t0
+                record.siren_on_s += self.clock.monotonic() - t0
             budget -= on_s
 
     async def _clip(self, record: BroadcastRecord, clip: str) -> None:

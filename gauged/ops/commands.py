@@ -10,28 +10,52 @@ an *envelope*:
 The signature covers the exact bytes of `body`, so no canonical JSON form is needed. The
 command inside:
 
-    {"id": "…", "issued": "2026-07-01T09:00:00+09:00", "ttl_s": 60, "sender": "ops-1",
+    {"id": "…", "gateway": "minato-furukawa", "issued": "2026-07-01T09:00:00+09:00",
+     "ttl_s": 60, "sender": "ops-1",
      "action": "silence" | "broadcast" | "inhibit" | "release" | "test", …}
 
-with, per action: `silence` {zone} (the playing broadcast stops, relays OFF, waiting ones
+`gateway` (required) names the one gateway the command is for (`[gateway] id`): a control
+room shares one secret across its gateways, so without it a command captured on one
+gateway's topic (a 24-hour zone inhibit, say) could be replayed on every other one within
+its TTL. With it, any other gateway refuses it (audited as refused).
+
+Per action: `silence` {zone} (the playing broadcast stops, relays OFF, waiting ones
 are dropped; the stage stands); `broadcast` {zone, clips} (configured clips, no siren, at
 the lowest priority: any alarm pre-empts it); `inhibit` {scope: station|zone, target,
 minutes?, reason?}; `release` {scope, target}; `test` {job: silent|audible}.
 
 Checks, in this order, each refusal with a reason: size (`max_bytes`); a retained message
 (a command must be sent now, not left on the broker); the envelope; the signature
-(constant-time compare); the command's schema; the age (`issued` no more than `ttl_s` ago,
-`ttl_s` at most `max_ttl_s`, and not more than `clock_skew_s` in the future); the id (each
-id runs at most once, across restarts: the id is committed to the state file before the
-action runs); the rate (a token bucket: `rate_per_min`, `burst`); then the action's own
-checks (known zone, configured clip, zone not inhibited …).
+(constant-time compare); the command's schema; the gateway; the age (`issued` no more than
+`ttl_s` ago, `ttl_s` at most `max_ttl_s`, and not more than `clock_skew_s` in the future);
+the rate (a token bucket: `rate_per_min`, `burst`); the id (each id runs at most once,
+across restarts: the id is committed to the state file before the action runs); then the
+action's own checks (known zone, configured clip, zone not inhibited, no test running …).
+
+**Nothing is written before the signature is checked.** Anyone who can publish on the topic
+can send anything: every payload that fails before the signature check, whatever it makes
+the parser raise (`RecursionError` for `[` nested a thousand deep, `TypeError`,
+`OverflowError`, `UnicodeError` …), is refused without an audit row, a spool point or an
+id, counted by reason in /status (`commands.refused`: `oversize`, `retained`, `bad_json`,
+`too_deep`, `bad_envelope`, `bad_signature`, `malformed`) and logged at most `LOG_PER_MIN`
+times a minute, so a flood of junk can fill neither the disk nor the journal nor the
+event loop's time with fsyncs. Commands that pass the signature are kept in the audit record
+(state file, table `command_audit`, and an InfluxDB point) with sender, action and outcome,
+refusals included (`schema`, `gateway`, `ttl`, `rate`, `duplicate`, `unrecorded`, `action`).
+
+**A full disk.** The id must be committed before the action runs (at most once, MQ-4). When
+the state file cannot be written, `silence` still runs: it is the operator's brake on a
+false alarm, and a silence that cannot be stopped by a full SD card is worth more than the
+guarantee; its id is kept in memory, so it still runs at most once while the daemon runs
+(a replay after a restart, within its TTL, could only stop a broadcast again). Every other
+action is refused (`unrecorded`): an `inhibit` withholds alarms for up to
+`defaults.inhibit_max_h`, and one whose id (and whose inhibit row) cannot be kept could be
+replayed after a restart to silence a zone again, and would itself be forgotten at that
+restart; a manual `broadcast` or `test` replayed after a restart would sound again in
+public; a `release` replayed later could end a new inhibit put on for work at a siren.
 
 Every outcome is published on `<prefix>/<gateway>/command/reply` as
-{"id", "status": "done" | "refused" | "failed", "reason", "result", "time"}. Commands that
-pass the signature are kept in the audit record (state file, table `command_audit`) with
-sender, action and outcome; refusals before the signature are counted by reason (in
-/status) and logged at most `LOG_PER_MIN` times a minute, so a flood of junk can neither
-fill the disk nor the journal.
+{"id", "status": "done" | "refused" | "failed", "reason", "result", "time"}.
 """
 
 from __future__ import annotations
@@ -41,6 +65,7 @@ import hmac
 import json
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -56,6 +81,9 @@ from gauged.errors import GaugedError
 log = logging.getLogger(__name__)
 
 LOG_PER_MIN = 10  # refusals logged per minute at most (the rest are counted)
+# actions that run when their id cannot be recorded (a full disk; see the module docstring)
+RUN_UNRECORDED = frozenset({"silence"})
+_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")  # ASCII only: compare_digest refuses the rest
 
 
 class _Strict(BaseModel):
@@ -70,6 +98,7 @@ class Command(_Strict):
     """The schema of a command (the body of the envelope)."""
 
     id: Id
+    gateway: Name  # the gateway it is for ([gateway] id); every other refuses it
     issued: str = Field(max_length=40)
     ttl_s: float = Field(gt=0)
     sender: Name
@@ -88,6 +117,10 @@ class Command(_Strict):
         when = datetime.fromisoformat(issued)
         if when.tzinfo is None:
             raise ValueError("issued needs a UTC offset")
+        try:
+            when.timestamp()
+        except (OverflowError, ValueError):  # year 1 minus an offset: before datetime.min
+            raise ValueError("issued is out of range") from None
         return issued
 
     @field_validator("ttl_s", "minutes")
@@ -115,6 +148,7 @@ class Outcome:
     reason: str = ""
     result: dict[str, Any] = field(default_factory=dict)
     command: Command | None = None
+    audited: bool = True  # False for everything refused before the signature was checked
 
     def reply(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "reason": self.reason,
@@ -126,22 +160,35 @@ class Refused(GaugedError):
     """An action's own check failed; the message is the reason given back."""
 
 
+class _Junk(Exception):
+    """A payload refused before its signature could be checked (`kind` is counted); not an
+    error of ours, so not a GaugedError."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
 Executor = Callable[[Command], Awaitable[dict[str, Any]]]
 
 
 class CommandHandler:
     """Checks commands and runs the good ones through `execute` (the daemon's actions).
 
-    `seen(id, now)` records an id and returns False when it was already there (the state
-    store); `audit(...)` keeps an authenticated command's outcome; `now` is the daemon's
-    clock (UNIX seconds).
+    `gateway` is this gateway's id (`[gateway] id`); a command naming another is refused.
+    `seen(id, now)` records an id: True when it is new and now recorded, False when it was
+    recorded before, None when it cannot be recorded (the state file cannot be written);
+    `audit(...)` keeps an authenticated command's outcome; `now` is the daemon's clock (UNIX
+    seconds). Neither is called for a payload whose signature has not been checked.
     """
 
-    def __init__(self, config: CommandsConfig, *, execute: Executor,
-                 seen: Callable[[str, float], bool],
+    def __init__(self, config: CommandsConfig, *, gateway: str, execute: Executor,
+                 seen: Callable[[str, float], bool | None],
                  audit: Callable[[float, Outcome], None],
                  now: Callable[[], float]) -> None:
         self.config = config
+        self.gateway = gateway
         self._key = config.secret.get_secret_value().encode()
         self.execute = execute
         self.seen = seen
@@ -149,10 +196,13 @@ class CommandHandler:
         self.now = now
         self.refused: Counter[str] = Counter()  # by reason class, for /status
         self.done = 0
+        self.failed = 0
         self._tokens = float(config.burst)
         self._refill = time.monotonic()
         self._log_window = (0.0, 0)  # (start, lines logged in it)
         self._unlogged = 0
+        # ids run although the state file could not record them: id → when (daemon clock)
+        self._unrecorded: dict[str, float] = {}
 
     async def handle(self, payload: bytes, *, retained: bool = False,
                      via: str = "mqtt") -> Outcome:
@@ -160,77 +210,130 @@ class CommandHandler:
         try:
             outcome = await self._handle(payload, retained)
         except Exception as exc:  # an action failing must not take the listener down
+            # (only an authenticated command gets this far: junk is refused unread)
             log.exception("command failed via=%s", via)
+            self.failed += 1
             outcome = Outcome(None, "failed", f"internal error: {type(exc).__name__}")
         self._record(outcome, via)
         return outcome
 
     def snapshot(self) -> dict[str, Any]:
-        return {"done": self.done, "refused": dict(self.refused)}
+        return {"done": self.done, "failed": self.failed, "refused": dict(self.refused)}
 
     async def _handle(self, payload: bytes, retained: bool) -> Outcome:
         c = self.config
         if len(payload) > c.max_bytes:
-            return self._refuse("oversize", f"payload of {len(payload)} bytes exceeds "
-                                f"{c.max_bytes}")
+            return self._junk("oversize", f"payload of {len(payload)} bytes exceeds "
+                              f"{c.max_bytes}")
         if retained:
-            return self._refuse("retained", "a retained message is never executed")
+            return self._junk("retained", "a retained message is never executed")
+        try:
+            body = self._authenticate(payload)
+        except _Junk as junk:
+            return self._junk(junk.kind, junk.reason)
+        except Exception as exc:  # whatever junk makes a parser raise, it stays junk
+            return self._junk("malformed", f"unreadable payload ({type(exc).__name__})")
+        # authenticated from here on: outcomes are audited
+        return await self._authenticated(body)
+
+    def _authenticate(self, payload: bytes) -> str:
+        """The body of a correctly signed envelope, or _Junk (or any exception a hostile
+        payload can provoke: the caller refuses those alike). Writes nothing."""
         try:
             envelope = json.loads(payload)
-        except (UnicodeDecodeError, ValueError):
-            return self._refuse("bad_json", "not JSON")
+        except RecursionError:
+            raise _Junk("too_deep", "JSON nested too deeply") from None
+        except ValueError:  # UnicodeDecodeError included
+            raise _Junk("bad_json", "not JSON") from None
         if not isinstance(envelope, dict) or set(envelope) != {"body", "hmac"} or \
                 not isinstance(envelope["body"], str) or not isinstance(envelope["hmac"], str):
-            return self._refuse("bad_envelope", 'expected {"body": str, "hmac": str}')
+            raise _Junk("bad_envelope", 'expected {"body": str, "hmac": str}')
         body: str = envelope["body"]
+        given: str = envelope["hmac"]
+        if not _HEX_DIGEST.fullmatch(given):
+            raise _Junk("bad_signature", "signature is not 64 hex digits")
         try:
-            digest = hmac.new(self._key, body.encode("utf-8"), hashlib.sha256).hexdigest()
-        except UnicodeEncodeError:
-            return self._refuse("bad_envelope", "body is not valid text")
-        if not hmac.compare_digest(digest, envelope["hmac"].lower()):
-            return self._refuse("bad_signature", "signature does not match")
-        # authenticated from here on: outcomes are audited
+            data = body.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate (JSON "\ud800")
+            raise _Junk("bad_envelope", "body is not valid text") from None
+        digest = hmac.new(self._key, data, hashlib.sha256).digest()
+        if not hmac.compare_digest(digest, bytes.fromhex(given)):
+            raise _Junk("bad_signature", "signature does not match")
+        return body
+
+    async def _authenticated(self, body: str) -> Outcome:
+        c = self.config
         try:
             command = Command.model_validate_json(body)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"]) or "body"
-            return self._refuse("schema", f"{where}: {first['msg']}", audited=True,
+            return self._refuse("schema", f"{where}: {first['msg']}", cid=_peek_id(body))
+        except (ValueError, OverflowError, RecursionError) as exc:  # a signed oddity
+            return self._refuse("schema", f"unreadable command ({type(exc).__name__})",
                                 cid=_peek_id(body))
         cid = command.id
         if missing := command.needs():
             return self._refuse("schema", f"{command.action} needs {', '.join(missing)}",
-                                audited=True, cid=cid, command=command)
+                                cid=cid, command=command)
+        if command.gateway != self.gateway:
+            return self._refuse("gateway", f"meant for gateway {command.gateway!r}, not "
+                                f"{self.gateway!r}", cid=cid, command=command)
         now = self.now()
         issued = command.issued_ts()
         if command.ttl_s > c.max_ttl_s:
             return self._refuse("ttl", f"ttl_s {command.ttl_s:g} exceeds {c.max_ttl_s:g}",
-                                audited=True, cid=cid, command=command)
+                                cid=cid, command=command)
         if issued > now + c.clock_skew_s:
-            return self._refuse("ttl", "issued in the future", audited=True, cid=cid,
-                                command=command)
+            return self._refuse("ttl", "issued in the future", cid=cid, command=command)
         if now - issued > command.ttl_s:
             return self._refuse("ttl", f"expired {now - issued - command.ttl_s:.0f} s ago",
-                                audited=True, cid=cid, command=command)
-        if not self._take_token():
-            return self._refuse("rate", "rate limit", audited=True, cid=cid, command=command)
-        if not self.seen(cid, now):
-            self._tokens += 1.0  # a replayed id costs the sender nothing of the rate
-            return self._refuse("duplicate", "this id was already received", audited=True,
                                 cid=cid, command=command)
+        if not self._take_token():
+            return self._refuse("rate", "rate limit", cid=cid, command=command)
+        if (refusal := self._first_time(command, now)) is not None:
+            self._tokens += 1.0  # a command not run costs the sender nothing of the rate
+            return refusal
         try:
             result = await self.execute(command)
         except Refused as exc:
-            return self._refuse("action", str(exc), audited=True, cid=cid, command=command)
+            return self._refuse("action", str(exc), cid=cid, command=command)
         self.done += 1
         return Outcome(cid, "done", "", result, command)
 
-    def _refuse(self, kind: str, reason: str, *, audited: bool = False,
-                cid: str | None = None, command: Command | None = None) -> Outcome:
-        self.refused[kind] += 1
-        outcome = Outcome(cid, "refused", reason, command=command)
-        outcome.result = {"audited": audited}
+    def _first_time(self, command: Command, now: float) -> Outcome | None:
+        """Record the id (at most once, across restarts); a refusal when it may not run."""
+        cid = command.id
+        keep_s = self.config.max_ttl_s + self.config.clock_skew_s + 60
+        for old in [i for i, t in self._unrecorded.items() if t < now - keep_s]:
+            del self._unrecorded[old]
+        # ids run unrecorded first: the store may be writable again and not know them
+        recorded = False if cid in self._unrecorded else self.seen(cid, now)
+        if recorded is False:
+            return self._refuse("duplicate", "this id was already received", cid=cid,
+                                command=command)
+        if recorded is None:
+            if command.action not in RUN_UNRECORDED:
+                return self._refuse(
+                    "unrecorded", "the state file cannot be written (disk full?): the id "
+                    "cannot be kept, so the command could run twice; only silence runs "
+                    "unrecorded", cid=cid, command=command)
+            self._unrecorded[cid] = now
+            log.warning("command id=%s action=%s runs although its id cannot be written to "
+                        "the state file (kept in memory until the daemon stops)", cid,
+                        command.action)
+        return None
+
+    def _junk(self, kind: str, reason: str) -> Outcome:
+        """A refusal before the signature: counted and (rate-limited) logged, nothing else."""
+        outcome = self._refuse(kind, reason)
+        outcome.audited = False
         return outcome
+
+    def _refuse(self, kind: str, reason: str, *, cid: str | None = None,
+                command: Command | None = None) -> Outcome:
+        self.refused[kind] += 1
+        return Outcome(cid, "refused", reason, command=command)
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -244,8 +347,7 @@ class CommandHandler:
         return True
 
     def _record(self, outcome: Outcome, via: str) -> None:
-        audited = outcome.status != "refused" or outcome.result.pop("audited", False)
-        if audited:
+        if outcome.audited:
             self.audit(self.now(), outcome)
         cmd = outcome.command
         what = f"action={cmd.action} sender={cmd.sender}" if cmd else "action=-"
@@ -253,7 +355,7 @@ class CommandHandler:
             log.warning("command done id=%s %s via=%s", outcome.id, what, via)
             return
         if self._may_log():
-            level = logging.WARNING if audited else logging.INFO
+            level = logging.WARNING if outcome.audited else logging.INFO
             log.log(level, "command %s id=%s %s via=%s: %s", outcome.status, outcome.id or "-",
                     what, via, outcome.reason)
 
@@ -278,7 +380,7 @@ def _peek_id(body: str) -> str | None:
     """The id of a command that failed its schema, when there is a usable one."""
     try:
         value = json.loads(body).get("id")
-    except (ValueError, AttributeError):
+    except Exception:  # any oddity of a signed body: no id, that is all
         return None
     return value[:64] if isinstance(value, str) else None
 
@@ -287,3 +389,9 @@ def sign(body: str, secret: str) -> bytes:
     """The envelope of a command body (for clients and tests)."""
     digest = hmac.new(secret.encode(), body.encode("utf-8"), hashlib.sha256).hexdigest()
     return json.dumps({"body": body, "hmac": digest}).encode()
+
+
+def command_body(gateway: str, **fields: Any) -> str:
+    """A command's body for `gateway` (fields that are None are left out), to be signed."""
+    return json.dumps({"gateway": gateway} | {k: v for k, v in fields.items() if v is not None},
+                      ensure_ascii=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -124,6 +124,16 @@ class Inhibits:
                     "inhibit=%s:%s until=%s", request.zone, request.station,
                     request.stage_name, request.sequence, request.kind, inhibit.scope,
                     inhibit.target, _iso(inhibit.expires))
+
+    def shift(self, seconds: float) -> None:
+        """Re-date the inhibits in force by `seconds`: the wall clock was stepped
+        (gauged/daemon/timeline.py), and an inhibit still lasts as long as it was given. The
+        state store keeps the times it was given (after a restart they count again)."""
+        self.active = [replace(i, created=i.created + seconds, expires=None if i.expires is None
+                               else i.expires + seconds) for i in self.active]
+        for i in self.active:
+            log.warning("inhibit re-dated by the clock step scope=%s target=%s until=%s",
+                        i.scope, i.target, _iso(i.expires))
 
     def zone_inhibited(self, zone: str) -> bool:
         return any(i.scope == "zone" and i.target == zone for i in self.active)

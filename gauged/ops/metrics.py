@@ -69,8 +69,12 @@ class DaemonCollector(Collector):
                  read_latency: Mapping[str, Histogram], broadcasts: BroadcastTally,
                  uplinks: Callable[[], Mapping[str, UplinkHealth]], *,
                  channels: Mapping[str, tuple[str, str]],
-                 gauges: Mapping[str, GaugeHealth]) -> None:
+                 gauges: Mapping[str, GaugeHealth],
+                 internal_errors: Mapping[tuple[str, str], int] | None = None) -> None:
+        """`internal_errors`: unexpected errors contained per (station, where) since start
+        (gauged/barrier.py; station "" for a cycle that failed as a whole)."""
         self._snapshot = snapshot
+        self._internal = internal_errors if internal_errors is not None else {}
         self._uplinks = uplinks
         self._read_latency = read_latency
         self._broadcasts = broadcasts
@@ -86,6 +90,17 @@ class DaemonCollector(Collector):
         yield from _buses(status)
         yield from _uplinks(self._uplinks())
         yield from self._zones(status["zones"])
+        yield self._internal_errors()
+
+    def _internal_errors(self) -> Metric:
+        family = CounterMetricFamily(
+            "gauged_internal_errors", "Unexpected errors contained to one station since start "
+            "(each makes the station gauge_fault, reason internal, for its cycle), by station "
+            "and where: read, decode, judge, evaluate; station \"\" and where cycle for a "
+            "cycle that failed as a whole", labels=["station", "where"])
+        for (station, where), n in sorted(self._internal.items()):
+            family.add_metric([station, where], float(n))
+        return family
 
     def _gauge_health(self) -> Iterator[Metric]:
         labels = ["station", "gauge"]

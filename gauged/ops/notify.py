@@ -1,6 +1,7 @@
 """systemd's notification protocol (sd_notify) and the watchdog rule.
 
-`Notifier` sends `READY=1`, `STATUS=…`, `WATCHDOG=1` and `STOPPING=1` as AF_UNIX datagrams
+`Notifier` sends `READY=1`, `STATUS=…`, `WATCHDOG=1`, `RELOADING=1` and `STOPPING=1` as AF_UNIX
+datagrams
 to `$NOTIFY_SOCKET` (a path, or an abstract socket when it starts with `@`); without
 `$NOTIFY_SOCKET` (not started by systemd) every call does nothing. `WATCHDOG_USEC` (and
 `WATCHDOG_PID`, if set, naming this process) turns the watchdog on: pings go out every
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,12 @@ class Notifier:
 
     def status(self, status: str) -> bool:
         return self.send(f"STATUS={_one_line(status)}")
+
+    def reloading(self, status: str = "reloading the configuration") -> bool:
+        """`RELOADING=1` with the CLOCK_MONOTONIC time it was sent (`MONOTONIC_USEC`, which
+        systemd ≥ 253 checks for Type=notify-reload); `ready` says the reload is over."""
+        usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={usec}", f"STATUS={_one_line(status)}")
 
     def ping(self) -> bool:
         return self.send("WATCHDOG=1")

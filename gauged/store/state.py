@@ -606,17 +606,22 @@ class StateStore:
 
     # ---- commands: ids executed at most once, and the audit record --------------------
 
-    def command_seen(self, command_id: str, received: float, keep_s: float) -> bool:
-        """Record a command id; False when it was recorded before (or cannot be recorded:
-        a command whose id cannot be kept is not run, so it can never run twice). Ids are
-        kept `keep_s` (longer than any command may live)."""
+    def command_seen(self, command_id: str, received: float, keep_s: float) -> bool | None:
+        """Record a command id: True when it is new (and now recorded), False when it was
+        recorded before, None when it is not there and cannot be recorded (a full disk: the
+        command handler decides what may run unrecorded). Ids are kept `keep_s` (longer than
+        any command may live)."""
         def work(db: sqlite3.Connection) -> bool:
             cur = db.execute("INSERT OR IGNORE INTO command_ids (id, received) VALUES (?, ?)",
                              (command_id, received))
             # ids older than the longest TTL can no longer be replayed: forget them
             db.execute("DELETE FROM command_ids WHERE received < ?", (received - keep_s,))
             return cur.rowcount == 1
-        return bool(self._write("a command id", work, durable=True))
+        recorded = self._write("a command id", work, durable=True)
+        if recorded is None and self._rows("SELECT 1 FROM command_ids WHERE id = ?",
+                                           command_id):
+            return False  # the write failed, but the id was recorded before
+        return recorded
 
     def audit_command(self, when: float, command_id: str | None, sender: str, action: str,
                       status: str, reason: str, detail: dict[str, Any]) -> None:

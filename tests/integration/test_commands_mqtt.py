@@ -1,5 +1,7 @@
 """Operator commands through a real mosquitto (password file and ACL) and the status
-server's POST /command, against the relay and audio simulators (QUALITY MQ-1 to MQ-4, SEC-2).
+server's POST /command, against the relay and audio simulators (QUALITY MQ-1 to MQ-4, MQ-6,
+SEC-2; MQ-2's 10,000 generated payloads against the handler alone are in
+tests/unit/test_commands.py).
 
 The daemon runs in the test's event loop (tests/fieldbus.py rig) with its MQTT uplink and
 its zone sequencers started; an operator client publishes commands and reads the replies.
@@ -9,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import random
+import sqlite3
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -22,7 +26,7 @@ from typing import Any
 import aiomqtt
 import pytest
 from fieldbus import FieldRig, field_rig, until
-from services import Mosquitto, MosquittoFactory, PtyPairFactory
+from services import Mosquitto, MosquittoFactory, PtyPairFactory, free_port
 
 from gauged.cli import main
 from gauged.ops.commands import sign
@@ -42,9 +46,9 @@ topic read gauged/#
 """
 
 
-def mqtt_section(broker: Mosquitto) -> Callable[[str], str]:
+def mqtt_section(broker: Mosquitto, extra: str = "") -> Callable[[str], str]:
     def edit(text: str) -> str:
-        return text + f"""
+        return text + extra + f"""
 [mqtt]
 enabled = true
 host = "{broker.host}"
@@ -65,6 +69,7 @@ class Operator:
     client: aiomqtt.Client
     topic: str
     now: Callable[[], datetime]  # the daemon's clock (simulated time runs faster in tests)
+    gateway: str  # the gateway its commands are signed for
     replies: list[dict[str, Any]] = field(default_factory=list)
     messages: dict[str, list[bytes]] = field(default_factory=dict)
 
@@ -73,12 +78,19 @@ class Operator:
 
     async def command(self, **fields: Any) -> dict[str, Any]:
         """Send a signed command and wait for its reply."""
-        cid = fields.setdefault("id", f"cmd-{random.randrange(10**9)}")
+        cid, payload = self.signed(**fields)
+        n = 1 + sum(r["id"] == cid for r in self.replies)  # an id sent again: its next reply
+        await self.send(payload)
+        return await self.reply(cid, n)
+
+    def signed(self, **fields: Any) -> tuple[str, bytes]:
+        """A command's id and its signed envelope (the defaults filled in)."""
+        fields.setdefault("id", f"cmd-{random.randrange(10**9)}")
+        fields.setdefault("gateway", self.gateway)
         fields.setdefault("issued", self.now().isoformat())
         fields.setdefault("ttl_s", 60)
         fields.setdefault("sender", "ops-1")
-        await self.send(sign(json.dumps(fields), SECRET))
-        return await self.reply(cid)
+        return fields["id"], sign(json.dumps(fields), SECRET)
 
     async def reply(self, cid: str | None, n: int = 1) -> dict[str, Any]:
         await until(lambda: sum(r["id"] == cid for r in self.replies) >= n, 10.0,
@@ -90,9 +102,9 @@ class Operator:
 async def operator(broker: Mosquitto, rig: FieldRig) -> AsyncIterator[Operator]:
     gateway = rig.config.gateway.id
     async with aiomqtt.Client(broker.host, broker.port, username="ops",
-                              password=USERS["ops"], identifier="ops-console") as client:
+                              password=USERS["ops"], identifier=f"ops-console-{gateway}") as client:
         await client.subscribe(f"gauged/{gateway}/#", qos=1)
-        op = Operator(client, f"gauged/{gateway}/command", rig.daemon.clock.now)
+        op = Operator(client, f"gauged/{gateway}/command", rig.daemon.clock.now, gateway)
 
         async def listen() -> None:
             async for m in client.messages:
@@ -127,6 +139,17 @@ async def running(rig: FieldRig) -> AsyncIterator[None]:
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
+
+
+def post_command(url: str, data: bytes, token: str = TOKEN) -> tuple[int, dict[str, Any]]:
+    """POST /command (blocking: call it through asyncio.to_thread)."""
+    req = urllib.request.Request(f"{url}/command", data=data,
+                                 headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
 
 
 def relay_changes(rig: FieldRig) -> list[dict[str, Any]]:
@@ -209,13 +232,22 @@ async def test_commands_silence_broadcast_inhibit_and_test_do_what_they_say(
                             ("broadcast", "refused"), ("release", "done"), ("test", "done")]
 
 
+def spooled_commands(rig: FieldRig) -> list[str]:
+    """The `command` points in the InfluxDB spool's file."""
+    assert rig.daemon.influx is not None and rig.daemon.influx.spool is not None  # noqa: PT018
+    with contextlib.closing(sqlite3.connect(
+            f"file:{rig.daemon.influx.spool.path}?mode=ro", uri=True)) as db:
+        return [line for (lines,) in db.execute("SELECT lines FROM chunks")
+                for line in lines.split("\n") if line.startswith("command,")]
+
+
 async def test_mq_2_ten_thousand_random_payloads_crash_nothing_and_move_no_relay(
         tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto) -> None:
     rng = random.Random(20261123)
     valid = ""
 
     def payload(i: int) -> bytes:
-        kind = i % 5
+        kind = i % 7
         if kind == 0:
             return rng.randbytes(rng.randrange(0, 300))
         if kind == 1:  # JSON of a random shape
@@ -227,13 +259,22 @@ async def test_mq_2_ten_thousand_random_payloads_crash_nothing_and_move_no_relay
             signed = bytearray(sign(valid, SECRET))
             signed[rng.randrange(len(signed))] ^= 1 << rng.randrange(8)
             return bytes(signed)
-        return b"{" * rng.randrange(1, 5000)  # deep or long nesting
+        if kind == 4:  # a non-ASCII signature (compare_digest refuses to compare it)
+            forged = "".join(chr(rng.randrange(0x80, 0x3000)) for _ in range(64))
+            return json.dumps({"body": valid, "hmac": forged}, ensure_ascii=False).encode()
+        if kind == 5:  # nested deeper than the parser's recursion limit, or not
+            return b"[" * rng.randrange(1, 4000)
+        return b"{" * rng.randrange(1, 5000)  # long, unfinished
 
-    async with field_rig(tmp_path, pty_pair, speed=SPEED, edit=mqtt_section(broker)) as rig, \
+    # InfluxDB on a port nobody listens on: the spool keeps every point it is given
+    influx = f'\n[influx]\nenabled = true\nurl = "http://127.0.0.1:{free_port()}"\n'
+    async with field_rig(tmp_path, pty_pair, speed=SPEED,
+                         edit=mqtt_section(broker, influx)) as rig, \
             running(rig), operator(broker, rig) as op:
         before = len(relay_changes(rig))
-        valid = json.dumps({"id": "x", "issued": op.now().isoformat(), "ttl_s": 600,
-                            "sender": "fuzz", "action": "silence", "zone": "riverside"})
+        valid = json.dumps({"id": "x", "gateway": op.gateway, "issued": op.now().isoformat(),
+                            "ttl_s": 600, "sender": "fuzz", "action": "silence",
+                            "zone": "riverside"})
         for start in range(0, N_RANDOM, 100):  # 100 in flight at a time
             await asyncio.gather(*(op.send(payload(i)) for i in range(start, start + 100)))
         handler = rig.daemon.commands
@@ -241,14 +282,24 @@ async def test_mq_2_ten_thousand_random_payloads_crash_nothing_and_move_no_relay
         await until(lambda: sum(handler.refused.values()) + handler.done >= N_RANDOM, 300.0,
                     "every payload handled")
         # still alive and obeying: a good command runs
-        last = await op.command(action="silence", zone="riverside")
+        last = await op.command(id="last", action="silence", zone="riverside")
         assert last["status"] == "done"
         assert len(relay_changes(rig)) == before
+        assert handler.failed == 0  # nothing crashed
         # only a payload that still carries the valid signature ran (a bit flip that turns
         # a hex digit of the HMAC to upper case leaves it valid), and only once: id "x"
+        # (later copies are duplicates, or expired: simulated time runs 50× faster)
         assert handler.done <= 2
-        assert set(handler.refused) <= {"bad_json", "bad_envelope", "bad_signature",
-                                        "oversize", "schema", "duplicate", "ttl"}
+        signed = {"duplicate", "ttl"}
+        assert set(handler.refused) <= {"bad_json", "too_deep", "bad_envelope",
+                                        "bad_signature", "oversize"} | signed, handler.refused
+        assert min(handler.refused["too_deep"], handler.refused["bad_signature"]) > 0
+        # junk left no trace: audit rows and spool points for the signed commands only
+        assert rig.daemon.store is not None
+        audit = rig.daemon.store.command_audit()
+        assert {a["id"] for a in audit} <= {"x", "last"}
+        assert len(spooled_commands(rig)) == len(audit) == handler.done + sum(
+            handler.refused[kind] for kind in signed)
 
 
 async def test_mq_3_a_retained_command_on_the_broker_at_connect_is_not_run(
@@ -256,9 +307,10 @@ async def test_mq_3_a_retained_command_on_the_broker_at_connect_is_not_run(
     gateway_id = "fieldbus-test"
     async with aiomqtt.Client(broker.host, broker.port, username="ops",
                               password=USERS["ops"]) as client:
-        body = json.dumps({"id": "ret-1", "issued": datetime.now(UTC).isoformat(),
-                           "ttl_s": 3600, "sender": "ops-1", "action": "broadcast",
-                           "zone": "riverside", "clips": ["warning"]})
+        body = json.dumps({"id": "ret-1", "gateway": gateway_id,
+                           "issued": datetime.now(UTC).isoformat(), "ttl_s": 3600,
+                           "sender": "ops-1", "action": "broadcast", "zone": "riverside",
+                           "clips": ["warning"]})
         await client.publish(f"gauged/{gateway_id}/command", sign(body, SECRET), qos=1,
                              retain=True)
     async with field_rig(tmp_path, pty_pair, speed=SPEED, edit=mqtt_section(broker)) as rig:
@@ -301,9 +353,10 @@ async def test_sec_2_post_command_needs_the_token_and_get_is_read_only(
         async with StatusServer("127.0.0.1", 0, daemon.snapshot, daemon.health, token=TOKEN,
                                 control=daemon.http_command) as server:
             url = f"http://127.0.0.1:{server.port}"
-            body = sign(json.dumps({"id": "h-1", "issued": daemon.clock.now().isoformat(),
-                                    "ttl_s": 60, "sender": "ops-1", "action": "inhibit",
-                                    "scope": "zone", "target": "riverside"}), SECRET)
+            body = sign(json.dumps({"id": "h-1", "gateway": rig.config.gateway.id,
+                                    "issued": daemon.clock.now().isoformat(), "ttl_s": 60,
+                                    "sender": "ops-1", "action": "inhibit", "scope": "zone",
+                                    "target": "riverside"}), SECRET)
 
             def post(token: str | None, data: bytes = body) -> tuple[int, dict[str, Any]]:
                 headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -367,3 +420,197 @@ async def test_gauged_command_signs_and_posts_a_command_to_the_local_daemon(
                        "3600", "--scope", "station", "--target", "tcp_9"]
             assert await asyncio.to_thread(main, release) == 1  # refused: nothing to release
             assert "no inhibit in force" in json.loads(capsys.readouterr().out)["reason"]
+            # signed for the config's gateway by default; for another, this one refuses it
+            elsewhere = [*release, "--gateway", "minato-furukawa"]
+            assert await asyncio.to_thread(main, elsewhere) == 1
+            assert json.loads(capsys.readouterr().out)["reason"] == \
+                "meant for gateway 'minato-furukawa', not 'fieldbus-test'"
+            assert daemon.store is not None
+            assert [a["detail"]["command"]["gateway"] for a in daemon.store.command_audit()] \
+                == ["fieldbus-test"] * 2 + ["minato-furukawa"]
+
+
+def other_gateway(text: str) -> str:
+    """The rig's config, for a second gateway (its own MQTT topics and client id)."""
+    return text.replace('id = "fieldbus-test"', 'id = "fieldbus-test-2"', 1)
+
+
+async def test_mq_6_a_command_for_another_gateway_or_replayed_on_one_is_refused_and_audited(
+        tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # two gateways of one control room (one secret), on one broker, at the same time
+    edit = mqtt_section(broker)
+    async with contextlib.AsyncExitStack() as stack:
+        rigs = []
+        for name, pty, gateway_edit in (
+                ("a", pty_pair, edit),
+                ("b", lambda name: pty_pair(f"{name}-b"),
+                 lambda text: other_gateway(edit(text)))):
+            (tmp_path / name).mkdir()  # each its own state file (conftest sets the path)
+            monkeypatch.setenv("GAUGED_STATE__PATH", str(tmp_path / name / "state.sqlite3"))
+            rigs.append(await stack.enter_async_context(
+                field_rig(tmp_path / name, pty, speed=SPEED, edit=gateway_edit)))
+        a, b = rigs
+        for rig in rigs:
+            await stack.enter_async_context(running(rig))
+        op_a = await stack.enter_async_context(operator(broker, a))
+        op_b = await stack.enter_async_context(operator(broker, b))
+        assert (op_a.gateway, op_b.gateway) == ("fieldbus-test", "fieldbus-test-2")
+        # issued by b's clock, the later-started one: fresh on both gateways (≤ ttl_s old,
+        # not in the future), so that only the gateway can stop a replay
+        issued = b.daemon.clock.now().isoformat()
+        fresh = {"issued": issued, "ttl_s": 3600}
+        broadcast_id, broadcast = op_a.signed(action="broadcast", zone="riverside",
+                                              clips=["warning"], **fresh)
+        inhibit_id, inhibit = op_a.signed(action="inhibit", scope="zone", target="riverside",
+                                          minutes=1440, reason="a day of work", **fresh)
+        for payload in (broadcast, inhibit):  # meant for a: it runs them
+            await op_a.send(payload)
+        assert (await op_a.reply(broadcast_id))["status"] == "done"
+        assert (await op_a.reply(inhibit_id))["status"] == "done"
+        assert [i["target"] for i in a.daemon.snapshot()["inhibits"]] == ["zone:riverside"]
+        # captured and replayed, byte for byte, on b's topic: refused, audited, nothing moves
+        for payload in (broadcast, inhibit):
+            await op_b.client.publish(op_b.topic, payload, qos=1)
+        replies = [await op_b.reply(cid) for cid in (broadcast_id, inhibit_id)]
+        assert [(r["status"], r["reason"]) for r in replies] == [
+            ("refused", "meant for gateway 'fieldbus-test', not 'fieldbus-test-2'")] * 2
+        assert b.daemon.store is not None
+        assert [(x["id"], x["action"], x["status"], x["reason"])
+                for x in b.daemon.store.command_audit()] == [
+            (broadcast_id, "broadcast", "refused", replies[0]["reason"]),
+            (inhibit_id, "inhibit", "refused", replies[1]["reason"])]
+        assert b.daemon.snapshot()["inhibits"] == []
+        # a correctly signed command naming another gateway, sent to a: refused and audited
+        other = await op_a.command(gateway="fieldbus-test-2", action="silence",
+                                   zone="riverside", **fresh)
+        assert (other["status"], other["reason"]) == (
+            "refused", "meant for gateway 'fieldbus-test-2', not 'fieldbus-test'")
+        assert a.daemon.store is not None
+        assert a.daemon.store.command_audit()[-1]["status"] == "refused"
+        # the same fields signed for b run on b: the gateway was the only thing wrong
+        own = await op_b.command(action="silence", zone="riverside", **fresh)
+        assert own["status"] == "done"
+        assert relay_changes(b) == []  # 0 relay changes on the gateway it was not meant for
+        assert b.daemon.commands is not None
+        assert b.daemon.commands.refused == {"gateway": 2}
+        assert b.daemon.zones["riverside"].last is None
+
+
+async def test_one_test_at_a_time_and_an_alarm_aborts_it_without_cutting_the_siren(
+        tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto) -> None:
+    def edit(text: str) -> str:
+        text = mqtt_section(broker, "\n[tests]\nhold_s = 10\n")(text)  # 2 s a relay
+        return text.replace("[status]\n", f'[status]\ntoken = "{TOKEN}"\n')
+
+    async with field_rig(tmp_path, pty_pair, speed=5.0, edit=edit,
+                         levels={"tcp_1": 4.5}) as rig, \
+            running(rig), operator(broker, rig) as op:
+        daemon = rig.daemon
+        zone = daemon.zones["riverside"]
+        async with StatusServer("127.0.0.1", 0, daemon.snapshot, daemon.health, token=TOKEN,
+                                control=daemon.http_command) as server:
+            url = f"http://127.0.0.1:{server.port}"
+            first_id, first = op.signed(action="test", job="silent")
+            await op.send(first)
+            await until(lambda: rig.fleet.coils("relays", 1)[0], 10.0, "the test's siren ON")
+            # a second test, and a manual broadcast, while it holds a relay (over HTTP: the
+            # MQTT listener waits for the running test's reply)
+            for fields in ({"action": "test", "job": "silent"},
+                           {"action": "test", "job": "audible"},
+                           {"action": "broadcast", "zone": "riverside", "clips": ["warning"]}):
+                code, reply = await asyncio.to_thread(post_command, url,
+                                                      op.signed(**fields)[1])
+                assert (code, reply["reason"]) in {
+                    (422, "a test is running (silent)"),
+                    (422, "no audible test is configured (tests.audible_clip)")}, reply
+            assert rig.fleet.coils("relays", 1)[0]  # still the first test's hold
+            mark = len(rig.fleet.relay_log)
+            # overflow: the alarm aborts the test (its relay OFF first), then sounds
+            result = await rig.cycle()
+            assert [r.station for r in result.broadcasts] == ["tcp_1"]
+            aborted = await op.reply(first_id)
+            assert (aborted["status"], aborted["result"]) == (
+                "done", {"ok": False, "aborted": "alarm broadcast"})
+            await until(lambda: rig.fleet.coils("relays", 1)[0], 10.0, "the alarm's siren")
+            # a test asked for while the alarm plays is refused
+            code, reply = await asyncio.to_thread(
+                post_command, url, op.signed(action="test", job="silent")[1])
+            assert (code, reply["reason"]) == (422, "zones broadcasting: riverside")
+            await until(lambda: zone.last is not None, 20.0, "the overflow broadcast")
+            assert zone.last is not None
+            assert (zone.last.request.station, zone.last.outcome) == ("tcp_1", "done")
+            assert zone.last.siren_on_s >= 10.0  # not cut by the test's OFF
+            siren = [r["value"] for r in rig.fleet.relay_log[mark:]
+                     if r["coil"] == 0 and r["value"] != r["previous"]]
+            assert siren == [False, True, False]  # the test's OFF, then the siren, once
+            assert rig.fleet.coils("relays", 1)[:2] == [False, False]
+            assert daemon.test_runner.running is None
+
+
+def fill_state_disk(db: sqlite3.Connection) -> None:
+    """The state file can grow no more and has no room left where commands are written:
+    the next command id or audit row fails with SQLITE_FULL ("database or disk is full"),
+    the error a full file system gives SQLite (as in test_dur_4_disk_full.py, plus the
+    command tables: a row that fits in a page with room would still be written)."""
+    db.execute("CREATE TABLE filler (x BLOB)")
+    db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
+    db.execute("PRAGMA synchronous = OFF")  # throw-away rows: no fsync each
+    n = itertools.count()
+    rows: list[tuple[str, Callable[[int], tuple[Any, ...]]]] = [
+        ("INSERT INTO filler VALUES (zeroblob(?))", lambda size: (size,)),
+        # ids that sort after any real one, and never expire (received far ahead)
+        ("INSERT INTO command_ids VALUES (?, 1e12)",
+         lambda size: (f"~{next(n):08d}" + "~" * min(size, 60),)),
+        ("INSERT INTO command_audit (time, status, detail) VALUES (0, 'fill', ?)",
+         lambda size: ("x" * size,))]
+    for size in (4000, 1000, 100, 10, 1):
+        for sql, row in rows:
+            with contextlib.suppress(sqlite3.OperationalError):  # full
+                while True:
+                    db.execute(sql, row(size))
+    db.execute("PRAGMA synchronous = FULL")
+
+
+async def test_a_silence_runs_with_the_state_disk_full_and_an_inhibit_is_refused(
+        tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto) -> None:
+    async with field_rig(tmp_path, pty_pair, speed=5.0, edit=mqtt_section(broker),
+                         levels={"tcp_1": 4.5}) as rig, \
+            running(rig), operator(broker, rig) as op:
+        zone = rig.daemon.zones["riverside"]
+        store = rig.daemon.store
+        assert store is not None
+        before = await op.command(id="before-full", action="release", scope="zone",
+                                  target="riverside")  # recorded (refused: no inhibit)
+        assert before["status"] == "refused"
+        await rig.cycle()  # overflow: the siren sounds
+        await until(lambda: rig.fleet.coils("relays", 1)[0], 10.0, "the siren")
+        fill_state_disk(store._db)  # the store's own connection: the limit is its own
+        assert store.command_seen("probe", rig.daemon.clock.timestamp(), 60) is None
+        # the operator's brake works all the same
+        silenced = await op.command(id="silence-1", action="silence", zone="riverside")
+        assert silenced["status"] == "done"
+        assert silenced["result"]["stopped"]["stage"] == "overflow"
+        await zone.idle()
+        assert zone.last is not None and zone.last.outcome == "silenced"  # noqa: PT018
+        assert rig.fleet.coils("relays", 1)[:2] == [False, False]
+        # an inhibit, whose id could not be kept, is refused (it could be replayed to
+        # silence the zone again after a restart): nothing inhibited
+        inhibit = await op.command(action="inhibit", scope="zone", target="riverside",
+                                   minutes=60)
+        assert inhibit["status"] == "refused"
+        assert inhibit["reason"].startswith("the state file cannot be written")
+        assert rig.daemon.snapshot()["inhibits"] == []
+        # replays are refused still: of the silence run unrecorded, of a command recorded
+        # before the disk filled
+        for cid, fields in (("silence-1", {"action": "silence", "zone": "riverside"}),
+                            ("before-full", {"action": "release", "scope": "zone",
+                                             "target": "riverside"})):
+            again = await op.command(id=cid, **fields)
+            assert (again["status"], again["reason"]) == ("refused",
+                                                          "this id was already received")
+        assert store.problem.startswith("cannot write")
+        with contextlib.closing(sqlite3.connect(f"file:{store.path}?mode=ro", uri=True)) as db:
+            kept = {cid for (cid,) in db.execute("SELECT id FROM command_ids")
+                    if not cid.startswith("~")}
+        assert kept == {"before-full"}  # the silence ran without its id on disk

@@ -2,7 +2,7 @@
 simulators, on an accelerated clock. Calendars are written for times a few simulated minutes
 after the rig's start; the daemon is a process (`gauged run`), except for SCH-3, where it runs
 in the test's event loop so that its wall clock can be stepped (the simulators stay
-processes).
+processes; tests/integration/test_sch_4_clock_step.py steps a daemon process).
 """
 
 from __future__ import annotations
@@ -224,8 +224,11 @@ def test_audible_test_plays_the_chime_with_the_amplifier_on(tmp_path: Path,
     assert "<areaDesc>区内全域</areaDesc>" in document  # the ward zone it played on
 
 
-async def test_sch_3_wall_clock_stepped_an_hour_each_way_skips_and_repeats_nothing(
+async def test_sch_3_wall_clock_stepped_an_hour_each_way_cycles_and_tests_follow_it(
         tmp_path: Path, rigs: list[Rig], caplog: pytest.LogCaptureFixture) -> None:
+    """±1 h: cycles follow the stepped clock at their real pace (one interval apart, none
+    repeated or lost), the scheduled tests run no fire time twice, the steps are logged once
+    each (QUALITY SCH-3; gauged/daemon/timeline.py)."""
     rig = Rig(tmp_path, speed=600.0)  # a cycle every 0.3 s, a test every second
     rigs.append(rig)
     rig.edit_config(lambda text: text + '\n[tests]\nsilent = "*/10 * * * *"\n')
@@ -245,7 +248,7 @@ async def test_sch_3_wall_clock_stepped_an_hour_each_way_skips_and_repeats_nothi
     one_hour = 3600.0 / clock.speed  # an hour of the simulated world's wall clock
 
     async def runs(n: int) -> None:
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 20
         while daemon.tests is None or daemon.tests.status["silent"].runs < n:
             assert time.monotonic() < deadline, f"timed out waiting for {n} tests"
             await asyncio.sleep(0.01)
@@ -260,16 +263,22 @@ async def test_sch_3_wall_clock_stepped_an_hour_each_way_skips_and_repeats_nothi
             await runs(6)
             daemon.stop()
             await running
-    runs_stored = job_runs(rig, "silent")
-    fire_times = [datetime.fromtimestamp(t, TOKYO) for t, _ in runs_stored]
+    with sqlite3.connect(f"file:{rig.state_path}?mode=ro", uri=True) as db:
+        stored = list(db.execute("SELECT fire_time, status FROM job_runs WHERE job = ? "
+                                 "ORDER BY started", ("silent",)))
+    fire_times = [t for t, _ in stored]
     assert len(fire_times) >= 6
-    assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(fire_times))
-    assert {status for _, status in runs_stored} == {"ok"}
-    assert stamps[0] <= fire_times[1]  # cycles ran before, between and after the steps
-    assert stamps[-1] >= fire_times[4]
-    assert len(set(stamps)) == len(stamps)  # none repeated …
-    assert all((b - a).total_seconds() == 180.0
-               for a, b in itertools.pairwise(stamps))  # … and none lost
-    steps = [r.getMessage() for r in caplog.records if "wall clock stepped" in r.getMessage()]
+    assert all(a < b for a, b in itertools.pairwise(fire_times))  # none twice, in order
+    assert {status for _, status in stored} == {"ok"}
+    # every cycle one interval after the last at the real pace: across each step the stamps
+    # move by the step, once each way; nothing repeated, nothing lost
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    assert sorted(set(gaps)) == [180.0 - 3600.0, 180.0, 180.0 + 3600.0]
+    assert gaps.count(180.0 + 3600.0) == gaps.count(180.0 - 3600.0) == 1
+    assert gaps.index(180.0 + 3600.0) < gaps.index(180.0 - 3600.0)
+    messages = [r.getMessage() for r in caplog.records]
+    steps = [m for m in messages if m.startswith("wall clock stepped")]
     assert [m.split(" s ")[0].split()[-1] for m in steps] == ["+3600", "-3600"]
+    assert len([m for m in messages if m.startswith("alarm history re-dated")]) == 2
     assert "cycle skipped" not in caplog.text
+    assert "already ran" not in caplog.text

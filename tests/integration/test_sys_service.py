@@ -128,6 +128,11 @@ def test_sys_1_unit_exposure_at_most_2_5_with_the_required_directives() -> None:
                        "StartLimitIntervalSec": "0"}.items():
         assert directives.get(key) == [value], (key, directives.get(key))
     assert float(directives["WatchdogSec"][0]) > 0
+    # SCH-4: started after the clock is set (ordering only: systemd.special(7)); SYS-6: reload
+    assert "time-sync.target" in " ".join(directives["After"]).split()
+    assert "Wants" not in directives
+    assert "Requires" not in directives
+    assert directives["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
     allowed = {v.split()[0] for v in directives["DeviceAllow"]}
     assert {"char-ttyUSB", "char-ttyS", "char-alsa"} <= allowed  # explicit serial and audio
     assert "DeviceAllow=" in out

@@ -126,7 +126,7 @@ def test_sys_4_budgets_of_the_reference_system() -> None:
     req = BroadcastRequest(time=daemon.clock.now(), zone="furukawa_hiroo", station="shin_hiroo",
                            stage=4, stage_name="overflow", sequence="level_overflow",
                            siren_s=10.0, clips=())
-    record = BroadcastRecord(request=req, started=daemon.clock.timestamp())
+    record = BroadcastRecord(request=req, started=daemon.clock.timestamp(), started_mono=0.0)
     seq = daemon.config.sequences["level_overflow"]
     budget = broadcast_budget(daemon, zone, record)
     clips = seq.repeats * len(seq.clips)
@@ -135,5 +135,6 @@ def test_sys_4_budgets_of_the_reference_system() -> None:
     assert progress(daemon, daemon.last_cycle_mono or 0.0, 0.0) == []
     zone.current = record
     assert progress(daemon, 0.0, 0.0) == []  # just started
-    record.started -= budget + 1  # playing for longer than it can last
+    record.started_mono = -(budget + 1)  # playing for longer than it can last (monotonic:
+    record.started += 10 * budget  # whatever the wall clock says)
     assert progress(daemon, 0.0, 0.0)[0].startswith("zone furukawa_hiroo: one broadcast")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -24,7 +24,7 @@ from gauged.clock import Clock
 from gauged.config.cron import cron_trigger, plan
 from gauged.config.load import load_config
 from gauged.errors import ConfigError
-from gauged.field.prooftests import Job, ProofTestScheduler
+from gauged.field.prooftests import Job, ProofTestNotStarted, ProofTestScheduler
 from gauged.store.state import StateStore
 
 TOKYO = ZoneInfo("Asia/Tokyo")
@@ -235,6 +235,24 @@ async def test_a_test_is_skipped_while_a_zone_broadcasts(tmp_path: Path) -> None
                                                         "zones": ["ward"]})
 
 
+async def test_a_fire_time_while_a_test_on_command_runs_is_skipped(tmp_path: Path) -> None:
+    """The runner refuses a second test (gauged/field/prooftests.py): the fire time is
+    recorded `skipped` with the runner's reason, not `failed`."""
+    async def refuse(job: str) -> dict[str, Any]:
+        raise ProofTestNotStarted("a test is running (audible)")
+
+    with StateStore.open(tmp_path / "s.sqlite3") as store:
+        clock = clock_at("2026-07-06T09:59:58", 100.0)
+        job = Job("silent", "0 10 * * *", cron_trigger("0 10 * * *", "Asia/Tokyo"), 3600)
+        async with following(ProofTestScheduler([job], clock, store, run=refuse,
+                                                busy=list)) as s:
+            await until(lambda: s.status["silent"].runs == 1, 5.0, "the 10:00 fire time")
+        run = store.last_job_run("silent")
+        assert run is not None
+        assert (run.status, run.result) == ("skipped",
+                                            {"reason": "a test is running (audible)"})
+
+
 async def test_an_alarm_aborts_a_running_test(tmp_path: Path) -> None:
     with StateStore.open(tmp_path / "s.sqlite3") as store:
         clock = clock_at("2026-07-06T09:59:58", 100.0)
@@ -249,24 +267,64 @@ async def test_an_alarm_aborts_a_running_test(tmp_path: Path) -> None:
         assert (run.status, run.result) == ("aborted", {"reason": "alarm broadcast"})
 
 
-async def test_sch_3_calendar_neither_repeats_nor_skips_when_the_wall_clock_steps(
-        tmp_path: Path) -> None:
-    step = [0.0]
+class Stepping(Runs):
+    """A stand-in test that steps the wall clock when the run of a given fire time is under
+    way, or two simulated minutes after it ended (while the calendar waits for the next
+    fire time): the step lands at a known place in the calendar."""
+
+    def __init__(self, clock: Clock, offset: list[float], steps: dict[str, float], *,
+                 between_runs: bool) -> None:
+        super().__init__(clock)
+        self.offset = offset
+        self.steps = steps  # local "HH:MM" of the run → simulated seconds
+        self.between_runs = between_runs
+
+    def step(self, seconds: float) -> None:
+        self.offset[0] += seconds / self.clock.speed
+
+    async def __call__(self, job: str) -> dict[str, Any]:
+        result = await super().__call__(job)
+        fired = self.clock.now().astimezone(TOKYO).strftime("%H:%M")
+        if fired in self.steps:
+            seconds = self.steps.pop(fired)
+            if self.between_runs:
+                asyncio.get_running_loop().call_later(120.0 / self.clock.speed, self.step,
+                                                      seconds)
+            else:
+                self.step(seconds)
+        return result
+
+
+def local(ts: float) -> str:
+    return datetime.fromtimestamp(ts, TOKYO).strftime("%H:%M")
+
+
+@pytest.mark.parametrize("between_runs", [False, True])
+async def test_sch_3_calendar_follows_steps_of_the_wall_clock_and_runs_no_fire_time_twice(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, between_runs: bool) -> None:
+    """+65 min over six fire times: they run once, as the latest, late and logged; −65 min
+    back over fire times already run: none runs again, the calendar goes on from where it
+    was (QUALITY SCH-3, SCH-4). The steps come during a run, or between runs."""
+    offset = [0.0]
     clock = clock_at("2026-07-06T09:55:00", 6000.0,  # 10 simulated minutes per 0.1 s
-                     wall=lambda: time.time() + step[0])
-    runs = Runs(clock)
-    with StateStore.open(tmp_path / "s.sqlite3") as store:
-        async with following(scheduler(store, clock, runs, "*/10 * * * *")):
-            await until(lambda: len(runs.calls) >= 3, 5.0, "three runs")
-            step[0] = 3600.0 / clock.speed  # the wall clock jumps an hour ahead …
-            await until(lambda: len(runs.calls) >= 6, 5.0, "six runs")
-            step[0] = -3600.0 / clock.speed  # … then an hour back (from where it started)
-            await until(lambda: len(runs.calls) >= 9, 5.0, "nine runs")
-            assert clock.skew() == pytest.approx(-3600.0, abs=5.0)
-        times = [datetime.fromtimestamp(r.fire_time, TOKYO) for r in store.job_runs("silent")]
-    assert len(times) >= 9
-    assert times[0] == datetime(2026, 7, 6, 10, 0, tzinfo=TOKYO)
-    assert all(b - a == timedelta(minutes=10) for a, b in itertools.pairwise(times))
+                     wall=lambda: time.time() + offset[0])
+    runs = Stepping(clock, offset, {"10:20": 65 * 60.0, "11:40": -65 * 60.0},
+                    between_runs=between_runs)
+    with StateStore.open(tmp_path / "s.sqlite3") as store, \
+            caplog.at_level(logging.INFO, "gauged.field.prooftests"):
+        async with following(scheduler(store, clock, runs, "*/10 * * * *")) as s:
+            await until(lambda: s.status["silent"].runs >= 9, 10.0, "nine runs")
+        runs_stored = sorted(store.job_runs("silent"), key=lambda r: r.started)
+    fired = [local(r.fire_time) for r in runs_stored]
+    assert fired[:9] == ["10:00", "10:10", "10:20", "11:20", "11:30", "11:40", "11:50",
+                         "12:00", "12:10"]  # none twice, in order, 10:30 … 11:10 as 11:20
+    assert {r.status for r in runs_stored} == {"ok"}
+    assert clock.skew() == pytest.approx(0.0, abs=1.0)
+    assert "6 missed fire times coalesced into one run" in caplog.text
+    assert re.search(r"test silent for 2026-07-06T11:20:00\+09:00 runs late by \d+ s",
+                     caplog.text)
+    assert "already ran" not in caplog.text  # nothing was even attempted twice
+    assert "dropped" not in caplog.text
 
 
 async def test_fire_times_that_pass_while_a_test_runs_are_dropped(

@@ -48,7 +48,7 @@ def test_knob_values_are_normalized(
         ("bad_crc", 1, "tcp", "no meaning on a Modbus TCP device"),
         ("bad_checksum", 1, "rtu", "no meaning on a Modbus RTU device"),
         ("exception", 4, "line", "no meaning on a serial_line device"),
-        ("nan", True, "line", "no meaning on a serial_line device"),
+        ("busy_count", 2, "line", "no meaning on a serial_line device"),
     ],
 )
 def test_bad_knobs_are_refused(name: str, value: object, transport: str, message: str) -> None:

@@ -78,6 +78,9 @@ def test_line_reply_format_and_checksum() -> None:
     assert format_reply(12, -0.5, 0x8A).startswith(b"*12,-0000.500,8A,")
     assert format_reply(7, 123.0, 0).startswith(b"*07,+0123.000,00,")
     assert format_reply(7, 12345.0, 0).startswith(b"*07,+12345.000,00,")
+    # a gauge without a valid value (the `nan` knob) sends NaN in place of its number
+    nan = b"*07,NaN,00,"
+    assert format_reply(7, float("nan"), 0) == nan + f"{sum(nan) % 256:02X}\r\n".encode()
     wrong = format_reply(3, 1.234, 0, corrupt=True)
     assert wrong[-4:-2] != format_reply(3, 1.234, 0)[-4:-2]
 
