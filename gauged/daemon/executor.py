@@ -81,8 +81,10 @@ class CommandExecutor:
         handler = CommandHandler(
             c, gateway=self.config.gateway.id, execute=self.execute,
             now=self.clock.timestamp, audit=self.audit,
-            seen=lambda cid, now: store.command_seen(cid, now,
-                                                     c.max_ttl_s + c.clock_skew_s + 60))
+            # the record waits for its fsync (up to a second on a slow card): in a thread,
+            # so that a command never holds up the event loop, and with it a siren
+            seen=lambda cid, now: asyncio.to_thread(store.command_seen, cid, now,
+                                                    c.max_ttl_s + c.clock_skew_s + 60))
         self._mqtt = mqtt
         if mqtt is not None:
             mqtt.on_command = self.mqtt_command

@@ -177,14 +177,15 @@ class CommandHandler:
     """Checks commands and runs the good ones through `execute` (the daemon's actions).
 
     `gateway` is this gateway's id (`[gateway] id`); a command naming another is refused.
-    `seen(id, now)` records an id: True when it is new and now recorded, False when it was
-    recorded before, None when it cannot be recorded (the state file cannot be written);
+    `seen(id, now)` (awaited: the daemon runs it in a thread) records an id: True when it is
+    new and now recorded, False when it was recorded before, None when it cannot be recorded
+    (the state file cannot be written);
     `audit(...)` keeps an authenticated command's outcome; `now` is the daemon's clock (UNIX
     seconds). Neither is called for a payload whose signature has not been checked.
     """
 
     def __init__(self, config: CommandsConfig, *, gateway: str, execute: Executor,
-                 seen: Callable[[str, float], bool | None],
+                 seen: Callable[[str, float], Awaitable[bool | None]],
                  audit: Callable[[float, Outcome], None],
                  now: Callable[[], float]) -> None:
         self.config = config
@@ -291,7 +292,7 @@ class CommandHandler:
                                 cid=cid, command=command)
         if not self._take_token():
             return self._refuse("rate", "rate limit", cid=cid, command=command)
-        if (refusal := self._first_time(command, now)) is not None:
+        if (refusal := await self._first_time(command, now)) is not None:
             self._tokens += 1.0  # a command not run costs the sender nothing of the rate
             return refusal
         try:
@@ -301,14 +302,14 @@ class CommandHandler:
         self.done += 1
         return Outcome(cid, "done", "", result, command)
 
-    def _first_time(self, command: Command, now: float) -> Outcome | None:
+    async def _first_time(self, command: Command, now: float) -> Outcome | None:
         """Record the id (at most once, across restarts); a refusal when it may not run."""
         cid = command.id
         keep_s = self.config.max_ttl_s + self.config.clock_skew_s + 60
         for old in [i for i, t in self._unrecorded.items() if t < now - keep_s]:
             del self._unrecorded[old]
         # ids run unrecorded first: the store may be writable again and not know them
-        recorded = False if cid in self._unrecorded else self.seen(cid, now)
+        recorded = False if cid in self._unrecorded else await self.seen(cid, now)
         if recorded is False:
             return self._refuse("duplicate", "this id was already received", cid=cid,
                                 command=command)

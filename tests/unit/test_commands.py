@@ -38,7 +38,7 @@ class Harness:
             gateway=GATEWAY, execute=self.execute, seen=self.seen,
             audit=lambda t, o: self.audited.append(o), now=lambda: self.now)
 
-    def seen(self, cid: str, now: float) -> bool | None:
+    async def seen(self, cid: str, now: float) -> bool | None:
         if cid in self.ids:
             return False
         if self.disk_full:
