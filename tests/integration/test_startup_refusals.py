@@ -123,14 +123,17 @@ def test_unwritable_state_folder_exits_1_with_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", [0o555, 0o000], ids=["read-only", "unreadable"])
 def test_unwritable_state_folder_by_permissions_exits_1_with_one_line(mode: int) -> None:
-    """A folder the daemon's user may not write (or read): as root that needs another user,
-    so the daemon runs as nobody (setpriv) from a folder nobody can read."""
+    """A folder the daemon's user may not write (or read). Root passes any permission check,
+    so as root the daemon runs without the capabilities that let it (setpriv drops
+    CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH): the folder's owner bits then apply to it, as
+    to any user. (Running it as nobody instead would fail wherever the checkout itself is
+    private to root, as a CI's clone may be.)"""
     prefix: list[str] = []
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
-        assert setpriv is not None, "setpriv (util-linux) is needed to drop root"
-        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "--"]
-    top = Path(tempfile.mkdtemp(prefix="gauged-startup-"))  # not under pytest's 0700 tmp
+        assert setpriv is not None, "setpriv (util-linux) is needed to drop root's powers"
+        prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--"]
+    top = Path(tempfile.mkdtemp(prefix="gauged-startup-"))
     try:
         top.chmod(0o755)
         config = top / "gauged.toml"
@@ -146,7 +149,7 @@ def test_unwritable_state_folder_by_permissions_exits_1_with_one_line(mode: int)
         [line] = lines(stderr.read_text())
         assert "ERROR" in line
         assert f"gauged: not starting: the state folder {folder} is not readable and " \
-            f"writable by this user (uid {65534 if prefix else os.geteuid()}): fix its owner " \
+            f"writable by this user (uid {os.geteuid()}): fix its owner " \
             f"or mode, or [state] path in {config}" in line, line
         folder.chmod(0o755)
         assert list(folder.iterdir()) == []
