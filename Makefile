@@ -7,6 +7,11 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-from-pyproject
 PYTEST_ARGS ?=
+# Test files run on two workers (one file's tests stay on one worker, in order: files share
+# nothing but the machine; each starts its own services on free ports in its own folders).
+# Most tests wait on simulated devices and cycles, so two workers halve the wall time even
+# on two cores. PYTEST_WORKERS=0 runs everything in this process.
+PYTEST_WORKERS ?= 2
 DEMO_ARGS ?=
 
 # Debian package:file pairs the tests need: services they start (on their own loopback ports,
@@ -46,7 +51,7 @@ apt-install:
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(PKGS)
 
 test: deps venv ## run the test suite (real mosquitto and VictoriaMetrics)
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 demo: venv ## run simulators and daemon on the reference system
 	$(VENV)/bin/gauged demo $(DEMO_ARGS)
