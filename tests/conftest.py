@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
+from hil import Rig
 from services import (
     Mosquitto,
     MosquittoFactory,
@@ -22,6 +23,17 @@ from services import (
     VictoriaMetrics,
     start_on_free_port,
 )
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    """The reference system's daemon and simulators at 180 × (one 3-minute cycle per real
+    second; tests/hil.py). A module that needs another rig defines its own `rig`."""
+    rig = Rig(tmp_path, speed=180.0)
+    try:
+        yield rig
+    finally:
+        rig.close()
 
 
 @pytest.fixture(autouse=True)

@@ -17,11 +17,9 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hil import INTERVAL, ROOT, Rig
 
 SPEED = 180.0  # one cycle per real second
@@ -64,15 +62,6 @@ def cycle_of(rig: Rig, iso: str) -> int:
     from datetime import datetime
 
     return round((datetime.fromisoformat(iso).timestamp() - rig.start_ts) / INTERVAL)
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path, speed=SPEED)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 def test_alm_11_gauge_fails_to_a_constant_mid_warning(rig: Rig) -> None:

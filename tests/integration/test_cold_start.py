@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 from hil import SCENARIOS, Rig
 
 from gauged.config.load import load_config
-
-SPEED = 180.0
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(tmp_path, speed=SPEED)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def test_alm_6_cold_start_calm_writes_no_relay_on(rig: Rig) -> None:

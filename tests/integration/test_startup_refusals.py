@@ -17,23 +17,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 from hil import REFERENCE, ROOT, Rig
 from services import free_port
-
-SPEED = 180.0
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(tmp_path, speed=SPEED)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def run_cli(config: Path, state: Path, *, stderr_path: Path, prefix: list[str] | None = None,

@@ -23,15 +23,12 @@ import json
 import re
 import socket
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hil import Rig
 from services import PtyPairFactory, free_port
 
-SPEED = 180.0  # one 3-minute cycle per real second
 # the default answer pattern, with `NaN` let through as a value
 PATTERN = (r"^\*(?P<unit>\d{2}),(?P<value>[-+]?\d+(?:\.\d+)?|NaN),(?P<status>[0-9A-F]{2}),"
            r"(?P<checksum>[0-9A-F]{2})$")
@@ -66,15 +63,6 @@ stages = [
     {{ name = "warning", threshold = 50.0, sequence = "rain_warning" }},
 ]
 """
-
-
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(tmp_path, speed=SPEED)
-    try:
-        yield rig
-    finally:
-        rig.close()
 
 
 def control(port: int, request: dict[str, Any]) -> dict[str, Any]:

@@ -93,15 +93,6 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
         m.close()
 
 
-@pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    rig = Rig(tmp_path, speed=180.0)
-    try:
-        yield rig
-    finally:
-        rig.close()
-
-
 
 
 # ---- SYS-1: the unit ---------------------------------------------------------------------
