@@ -9,12 +9,16 @@ Line protocol (UTF-8, one request at a time per connection, many connections all
 
 ``<path>`` is the rest of the line (it may contain spaces); a relative path is resolved against
 the folder of the configuration file, like the ``clips`` entries of the configuration.
+
+What it got is recorded (journal and log): zone, clip, duration and the SHA-256 of the PCM
+frames it would have sounded, so that a test can tell which recording the public heard.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import wave
@@ -33,14 +37,21 @@ MAX_LINE = 4096
 
 def clip_duration(path: Path) -> float:
     """Duration in seconds of the WAV file at ``path``; raise ``ValueError`` if unplayable."""
+    return read_clip(path)[0]
+
+
+def read_clip(path: Path) -> tuple[float, str]:
+    """Duration in seconds and SHA-256 of the PCM frames of the WAV file at ``path`` (what a
+    loudspeaker would have sounded); raise ``ValueError`` if unplayable."""
     try:
         with wave.open(str(path), "rb") as clip:
             frames, rate = clip.getnframes(), clip.getframerate()
+            pcm = clip.readframes(frames)
     except (OSError, EOFError, wave.Error) as exc:
         raise ValueError(f"cannot read {path} as WAV: {exc}") from exc
     if rate <= 0:
         raise ValueError(f"{path}: WAV header has frame rate {rate}")
-    return frames / rate
+    return frames / rate, hashlib.sha256(pcm).hexdigest()
 
 
 class AudioSink:
@@ -135,7 +146,7 @@ class AudioSink:
         if not path.is_absolute():
             path = self._base_dir / path
         try:
-            duration = clip_duration(path)
+            duration, digest = read_clip(path)
         except ValueError as exc:
             log.warning("player %s: zone %s clip %s refused: %s", self.player.name, zone, clip, exc)
             return "ERR " + " ".join(str(exc).split())  # one line, whatever the OS said
@@ -152,14 +163,16 @@ class AudioSink:
                 "duration_s": duration,
                 "player": self.player.name,
                 "path": str(path),
+                "pcm_sha256": digest,
             }
         )
         log.info(
-            "player %s: zone %s plays clip %s (%.1f s) at %s",
+            "player %s: zone %s plays clip %s (%.2f s, pcm sha256 %s) at %s",
             self.player.name,
             zone,
             clip,
             duration,
+            digest,
             now.isoformat(timespec="seconds"),
         )
         await self._clock.sleep(duration)
