@@ -26,6 +26,7 @@ from simulators.cli import main
 from simulators.clock import SimClock
 from simulators.errors import SimulatorError
 from simulators.fleet import Fleet
+from simulators.sink import clip_duration
 
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = REPO / "config" / "minato-furukawa.toml"
@@ -234,14 +235,16 @@ async def test_audio_sink_plays_a_clip_on_the_simulated_clock(
 ) -> None:
     path, ports = config
     record = tmp_path / "record"
-    clock = SimClock(speed=40.0, start=START)  # a 2.0 s clip lasts 50 ms of wall time
+    clock = SimClock(speed=40.0, start=START)  # a 7 s clip lasts 180 ms of wall time
     clip = CLIPS / "heavy_rain_ja.wav"
+    ja_s, en_s = (clip_duration(CLIPS / f"heavy_rain_{lang}.wav") for lang in ("ja", "en"))
+    assert ja_s > 5.0
     async with Fleet(path, None, clock, record) as fleet:
         reader, writer = await asyncio.open_connection("127.0.0.1", ports[15040])
         try:
             before = clock.elapsed()
             assert await _request(reader, writer, f"PLAY ward heavy_rain_ja {clip}\n") == "DONE\n"
-            assert clock.elapsed() - before >= 2.0  # not before the clip's end
+            assert clock.elapsed() - before >= ja_s  # not before the clip's end
             # A second request on the same connection, with a relative path (config folder).
             (tmp_path / "clips").mkdir()
             (tmp_path / "clips" / "en.wav").write_bytes((CLIPS / "heavy_rain_en.wav").read_bytes())
@@ -253,14 +256,15 @@ async def test_audio_sink_plays_a_clip_on_the_simulated_clock(
             await writer.wait_closed()
 
     assert [(e["zone"], e["clip"], e["duration_s"]) for e in fleet.audio_log] == [
-        ("ward", "heavy_rain_ja", 2.0),
-        ("ward", "heavy_rain_en", 2.0),
+        ("ward", "heavy_rain_ja", ja_s),
+        ("ward", "heavy_rain_en", en_s),
     ]
     first, second = fleet.audio_log
     assert first["path"] == str(clip)
     # Recorded when the clip starts: the second starts at least one clip later (simulated).
     gap = datetime.fromisoformat(second["t_sim"]) - datetime.fromisoformat(first["t_sim"])
-    assert gap.total_seconds() >= 2.0
+    assert gap.total_seconds() >= ja_s
+    assert first["pcm_sha256"] != second["pcm_sha256"]
     assert second["t_real"] > first["t_real"]
     lines = (record / "audio.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line) for line in lines] == fleet.audio_log
