@@ -32,9 +32,9 @@ def setup_logging(level: str = "INFO") -> None:
     setup(level)
 
 
-def _load(path: Path) -> Config | None:
+def _load(path: Path, *, check_files: bool = False) -> Config | None:
     try:
-        return load_config(path)
+        return load_config(path, check_files=check_files)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
@@ -42,7 +42,7 @@ def _load(path: Path) -> Config | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.path)
+    config = _load(args.path, check_files=True)  # every clip decoded (QUALITY AUD-1)
     if config is None:
         return EXIT_CONFIG
     for line in summary(config):
@@ -53,7 +53,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    config = _load(args.config, check_files=True)  # a bad clip refuses the start (AUD-1)
     if config is None:
         return EXIT_CONFIG
     from gauged.daemon.daemon import Daemon

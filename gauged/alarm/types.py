@@ -165,6 +165,8 @@ class BroadcastRecord:
     decided_mono: float = 0.0  # the engine's decision
     first_relay_mono: float | None = None  # the first relay write issued
     audio_start_mono: float | None = None  # the first clip started
+    audio_end_mono: float | None = None  # the last clip ended (played or not)
+    audio_s: float | None = None  # how long its clips play, from their decoded durations
     started_mono: float | None = None  # it began to play (its age, whatever the wall clock)
     relay_writes: list[tuple[str, bool, float]] = field(default_factory=list)
     journal: int | None = None  # its row in the broadcast journal (gauged/store/state.py)
@@ -186,7 +188,8 @@ class BroadcastRecord:
 
         return {"decision_ms": ms(self.decided_mono),
                 "first_relay_write_ms": ms(self.first_relay_mono),
-                "audio_start_ms": ms(self.audio_start_mono)}
+                "audio_start_ms": ms(self.audio_start_mono),
+                "audio_end_ms": ms(self.audio_end_mono)}
 
     def as_json(self) -> dict[str, Any]:
         """The JSON form (MQTT and /status)."""

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from gauged.config.audio import check_clips
 from gauged.config.checks import cross_check
 from gauged.config.settings import Config, toml_path
 from gauged.errors import ConfigError
@@ -43,7 +44,8 @@ def _where(loc: tuple[int | str, ...]) -> tuple[str, str]:
 
 
 def load_config(path: Path | str, *, check_files: bool = False) -> Config:
-    """Read, validate and cross-check the configuration at `path`.
+    """Read, validate and cross-check the configuration at `path`; with `check_files`, also
+    decode every clip (gauged/config/audio.py: check-config, `run`, a reload).
 
     Raises ConfigError with one line per problem: `file: entry: field: message`.
     """
@@ -66,6 +68,8 @@ def load_config(path: Path | str, *, check_files: bool = False) -> Config:
     finally:
         toml_path.reset(token)
     problems = [f"{path}: {p}" for p in cross_check(config)]
+    if check_files and not problems:
+        problems = check_clips(config)[1]
     if problems:
         raise ConfigError(problems)
     return config

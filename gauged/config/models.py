@@ -511,3 +511,16 @@ class CapConfig(_Model):
     def event(self, kind: str) -> CapTexts:
         return self.event_level if kind == "level" else self.event_rain
 
+
+
+class AudioConfig(_Model):
+    """What every clip file must be (gauged/config/audio.py), checked by `check-config` and
+    at the daemon's start: a clip that breaks a rule is a configuration error."""
+
+    clip_max_s: float = Field(default=60.0, gt=0)  # longer: a wrong file, or a hung player
+    clip_min_s: float = Field(default=0.3, ge=0)  # shorter: a click, not an announcement
+    rates_hz: list[int] = Field(default_factory=lambda: [8000, 11025, 16000, 22050, 24000,
+                                                         32000, 44100, 48000])
+    channels_max: int = Field(default=2, ge=1, le=8)
+    # the loudest 50 ms of a clip quieter than this (AC RMS, dB of full scale): silent
+    silence_dbfs: float = Field(default=-45.0, lt=0)

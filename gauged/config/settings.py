@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from drivers.configs import BusConfig, PlayerConfig
 from gauged.config.models import (
+    AudioConfig,
     CapConfig,
     ClipConfig,
     ClockConfig,
@@ -69,6 +70,7 @@ class Config(BaseSettings):
     players: dict[str, PlayerConfig] = Field(default_factory=dict)
     sequences: dict[str, SequenceConfig] = Field(default_factory=dict)
     clips: dict[str, ClipConfig] = Field(default_factory=dict)
+    audio: AudioConfig = AudioConfig()  # what a clip file must be (gauged/config/audio.py)
 
     # Where the file was read from; clip paths are relative to its folder.
     source: Path = Path("<none>")

@@ -51,6 +51,7 @@ from gauged.alarm.engine import Engine
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
 from gauged.barrier import CYCLE, Barrier, Contained
 from gauged.clock import Clock, OffsetWall
+from gauged.config.audio import check_clips
 from gauged.config.settings import Config
 from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
@@ -59,6 +60,7 @@ from gauged.daemon.restore import StateKeeper
 from gauged.daemon.startup import check_status_port, instance_lock, listening
 from gauged.daemon.timeline import CycleTimer, redate
 from gauged.daemon.watchdog import status_line, watch
+from gauged.errors import StartupError
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestRunner, ProofTestScheduler, jobs_from_config
 from gauged.field.relays import drive_off
@@ -128,6 +130,9 @@ class Daemon:
                                  poll_interval_s=config.gateway.poll_interval_s)
         self.recorder.follow = {sid: st.follow for sid, st in config.stations.items()
                                 if st.follow is not None}
+        # Every clip decoded (gauged/config/audio.py): its duration times the broadcasts; a
+        # bad one refuses the start in `opened` (QUALITY AUD-1)
+        self.clips, self.clip_problems = check_clips(config)
         # One player per zone: a player plays one clip at a time, zones play at once.
         self.players = {zid: make_player(config.players[z.player])
                         for zid, z in config.zones.items()}
@@ -139,7 +144,8 @@ class Daemon:
                 sequences=config.sequences, siren_max_s=config.defaults.siren_max_s,
                 on_done=self.recorder.broadcast_done, on_fault=self.recorder.fault,
                 on_start=self.recorder.broadcast_started,
-                on_unplayed=self.recorder.broadcast_unplayed)
+                on_unplayed=self.recorder.broadcast_unplayed,
+                clip_seconds={cid: c.duration_s for cid, c in self.clips.items()})
             for zid, z in config.zones.items()
         }
         self.keeper = StateKeeper(config, self.engine, self.poller)
@@ -223,6 +229,8 @@ class Daemon:
         """
         async with contextlib.AsyncExitStack() as stack:
             stack.enter_context(self.claimed())
+            if self.clip_problems:
+                raise StartupError("not starting: " + "; ".join(self.clip_problems))
             if check is not None:
                 check()
             self.store = stack.enter_context(StateStore.open(self.config.state.path))

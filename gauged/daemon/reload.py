@@ -43,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, SecretStr
 
 from gauged.alarm.engine import Engine
+from gauged.config.audio import check_clips
 from gauged.config.checks import missing_clip_files
 from gauged.config.load import load_config
 from gauged.config.settings import Config
@@ -191,7 +192,7 @@ async def prepare(running: Config, path: Path) -> Prepared:
     """Read and validate `path` (off the event loop) against the running configuration;
     raises ReloadRefused. The running daemon is not touched."""
     try:
-        config = await asyncio.to_thread(load_config, path)
+        config = await asyncio.to_thread(load_config, path, check_files=True)
         engine = Engine(config)
     except ConfigError as exc:
         raise ReloadRefused(list(exc.problems)) from None
@@ -213,7 +214,9 @@ def apply(prepared: Prepared, running: Engine, *, poller: Poller,
     config, engine = prepared.config, prepared.engine
     engine.carry_over(running)
     poller.config = poller.judge.config = config  # same gauges: names, tolerances
+    seconds = {cid: c.duration_s for cid, c in check_clips(config)[0].items()}
     for zone in zones.values():
+        zone.clip_seconds = {**zone.clip_seconds, **seconds}  # a clip dropped may still play
         zone.sequences = config.sequences
         zone.siren_max_s = config.defaults.siren_max_s
         zone.clip_path = _clip_path(config, zone.clip_path)

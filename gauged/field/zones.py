@@ -61,7 +61,8 @@ class ZoneBroadcaster:
                  on_done: Callable[[BroadcastRecord], None],
                  on_fault: Callable[[str, str, str], None] | None = None,
                  on_start: Callable[[BroadcastRecord], None] | None = None,
-                 on_unplayed: Callable[[BroadcastRecord], None] | None = None) -> None:
+                 on_unplayed: Callable[[BroadcastRecord], None] | None = None,
+                 clip_seconds: Mapping[str, float] | None = None) -> None:
         self.zone = zone
         self.siren = siren
         self.amplifier = amplifier
@@ -75,6 +76,8 @@ class ZoneBroadcaster:
         # called before the first relay write of a broadcast (the state store records it)
         self.on_start = on_start or (lambda record: None)
         self.on_unplayed = on_unplayed or (lambda record: None)
+        # each clip's decoded duration (gauged/config/audio.py): the broadcast's timeline
+        self.clip_seconds: Mapping[str, float] = clip_seconds or {}
         # the decisions (who plays, who waits, what became of each) are the pure ZoneQueue's,
         # shared with `gauged replay`; this class plays them and keeps the times
         self._queue = ZoneQueue()
@@ -249,9 +252,11 @@ class ZoneBroadcaster:
             self._ended(record)
             return
         self.current = record
-        log.info("broadcast start zone=%s station=%s stage=%s sequence=%s siren_s=%g clips=%s",
-                 self.zone, req.station, req.stage_name, req.sequence, seq.siren_on_s,
-                 ",".join(seq.clips))
+        record.audio_s = self._audio_seconds(seq)
+        log.info("broadcast start zone=%s station=%s stage=%s sequence=%s siren_s=%g clips=%s "
+                 "audio_s=%s", self.zone, req.station, req.stage_name, req.sequence,
+                 seq.siren_on_s, ",".join(seq.clips),
+                 "-" if record.audio_s is None else f"{record.audio_s:.1f}")
         try:
             self.on_start(record)
             if self.amplifier is not None:
@@ -264,6 +269,8 @@ class ZoneBroadcaster:
                     await self.clock.sleep(seq.gap_s)
                 for clip in seq.clips:
                     await self._clip(record, clip)
+            if seq.clips:
+                record.audio_end_mono = time.monotonic()
             record.outcome = "done"
         except asyncio.CancelledError:
             if record.outcome == "playing":  # not a pre-emption or a silence: a stop
@@ -280,6 +287,15 @@ class ZoneBroadcaster:
             await asyncio.shield(self._all_off(record))
             self._ended(record)
 
+    def _audio_seconds(self, seq: SequenceConfig) -> float | None:
+        """How long the clips of `seq` play, gaps included; None if a duration is unknown."""
+        if not seq.clips:
+            return None
+        if any(clip not in self.clip_seconds for clip in seq.clips):
+            return None
+        once = sum(self.clip_seconds[clip] for clip in seq.clips)
+        return seq.repeats * once + (seq.repeats - 1) * seq.gap_s
+
     def _ended(self, record: BroadcastRecord) -> None:
         """The broadcast is over (relays OFF): free the zone and report it."""
         req = record.request
@@ -288,11 +304,13 @@ class ZoneBroadcaster:
         self._queue.finished(record)
         self.last = record
         self._moved()
+        audio = "-" if record.audio_start_mono is None or record.audio_end_mono is None else \
+            f"{record.audio_end_mono - record.audio_start_mono:.2f}"
         log.info("broadcast %s zone=%s station=%s stage=%s siren_on_s=%.1f "
-                 "clips_played=%d faults=%d latency_ms=%s", record.outcome, self.zone,
-                 req.station, req.stage_name, record.siren_on_s, len(record.clips_played),
-                 len(record.faults),
-                 "-" if record.latency_s is None else f"{record.latency_s * 1000:.1f}")
+                 "clips_played=%d faults=%d latency_ms=%s audio_played_s=%s", record.outcome,
+                 self.zone, req.station, req.stage_name, record.siren_on_s,
+                 len(record.clips_played), len(record.faults),
+                 "-" if record.latency_s is None else f"{record.latency_s * 1000:.1f}", audio)
         self.on_done(record)
 
     async def _siren(self, record: BroadcastRecord, steps: list[float]) -> None:
