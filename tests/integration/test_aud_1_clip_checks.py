@@ -111,11 +111,12 @@ def test_aud_1_the_daemon_refuses_to_start_with_a_bad_clip(tmp_path: Path, case:
     loaded = load_config(config)
     loaded.state.path = state
     daemon = Daemon(loaded)
-    with pytest.raises(StartupError, match=f"clip {VICTIM}"):
-        async def start() -> None:
-            async with daemon.opened():
-                raise AssertionError("opened with a bad clip")
 
+    async def start() -> None:
+        async with daemon.opened():
+            raise AssertionError("opened with a bad clip")
+
+    with pytest.raises(StartupError, match=f"clip {VICTIM}"):
         asyncio.run(start())
     assert not (tmp_path / "state" / "state.sqlite3").exists()
 
