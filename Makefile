@@ -19,7 +19,8 @@ DEMO_ARGS ?=
 # would (tests/integration/test_status_page.py).
 SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat \
   chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
-  fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
+  fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf \
+  alsa-utils:/usr/bin/aplay
 
 .PHONY: help venv deps test demo lint clean apt-install install
 

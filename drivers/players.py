@@ -60,8 +60,11 @@ class AplayPlayer:
                                  f"{self.config.timeout_s:g} s: killed") from exc
             raise
         if proc.returncode != 0:
+            # ALSA's lines, joined: a fault is one line in the log, on MQTT and on /status
+            said = " | ".join(line.strip() for line in err.decode(errors="replace").splitlines()
+                              if line.strip())
             raise AudioFault(f"clip {clip_id}: {self.config.command} exited "
-                             f"{proc.returncode}: {err.decode(errors='replace').strip()}")
+                             f"{proc.returncode}: {said}")
 
     async def close(self) -> None:
         return None
