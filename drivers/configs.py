@@ -8,8 +8,9 @@ no pyserial, no event loop); the modules that use them import them from here.
   and `BusConfig`, a bus section validated by the model its `kind` names (drivers.registry);
 - registers: `RegisterSpec` and `StatusSpec`, with the data types' register counts
   (decoding: drivers.registers);
-- outputs: `RelayConfig` (drivers.relays), `AplayConfig`, `SinkConfig` and `PlayerConfig`
-  (drivers.players).
+- outputs: `RelayConfig` (drivers.relays), `AplayConfig`, `SinkConfig`, `DfPlayerConfig` and
+  `PlayerConfig`
+  (drivers.players, drivers.dfplayer).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class SerialBusConfig(BaseModel):
@@ -258,4 +259,29 @@ class SinkConfig(BaseModel):
     timeout_s: float = Field(default=120.0, gt=0)
 
 
-PlayerConfig = Annotated[AplayConfig | SinkConfig, Field(discriminator="kind")]
+class DfPlayerConfig(SerialBusConfig):
+    """A serial MP3 module (DFPlayer-style, drivers/dfplayer.py) on its own UART: it plays
+    numbered tracks from its own card, so every clip it plays needs a track number. One
+    module is one loudspeaker output: a dfplayer player serves one zone."""
+
+    kind: Literal["dfplayer"]
+    # the module thinks for up to ~100 ms; an answer later than this is a silent module
+    timeout_s: float = Field(default=0.5, gt=0, description="answer timeout per command")
+    tracks: dict[str, int] = Field(default_factory=dict,
+                                   description="clip id -> track number on the card (1-2999)")
+    volume: int = Field(default=25, ge=0, le=30)  # set before the first track
+    poll_s: float = Field(default=0.25, gt=0, le=5.0)  # status query while a track plays
+    # a track still playing after this is a hung module: stopped, an audio fault
+    play_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("tracks")
+    @classmethod
+    def _track_numbers(cls, tracks: dict[str, int]) -> dict[str, int]:
+        for clip, number in tracks.items():
+            if not 1 <= number <= 2999:
+                raise ValueError(f"clip {clip}: track {number} is not between 1 and 2999")
+        return tracks
+
+
+PlayerConfig = Annotated[AplayConfig | SinkConfig | DfPlayerConfig,
+                         Field(discriminator="kind")]

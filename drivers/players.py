@@ -1,10 +1,11 @@
 """Announcement players: how a clip reaches the loudspeakers of a zone.
 
-Two backends, chosen by `kind` in `make_player`:
+Three backends, chosen by `kind` in `make_player`:
 - `aplay`: ALSA's aplay as a subprocess with an argument list (never a shell string);
 - `sink`: the bundled audio sink simulator over TCP, for the demo and tests. Line protocol:
   the player sends `PLAY <zone> <clip_id> <path>\\n`, the sink answers `DONE\\n` when the
-  clip has finished or `ERR <reason>\\n`.
+  clip has finished or `ERR <reason>\\n`;
+- `dfplayer`: a serial MP3 module playing numbered tracks from its card (drivers/dfplayer.py).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ import contextlib
 from pathlib import Path
 from typing import Protocol
 
-from drivers.configs import AplayConfig, SinkConfig
+from drivers.configs import AplayConfig, DfPlayerConfig, SinkConfig
+from drivers.dfplayer import DfPlayer
 from drivers.errors import AudioFault
 
 
@@ -109,8 +111,10 @@ class SinkPlayer:
                 await conn[1].wait_closed()
 
 
-def make_player(config: AplayConfig | SinkConfig) -> Player:
+def make_player(config: AplayConfig | SinkConfig | DfPlayerConfig) -> Player:
     """Build the player a config names: the one table of player backends (STYLE 4)."""
     if isinstance(config, AplayConfig):
         return AplayPlayer(config)
+    if isinstance(config, DfPlayerConfig):
+        return DfPlayer(config)
     return SinkPlayer(config)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drivers.configs import DfPlayerConfig
 from gauged.config.models import AudioConfig
 from gauged.config.settings import Config
 
@@ -174,3 +175,29 @@ def check_clips(config: Config) -> tuple[dict[str, ClipInfo], list[str]]:
         infos[cid] = info
         problems += [f"{where}: {why}" for why in judge(info, config.audio)]
     return infos, problems
+
+
+def player_problems(config: Config) -> list[str]:
+    """Rules of players that span sections, as `player NAME: field: message`: a serial MP3
+    module (one output) plays one zone, and has a track number for every clip."""
+    problems = []
+    for name, player in config.players.items():
+        if not isinstance(player, DfPlayerConfig):
+            continue
+        zones = [zid for zid, zone in config.zones.items() if zone.player == name]
+        if len(zones) > 1:
+            problems.append(f"player {name}: kind: a dfplayer module has one output and plays "
+                            f"one zone; zones {', '.join(zones)} share it")
+        problems += [f"player {name}: tracks.{clip}: unknown clip {clip!r}"
+                     for clip in player.tracks if clip not in config.clips]
+        missing = [clip for clip in config.clips if clip not in player.tracks]
+        if missing:
+            problems.append(f"player {name}: tracks: no track number for clip(s) "
+                            f"{', '.join(missing)}")
+        seen: dict[int, str] = {}
+        for clip, number in player.tracks.items():
+            if number in seen:
+                problems.append(f"player {name}: tracks.{clip}: track {number} is already "
+                                f"clip {seen[number]}")
+            seen.setdefault(number, clip)
+    return problems

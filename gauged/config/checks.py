@@ -7,6 +7,7 @@ import math
 import wave
 
 from drivers.configs import RelayConfig, SerialLineBusConfig
+from gauged.config.audio import player_problems
 from gauged.config.cron import cron_trigger
 from gauged.config.settings import Config
 
@@ -192,6 +193,7 @@ def cross_check(config: Config) -> list[str]:
             if clip not in config.clips:
                 add(f"sequence {name}: clips[{i}]: unknown clip {clip!r}")
     problems += _check_tests(config)
+    problems += player_problems(config)
     problems += _check_cap(config)
     problems += combine_problems(config)
     return problems
