@@ -10,6 +10,7 @@ from drivers.configs import RelayConfig, SerialLineBusConfig
 from gauged.config.audio import player_problems
 from gauged.config.cron import cron_trigger
 from gauged.config.settings import Config
+from gauged.config.signals import signal_problems
 
 
 def cross_check(config: Config) -> list[str]:
@@ -194,6 +195,8 @@ def cross_check(config: Config) -> list[str]:
                 add(f"sequence {name}: clips[{i}]: unknown clip {clip!r}")
     problems += _check_tests(config)
     problems += player_problems(config)
+    problems += signal_problems(config.sequences, config.signals, config.tests.siren_pattern,
+                                config.defaults.siren_max_s)
     problems += _check_cap(config)
     problems += combine_problems(config)
     return problems

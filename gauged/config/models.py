@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationInfo,
     field_validator,
@@ -374,12 +375,23 @@ class SequenceConfig(_Model):
     clips: list[str] = Field(default_factory=list)
     repeats: int = Field(default=1, ge=1, le=10)
     gap_s: float = Field(default=1.0, ge=0, le=60)
+    # a named siren signal (`suibo_1` … `suibo_4`, or one of `[signals]`): its steps and
+    # repeats, in place of siren_s / siren_pattern (gauged/config/signals.py)
+    siren_signal: str | None = None
+    siren_repeats: int = Field(default=1, ge=1, le=20)  # times siren_pattern is played
+    _signal_steps: list[float] | None = PrivateAttr(default=None)  # siren_signal, resolved
+
+    def use_signal(self, steps: list[float]) -> None:
+        """Set the steps of `siren_signal` (the root config resolves the name)."""
+        self._signal_steps = list(steps)
 
     @property
     def siren_steps(self) -> list[float]:
         """On, off, on, … durations (s) of the siren."""
+        if self._signal_steps is not None:
+            return list(self._signal_steps)
         if self.siren_pattern:
-            return list(self.siren_pattern)
+            return repeat_steps(self.siren_pattern, self.siren_repeats)
         return [self.siren_s] if self.siren_s > 0 else []
 
     @property
@@ -423,6 +435,9 @@ class TestsConfig(_Model):
     audible: str = ""
     audible_clip: str | None = None
     audible_zones: list[str] = Field(default_factory=list)  # empty: every zone
+    # the audible test's siren, on, off, … seconds (empty: none); it must not resemble a
+    # flood-fighting signal (gauged/config/signals.py), which check-config refuses
+    siren_pattern: list[float] = Field(default_factory=list)
     hold_s: float = Field(default=1.0, gt=0, le=10)  # the silent test holds each relay ON
     silent_grace_s: float = Field(default=21600.0, ge=0)  # misfire_grace_time of each test
     audible_grace_s: float = Field(default=600.0, ge=0)
@@ -524,3 +539,38 @@ class AudioConfig(_Model):
     channels_max: int = Field(default=2, ge=1, le=8)
     # the loudest 50 ms of a clip quieter than this (AC RMS, dB of full scale): silent
     silence_dbfs: float = Field(default=-45.0, lt=0)
+
+
+def repeat_steps(steps: list[float], repeats: int) -> list[float]:
+    """On, off, … `steps` played `repeats` times; the off step after the last blast is not
+    waited (the clips follow)."""
+    out = list(steps) * repeats
+    if len(out) % 2 == 0:
+        out.pop()
+    return out
+
+
+class SirenSignal(_Model):
+    """A siren signal as data: on, off, on, … seconds, played `repeats` times
+    (gauged/config/signals.py holds the flood-fighting signals `suibo_1` … `suibo_4`)."""
+
+    steps: list[float] = Field(min_length=1)
+    repeats: int = Field(default=1, ge=1, le=20)
+    label: str = ""
+
+    @field_validator("steps")
+    @classmethod
+    def _positive(cls, steps: list[float]) -> list[float]:
+        if any(not (math.isfinite(s) and s > 0) for s in steps):
+            raise ValueError("every step lasts a positive, finite number of seconds")
+        return steps
+
+    @property
+    def expanded(self) -> list[float]:
+        """Every on, off, … step in order, repeats included."""
+        return repeat_steps(self.steps, self.repeats)
+
+    @property
+    def on_s(self) -> float:
+        """Total on-time."""
+        return sum(self.expanded[0::2])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextvars
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -30,6 +30,7 @@ from gauged.config.models import (
     InfluxConfig,
     MqttConfig,
     SequenceConfig,
+    SirenSignal,
     StateConfig,
     StationConfig,
     StatusConfig,
@@ -37,6 +38,7 @@ from gauged.config.models import (
     TestsConfig,
     ZoneConfig,
 )
+from gauged.config.signals import resolve
 
 DEFAULT_CONFIG = Path("config/minato-furukawa.toml")
 
@@ -71,6 +73,9 @@ class Config(BaseSettings):
     sequences: dict[str, SequenceConfig] = Field(default_factory=dict)
     clips: dict[str, ClipConfig] = Field(default_factory=dict)
     audio: AudioConfig = AudioConfig()  # what a clip file must be (gauged/config/audio.py)
+    # siren signals by name: the flood-fighting signals overridden, or a ward's own
+    # (gauged/config/signals.py)
+    signals: dict[str, SirenSignal] = Field(default_factory=dict)
 
     # Where the file was read from; clip paths are relative to its folder.
     source: Path = Path("<none>")
@@ -87,6 +92,12 @@ class Config(BaseSettings):
         # The environment overrides the file; the file overrides the defaults.
         return (init_settings, env_settings,
                 TomlConfigSettingsSource(settings_cls, toml_file=toml_path.get()))
+
+    @model_validator(mode="after")
+    def _resolve_signals(self) -> Config:
+        """Sequences that name a siren signal get its steps."""
+        resolve(self.sequences, self.signals)
+        return self
 
     def clip_path(self, clip_id: str) -> Path:
         """The file of a clip, resolved against the config file's folder."""
