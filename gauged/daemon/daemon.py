@@ -155,7 +155,8 @@ class Daemon:
             self.zones, self.clock, hold_s=t.hold_s, audible_clip=t.audible_clip,
             audible_zones=t.audible_zones, clip_path=config.clip_path,
             on_fault=self.recorder.fault,
-            inhibited=lambda zone: bool(self.inhibits and self.inhibits.zone_inhibited(zone)))
+            inhibited=lambda zone: bool(self.inhibits and self.inhibits.zone_inhibited(zone)),
+            siren_pattern=t.siren_pattern)
         self.executor = CommandExecutor(config, self.zones, self.clock, self.recorder,
                                         self.test_runner)
         self.status: StatusServer | None = None

@@ -6,8 +6,10 @@
   ON together with a player playing, and nothing is audible where the siren tone reaches the
   loudspeakers through the zone's amplifier (as on disaster-radio loudspeaker poles). A relay
   that does not turn OFF stops the zone's test there.
-- **Audible test**: in each of `audible_zones` (all by default), amplifier ON, the chime
-  clip `audible_clip`, amplifier OFF, each relay write read back.
+- **Audible test**: in each of `audible_zones` (all by default), amplifier ON, the test
+  siren pattern `[tests] siren_pattern` (short chirps that check-config refuses when they
+  resemble a flood-fighting signal, gauged/config/signals.py) where the zone has a siren
+  relay, the chime clip `audible_clip`, amplifier OFF, each relay write read back.
 
 Relays are driven through gauged/field/relays.py: an ON is written once (what the relay does
 when asked once is what the test reports), an OFF is retried like every other OFF
@@ -108,8 +110,10 @@ class ProofTestRunner:
                  hold_s: float, audible_clip: str | None, audible_zones: Sequence[str],
                  clip_path: Callable[[str], Path],
                  on_fault: Callable[[str, str, str], None] | None = None,
-                 inhibited: Callable[[str], bool] = lambda zone: False) -> None:
+                 inhibited: Callable[[str], bool] = lambda zone: False,
+                 siren_pattern: Sequence[float] = ()) -> None:
         self.zones = zones
+        self.siren_pattern = list(siren_pattern)  # the audible test's siren, on, off, … s
         self.inhibited = inhibited  # zones under a maintenance inhibit are left alone
         self.clock = clock
         self.hold_s = hold_s
@@ -207,8 +211,8 @@ class ProofTestRunner:
             finally:
                 if amp is not None:
                     await self._release(amp, entry)
-        ok = all(e["played"] and e.get("off", True) and e.get("on", True)
-                 for e in entries if "skipped" not in e)
+        ok = all(e["played"] and e.get("off", True) and e.get("on", True) and
+                 e.get("siren", {}).get("ok", True) for e in entries if "skipped" not in e)
         return {"ok": ok, "zones": entries}
 
     async def _chime(self, zid: str, zone: ZoneBroadcaster, clip: str,
@@ -222,8 +226,35 @@ class ProofTestRunner:
                 self._fault(entry, amp, True, error)
                 return
             entry["on"] = True
+        if self.siren_pattern and zone.siren is not None:
+            await self._test_siren(zone.siren, entry)
         await zone.player.play(zid, clip, self.clip_path(clip))
         entry["played"] = True
+
+    async def _test_siren(self, siren: CoilRelay, entry: dict[str, Any]) -> None:
+        """The test pattern on the siren relay: each blast ON (read back), held, OFF (read
+        back, retried); a relay that will not follow ends the pattern there."""
+        state: dict[str, Any] = {"relay": siren.name, "on_s": 0.0, "ok": False, "error": ""}
+        entry["siren"] = state
+        for i, seconds in enumerate(self.siren_pattern):
+            if i % 2:  # an off step
+                await self.clock.sleep(seconds)
+                continue
+            blast: dict[str, Any] = {"on": False, "off": False, "error": ""}
+            try:
+                error = await drive(siren, True, attempts=1)
+                if error is None:
+                    blast["on"] = True
+                    await self.clock.sleep(seconds)
+                    state["on_s"] += seconds
+                else:
+                    self._fault(blast, siren, True, error)
+            finally:
+                await self._release(siren, blast)
+            if not (blast["on"] and blast["off"]):
+                state["error"] = blast["error"]
+                return
+        state["ok"] = True
 
     async def _release(self, relay: CoilRelay, entry: dict[str, Any]) -> None:
         """Drive `relay` OFF, shielded from a cancellation and tracked (`abort` waits for
