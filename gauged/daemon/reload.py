@@ -64,7 +64,7 @@ LIVE = tuple(tuple(p.split(".")) for p in (
     "stations.*.margin", "stations.*.clear_samples", "stations.*.confirm_samples",
     "stations.*.dwell_min", "stations.*.quantity", "stations.*.combine", "stations.*.inputs",
     "stations.*.all_clear", "stations.*.follow", "stations.*.area", "stations.*.tolerance_m",
-    "zones.*.name", "zones.*.min_gap_min", "sequences", "clips",
+    "zones.*.name", "zones.*.min_gap_min", "sequences", "clips", "signals", "audio",
     "defaults.level_margin_m", "defaults.rain_margin_mm", "defaults.clear_samples",
     "defaults.confirm_samples", "defaults.dwell_min", "defaults.siren_max_s",
     "defaults.inhibit_default_min", "defaults.inhibit_max_h",

@@ -21,6 +21,7 @@ from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.config.load import load_config
 from gauged.config.models import SequenceConfig, SirenSignal
 from gauged.config.signals import SUIBO_SIGNALS, resembles, resolve
+from gauged.daemon.reload import changes
 from gauged.errors import ConfigError
 from gauged.field.zones import ZoneBroadcaster
 
@@ -215,3 +216,12 @@ def test_aud_4_resemblance_follows_a_wards_own_signals() -> None:
     ward = SirenSignal(steps=[1.2, 0.8], repeats=5)  # a ward's signal of short blasts
     assert resembles(chirp, ward)  # same rhythm within 30 %
     assert not resembles([0.5, 3.0, 0.5], ward)
+
+
+def test_aud_4_signals_and_audio_rules_change_on_a_reload(tmp_path: Path) -> None:
+    old = load_config(_reference(tmp_path, ""))
+    new = load_config(_reference(tmp_path, "[signals.suibo_1]\nsteps = [6, 14]\n"
+                                           "[audio]\nclip_max_s = 90"))
+    found = changes(old, new)
+    assert {str(c.path[0]) for c in found} == {"signals", "audio"}
+    assert all(c.live for c in found)
