@@ -135,10 +135,7 @@ class DfPlayer:
         await self._ask(clip_id, Frame(PLAY, track, True), ACK)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.play_timeout_s
-        answer = await self._ask(clip_id, Frame(STATUS), STATUS)
-        if answer.param & 0xFF != PLAYING and track not in self._finished:
-            raise AudioFault(f"clip {clip_id}: module {self.config.port} acknowledged track "
-                             f"{track} but is not playing (status {answer.param:#06x})")
+        await self._started(clip_id, track)
         while track not in self._finished:
             if loop.time() >= deadline:
                 await self._stop_quietly()
@@ -151,6 +148,21 @@ class DfPlayer:
             answer = await self._ask(clip_id, Frame(STATUS), STATUS)
             if answer.param & 0xFF == STOPPED:
                 break
+
+    async def _started(self, clip_id: str, track: int) -> None:
+        """The module reports itself busy with the track within `timeout_s` of its
+        acknowledgement (a module takes some milliseconds to open the file)."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.config.timeout_s
+        while True:
+            answer = await self._ask(clip_id, Frame(STATUS), STATUS)
+            if answer.param & 0xFF == PLAYING or track in self._finished:
+                return
+            if loop.time() >= give_up:
+                raise AudioFault(f"clip {clip_id}: module {self.config.port} acknowledged "
+                                 f"track {track} but is not playing (status "
+                                 f"{answer.param:#06x})")
+            await self._collect(min(loop.time() + self.config.poll_s / 4, give_up))
 
     def _open(self) -> SerialPort:
         if self._port is not None and self._port.lost is None:

@@ -10,7 +10,9 @@ the track). Every track started is journalled (track, clip, simulated time, leng
 
 Fault knobs, as a test sets them (``faults``): ``silent`` (answers nothing), ``wrong``
 (answers with a bad checksum), ``junk`` (line noise before every answer), ``stuck`` (a track
-never ends: the status stays "playing").
+never ends: the status stays "playing"), ``slow_start`` (the status says "stopped" for the
+first ``SLOW_START_S`` of a track, as a module opening a file does), ``dead`` (acknowledges
+play, never plays).
 
 The module shares no code with gauged/ and drivers/ (DESIGN §3): the protocol is written out
 again here, as the other side of a wire would be.
@@ -36,6 +38,7 @@ PLAY, VOLUME, STOP, STATUS = 0x03, 0x06, 0x16, 0x42
 ACK, ERROR, FINISHED = 0x41, 0x40, 0x3D
 ERR_CHECKSUM, ERR_NOT_FOUND = 4, 6
 CARD = 2
+SLOW_START_S = 0.05  # real seconds
 JUNK = b"\x00\xff\x7e\x13junk\x7e\xff\x06"  # noise, and start bytes that lead nowhere
 
 
@@ -67,6 +70,7 @@ class DfPlayerSim:
     volume: int = 30
     playing: int | None = None  # the track, while it plays
     _ends_at: float = 0.0  # monotonic
+    _starts_at: float = 0.0  # monotonic: the status says "playing" from then on
     _last_track: int = 0  # the track that ended last
     frames_in: int = 0
     bad_frames: int = 0
@@ -135,8 +139,14 @@ class DfPlayerSim:
             if track is None:
                 await self._send(port, frame(ERROR, ERR_NOT_FOUND))
                 return
+            if "dead" in self.faults:
+                if feedback:
+                    await self._send(port, frame(ACK))
+                return
             self.playing = param
-            self._ends_at = time.monotonic() + track.seconds / self.clock.speed
+            now = time.monotonic()
+            self._starts_at = now + (SLOW_START_S if "slow_start" in self.faults else 0.0)
+            self._ends_at = self._starts_at + track.seconds / self.clock.speed
             self.journal.append({"t_sim": self.clock.now().isoformat(),
                                  "t_real": time.monotonic(), "track": param,
                                  "clip": track.clip, "duration_s": track.seconds,
@@ -150,7 +160,8 @@ class DfPlayerSim:
         if feedback:
             await self._send(port, frame(ACK))
         if command == STATUS:
-            await self._send(port, frame(STATUS, CARD << 8 | int(self.playing is not None)))
+            busy = self.playing is not None and time.monotonic() >= self._starts_at
+            await self._send(port, frame(STATUS, CARD << 8 | int(busy)))
 
     async def _send(self, port: PtyPort, data: bytes) -> None:
         if "silent" in self.faults:

@@ -96,6 +96,23 @@ async def test_aud_3_line_noise_is_skipped(pty_pair: PtyPairFactory) -> None:
         assert [e["clip"] for e in m.sim.journal.entries] == [NAMES[0]]
 
 
+async def test_aud_3_a_module_slow_to_start_is_waited_for(pty_pair: PtyPairFactory) -> None:
+    async with module(pty_pair) as m:
+        m.sim.faults.add("slow_start")  # "stopped" for 50 ms after the play command
+        await m.player.play("ward", NAMES[1], CLIPS / f"{NAMES[1]}.wav")
+        assert [e["clip"] for e in m.sim.journal.entries] == [NAMES[1]]
+
+
+async def test_aud_3_a_module_that_acknowledges_but_never_plays_is_an_audio_fault(
+        pty_pair: PtyPairFactory) -> None:
+    async with module(pty_pair, timeout_s=0.3) as m:
+        m.sim.faults.add("dead")
+        t0 = time.monotonic()
+        with pytest.raises(AudioFault, match="acknowledged track 1 but is not playing"):
+            await m.player.play("ward", NAMES[0], CLIPS / f"{NAMES[0]}.wav")
+        assert time.monotonic() - t0 < 0.3 + 0.5
+
+
 async def test_aud_3_cancelling_stops_the_module(pty_pair: PtyPairFactory) -> None:
     async with module(pty_pair) as m:
         task = asyncio.create_task(m.player.play("ward", NAMES[2], CLIPS / f"{NAMES[2]}.wav"))
