@@ -273,6 +273,9 @@ class DfPlayerConfig(SerialBusConfig):
     poll_s: float = Field(default=0.25, gt=0, le=5.0)  # status query while a track plays
     # a track still playing after this is a hung module: stopped, an audio fault
     play_timeout_s: float = Field(default=120.0, gt=0)
+    # a copy of the card's `mp3` folder (relative: to the config file's folder); when given,
+    # check-config checks each track's file (NNNN*.mp3) like a clip
+    card_dir: str | None = None
 
     @field_validator("tracks")
     @classmethod

@@ -8,8 +8,10 @@ both ways, is 10 bytes::
 
 `FF` the version, `06` the length (version to P2), `FB` 1 to ask for an acknowledgement, P1 P2
 the parameter (big-endian), CKH CKL the checksum: the two's complement of the 16-bit sum of the
-six bytes from version to P2. Commands used here: 0x03 play track P, 0x06 volume P (0-30),
-0x16 stop, 0x42 status query. The module answers 0x41 (acknowledged), 0x40 (error, P2 a code),
+six bytes from version to P2. Commands used here: 0x12 play track P of the card's `mp3`
+folder (`/mp3/0005.mp3`, or `/mp3/0005_overflow_ja.mp3`: by its number, not by the order the
+files were copied, which is what 0x03 would play), 0x06 volume P (0-30), 0x16 stop, 0x42
+status query. The module answers 0x41 (acknowledged), 0x40 (error, P2 a code),
 0x42 (status: P1 the medium, P2 0 stopped, 1 playing, 2 paused), and on its own 0x3D when a
 track ends on the card (P the track), 0x3F after a reset.
 
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 START, VERSION, LENGTH, END = 0x7E, 0xFF, 0x06, 0xEF
 FRAME_BYTES = 10
-PLAY, VOLUME, STOP, STATUS = 0x03, 0x06, 0x16, 0x42
+PLAY, VOLUME, STOP, STATUS = 0x12, 0x06, 0x16, 0x42
 ACK, ERROR, FINISHED_SD, FINISHED_USB, RESET = 0x41, 0x40, 0x3D, 0x3C, 0x3F
 STOPPED, PLAYING, PAUSED = 0, 1, 2
 ERRORS = {1: "busy (the card is initialising)", 2: "sleeping", 3: "serial frame incomplete",

@@ -1,12 +1,13 @@
 """A serial MP3 module (DFPlayer-style) on a pty: the device side of drivers/dfplayer.py.
 
 It speaks the module's 10-byte frames (``7E FF 06 CMD FB P1 P2 CKH CKL EF``, checksum the two's
-complement of the sum of version … P2): 0x03 play track, 0x06 volume, 0x16 stop, 0x42 status
-(answered 0x42 with P1 = 2, the card, and P2 = 0 stopped / 1 playing); a frame with the
-feedback flag set is acknowledged (0x41); a track it does not have is error 0x40 code 6, a
-frame with a bad checksum error code 4. A track plays for its length on the simulated clock
-(``speed`` times faster than real time); when it ends the module says so on its own (0x3D,
-the track). Every track started is journalled (track, clip, simulated time, length).
+complement of the sum of version … P2): 0x12 play track (of the mp3 folder), 0x06 volume,
+0x16 stop, 0x42 status (answered 0x42 with P1 = 2, the card, and P2 = 0 stopped / 1
+playing); a frame with the feedback flag set is acknowledged (0x41); a track it does not have
+is error 0x40 code 6, a frame with a bad checksum error code 4. A track plays for its length
+on the simulated clock (``speed`` times faster than real time); when it ends the module says
+so on its own (0x3D, the track). Every track started is journalled (track, clip, simulated
+time, length).
 
 Fault knobs, as a test sets them (``faults``): ``silent`` (answers nothing), ``wrong``
 (answers with a bad checksum), ``junk`` (line noise before every answer), ``stuck`` (a track
@@ -34,7 +35,7 @@ from simulators.serialport import PortGone, PtyPort, open_port
 log = logging.getLogger(__name__)
 
 START, VERSION, LENGTH, END = 0x7E, 0xFF, 0x06, 0xEF
-PLAY, VOLUME, STOP, STATUS = 0x03, 0x06, 0x16, 0x42
+PLAY, VOLUME, STOP, STATUS = 0x12, 0x06, 0x16, 0x42
 ACK, ERROR, FINISHED = 0x41, 0x40, 0x3D
 ERR_CHECKSUM, ERR_NOT_FOUND = 4, 6
 CARD = 2

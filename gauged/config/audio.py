@@ -174,7 +174,37 @@ def check_clips(config: Config) -> tuple[dict[str, ClipInfo], list[str]]:
             continue
         infos[cid] = info
         problems += [f"{where}: {why}" for why in judge(info, config.audio)]
-    return infos, problems
+    return infos, problems + card_problems(config)
+
+
+def card_problems(config: Config) -> list[str]:
+    """The MP3 files of each serial module's card (`card_dir`, a copy of its `mp3` folder):
+    one file `NNNN*.mp3` per track, each a valid MP3 within the `[audio]` rules."""
+    problems = []
+    for name, player in config.players.items():
+        if not isinstance(player, DfPlayerConfig) or player.card_dir is None:
+            continue
+        folder = Path(player.card_dir)
+        if not folder.is_absolute():
+            folder = config.source.resolve().parent / folder
+        if not folder.is_dir():
+            problems.append(f"{config.source}: player {name}: card_dir: {folder} is not a "
+                            f"folder")
+            continue
+        for clip, track in player.tracks.items():
+            where = f"{config.source}: player {name}: tracks.{clip}"
+            files = sorted(folder.glob(f"{track:04d}*.mp3"))
+            if len(files) != 1:
+                problems.append(f"{where}: {len(files) or 'no'} files {track:04d}*.mp3 in "
+                                f"{folder} (the module plays exactly one)")
+                continue
+            try:
+                info = inspect_mp3(files[0])
+            except ClipError as exc:
+                problems.append(f"{where}: {files[0]}: {exc}")
+                continue
+            problems += [f"{where}: {files[0]}: {why}" for why in judge(info, config.audio)]
+    return problems
 
 
 def player_problems(config: Config) -> list[str]:

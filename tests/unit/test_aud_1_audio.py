@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import wave
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import numpy as np
 import pytest
 
 from gauged.config.audio import ClipError, inspect_clip, judge
+from gauged.config.load import load_config
 from gauged.config.models import AudioConfig
+from gauged.errors import ConfigError
 
 
 def _wav(path: Path, data: bytes, *, width: int, rate: int = 8000, channels: int = 1) -> Path:
@@ -76,3 +79,48 @@ def test_aud_1_not_an_mp3_is_refused(tmp_path: Path, content: bytes) -> None:
     path.write_bytes(content)
     with pytest.raises(ClipError):
         inspect_clip(path)
+
+
+def _card_config(tmp_path: Path, card: Path) -> Path:
+    reference = Path(__file__).resolve().parents[2] / "config" / "minato-furukawa.toml"
+    text = reference.read_text(encoding="utf-8").replace(
+        'file = "clips/', f'file = "{reference.parent}/clips/')
+    clips = re.findall(r"^\[clips\.(\w+)\]", text, flags=re.MULTILINE)
+    tracks = ", ".join(f"{clip} = {n}" for n, clip in enumerate(clips, start=1))
+    text = re.sub(r'\[players\.speakers\]\nkind = "sink"\nhost = "127.0.0.1"\nport = \d+',
+                  f'[players.speakers]\nkind = "dfplayer"\nport = "/dev/ttyS1"\n'
+                  f'card_dir = "{card.name}"\ntracks = {{ {tracks} }}', text)
+    # one module, one zone: the other zones' players become sinks
+    text = text.replace('player = "speakers"', 'player = "sink"')
+    text = text.replace('player = "sink"', 'player = "speakers"', 1)
+    text += '\n[players.sink]\nkind = "sink"\nport = 15040\n'
+    path = tmp_path / "gauged.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_aud_1_the_modules_card_is_checked_track_by_track(tmp_path: Path) -> None:
+    card = tmp_path / "card"
+    card.mkdir()
+    for n in range(1, 9):
+        _mp3(card / f"{n:04d}_clip.mp3", b"\xff\xfb\x90\xc0", 16000 * 5)  # 5 s each
+    config = _card_config(tmp_path, card)
+    loaded = load_config(config, check_files=True)
+    assert loaded.players["speakers"].kind == "dfplayer"
+    (card / "0003_clip.mp3").write_bytes(b"not an mp3 at all")
+    (card / "0005_clip.mp3").unlink()
+    _mp3(card / "0007_long.mp3", b"\xff\xfb\x90\xc0", 16000 * 61)  # 61 s, in place of 0007
+    (card / "0007_clip.mp3").unlink()
+    _mp3(card / "0008_clip.mp3", b"\xff\xfb\x90\xc0", 16000 * 61)
+    with pytest.raises(ConfigError) as caught:
+        load_config(config, check_files=True)
+    lines = [line.split(": ", 1)[1] for line in caught.value.problems]
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("player speakers: tracks.furukawa_warning_ja: ")
+    assert "not an MP3 file" in lines[0]
+    assert lines[1].startswith("player speakers: tracks.furukawa_overflow_ja: no files "
+                               "0005*.mp3")
+    assert lines[2].startswith("player speakers: tracks.heavy_rain_ja: ")
+    assert "longer than [audio] clip_max_s = 60 s" in lines[2]
+    assert lines[3].startswith("player speakers: tracks.heavy_rain_en: ")
+    assert "longer than" in lines[3]

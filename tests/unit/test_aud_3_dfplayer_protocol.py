@@ -15,9 +15,12 @@ REFERENCE = Path(__file__).resolve().parents[2] / "config" / "minato-furukawa.to
 
 
 def test_aud_3_frames_match_the_modules_datasheet() -> None:
-    # the DFPlayer datasheet's own examples: play track 1, without and with feedback
-    assert Frame(PLAY, 1).encode() == bytes.fromhex("7EFF06030000 01FEF7EF".replace(" ", ""))
-    assert Frame(PLAY, 1, True).encode() == bytes.fromhex("7EFF0603010001FEF6EF")
+    # the DFPlayer datasheet's own examples: track 1 (0x03), without and with feedback
+    assert Frame(0x03, 1).encode() == bytes.fromhex("7EFF0603000001FEF7EF")
+    assert Frame(0x03, 1, True).encode() == bytes.fromhex("7EFF0603010001FEF6EF")
+    # what the player sends: track 5 of the mp3 folder (0x12), acknowledged
+    assert PLAY == 0x12
+    assert Frame(PLAY, 5, True).encode() == bytes.fromhex("7EFF0612010005FEE3EF")
     assert Frame(VOLUME, 30).encode() == bytes.fromhex("7EFF060600001EFED7EF")
     assert Frame(STOP).encode() == bytes.fromhex("7EFF0616000000FEE5EF")
     assert Frame(PLAY, 2999).encode()[5:7] == (2999).to_bytes(2, "big")
