@@ -26,6 +26,12 @@ on as `not-started`: the broadcast journal (gauged/store/state.py) keeps both fo
 start, which replays or reports them (gauged/daemon/restore.py). A broadcast whose player
 raises is `failed`.
 
+Each clip's decoded duration (`clip_seconds`, gauged/config/audio.py) gives a broadcast its
+expected audio length (`audio_s`, logged at its start); its record keeps when the first clip
+started and the last ended (`audio_start_mono`, `audio_end_mono`: the latency record's
+`audio_start_ms` and `audio_end_ms`). A sequence's siren steps may come from a named siren
+signal (gauged/config/signals.py); the on-time is capped at `siren_max_s` all the same.
+
 Callbacks: `on_start` before the first relay write of a broadcast, `on_done` when one that
 started has ended (relays OFF), `on_unplayed` for one that never starts (dropped,
 superseded, not-started), `on_fault` for each relay or audio fault. None of them may block:
