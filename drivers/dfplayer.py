@@ -133,7 +133,7 @@ class DfPlayer:
         if not self._volume_set:
             await self._ask(clip_id, Frame(VOLUME, self.config.volume, True), ACK)
             self._volume_set = True
-        self._finished.discard(track)
+        self._finished.clear()  # an old 0x3D must not end this track, nor spin the wait
         await self._ask(clip_id, Frame(PLAY, track, True), ACK)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.play_timeout_s
