@@ -38,6 +38,16 @@ DAY_S = 86400
 
 
 @pytest.fixture(scope="session")
+def namespaces() -> None:
+    """Fail with the reason when this machine cannot make namespaces (the test needs root
+    with CAP_SYS_ADMIN: a VM, or a privileged container)."""
+    proc = run(["unshare", "--mount", "--net", "true"])
+    assert proc.returncode == 0, ("SYS-7 installs with no network and runs the package at "
+                                  "/opt in a private mount namespace: `unshare --mount --net` "
+                                  f"must work here (as root): {proc.stderr}")
+
+
+@pytest.fixture(scope="session")
 def deb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package, built once per session (wheels cached in the session's own folder)."""
     work = tmp_path_factory.mktemp("deb")
@@ -185,6 +195,7 @@ def test_sys_7_package_metadata_and_contents(deb: Path, tmp_path: Path) -> None:
     assert "gauged-deb." not in cfg
 
 
+@pytest.mark.usefixtures("namespaces")
 def test_sys_7_installs_offline_into_a_scratch_root_and_runs(deb: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     scratch_root(root, deb)
