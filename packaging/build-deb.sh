@@ -21,13 +21,16 @@
 #                                         (no conffiles: an upgrade never asks, never overwrites)
 #
 # Environment: DEB_PYTHON (default /usr/bin/python3.11), PIP_CACHE_DIR (pip's wheel cache),
-# DEB_COMPRESS (dpkg-deb -Z: gzip, the default, or xz, zstd, none).
+# DEB_COMPRESS (dpkg-deb -Z: gzip, the default, or xz, zstd, none), DEB_MAINTAINER (the
+# control file's Maintainer; the default is a placeholder).
 set -euo pipefail
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 out=$(mkdir -p "${1:-$src/dist}" && cd "${1:-$src/dist}" && pwd)
 python=${DEB_PYTHON:-/usr/bin/python3.11}
 compress=${DEB_COMPRESS:-gzip}
+# Set DEB_MAINTAINER to whoever answers for the builds you ship.
+maintainer=${DEB_MAINTAINER:-gauged maintainers <gauged@localhost>}
 prefix=/opt/gauged
 
 say() { printf 'deb: %s\n' "$*"; }
@@ -74,8 +77,25 @@ ln -s "$prefix/venv/bin/gauged" "$stage/usr/bin/gauged"
 install -m 0644 "$src/systemd/gauged.service" "$stage/usr/lib/systemd/system/gauged.service"
 install -m 0644 "$src/systemd/gauged.sysusers" "$stage/usr/lib/sysusers.d/gauged.conf"
 install -m 0644 "$src/systemd/gauged.tmpfiles" "$stage/usr/lib/tmpfiles.d/gauged.conf"
-printf 'gauged: Apache-2.0 (see /opt/gauged/share/README.md).\nThe bundled Python packages in %s/venv keep their own licences (their *.dist-info folders).\n' \
-  "$prefix" >"$stage/usr/share/doc/gauged/copyright"
+cat >"$stage/usr/share/doc/gauged/copyright" <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: gauged
+
+Files: *
+Copyright: the gauged authors
+License: Apache-2.0
+ On Debian systems the full text of the Apache License 2.0 is in
+ /usr/share/common-licenses/Apache-2.0.
+
+Files: opt/gauged/venv/lib/*
+Copyright: their authors
+License: various
+ The bundled Python packages keep their own licences: see the licence files in
+ their *.dist-info folders.
+COPYRIGHT
+printf 'gauged (%s) unstable; urgency=medium\n\n  * Built from the gauged sources by packaging/build-deb.sh.\n\n -- %s  %s\n' \
+  "$version" "$maintainer" "$(date -R -d "@${SOURCE_DATE_EPOCH:-$(date +%s)}")" |
+  gzip -9n >"$stage/usr/share/doc/gauged/changelog.Debian.gz"
 
 # The newest glibc a bundled wheel asks for (manylinux_2_NN tags): the libc6 dependency.
 glibc=$(grep -rhoE '^Tag: .*manylinux_2_[0-9]+' "$stage$prefix"/venv/lib/python3*/site-packages/*.dist-info/WHEEL |
@@ -84,6 +104,7 @@ glibc=2.${glibc:-17}
 
 install -d "$stage/DEBIAN"
 sed -e "s|@VERSION@|$version|" -e "s|@ARCH@|$arch|" -e "s|@GLIBC@|$glibc|" \
+  -e "s|@MAINTAINER@|$maintainer|" \
   -e "s|@SIZE@|$(du -sk --exclude=DEBIAN "$stage" | cut -f1)|" \
   "$src/packaging/deb/control.in" >"$stage/DEBIAN/control"
 install -m 0755 "$src/packaging/deb/postinst" "$src/packaging/deb/prerm" \
