@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, chromium, python3-venv
+deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, chromium, python3-venv, python3.11-venv, systemd
 	@missing=$$(for s in $(SERVICES); do [ -e "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done; \
 	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || printf 'python3-venv'); \
 	[ -z "$$missing" ] || $(MAKE) --no-print-directory apt-install PKGS="$$missing"
