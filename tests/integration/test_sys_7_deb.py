@@ -16,6 +16,12 @@ scratch root, with no network (`unshare --net`):
 - The bundled `gauged` runs at its installed path: in a private mount namespace R/opt is
   bound over /opt, so /opt/gauged/venv/bin/gauged is the packaged file with its packaged #!
   line, and imports come from the bundled site-packages (checked), not from this checkout.
+
+The maintainer scripts' other branch, the one a gateway runs (no DPKG_ROOT), is exercised by
+a plain `dpkg -i` on this machine's own root seen through throw-away overlays: /etc, /usr,
+/var and /opt are overlay mounts in a private mount namespace, so dpkg, its database,
+systemd-sysusers and the package write only to a temporary upper layer; /run/systemd is
+hidden, so the scripts leave this machine's systemd alone.
 """
 
 from __future__ import annotations
@@ -276,3 +282,48 @@ def test_sys_7_installs_offline_into_a_scratch_root_and_runs(deb: Path, tmp_path
     assert not (root / "etc/gauged").exists()
     assert not (root / "usr/lib/systemd/system/gauged.service").exists()
     assert "gauged" in (root / "etc/passwd").read_text()
+
+
+SANDBOX = r"""set -eu
+work=$1 deb=$2
+mount -t tmpfs tmpfs "$work"
+for d in etc usr var opt; do
+    mkdir -p "$work/$d/upper" "$work/$d/work"
+    mount -t overlay overlay -o "lowerdir=/$d,upperdir=$work/$d/upper,workdir=$work/$d/work" "/$d"
+done
+if [ -d /run/systemd ]; then mount -t tmpfs tmpfs /run/systemd; fi
+cd /
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+dpkg -i "$deb" >&2
+echo "== id"; id gauged
+echo "== modes"; stat -c '%n %a %U %G' /etc/gauged/gauged.toml /etc/gauged/secrets.env
+echo "== version"; gauged --version
+echo "== check"; gauged check-config /etc/gauged/gauged.toml >/dev/null && echo valid
+printf '# mine\n' >/etc/gauged/gauged.toml
+dpkg -i "$deb" >&2
+echo "== kept"; cat /etc/gauged/gauged.toml
+dpkg --purge gauged >&2
+echo "== purged"; ls -d /etc/gauged /opt/gauged /usr/bin/gauged 2>&1 || true
+"""
+
+
+@pytest.mark.usefixtures("namespaces")
+def test_sys_7_installs_on_this_root_through_overlays(deb: Path, tmp_path: Path) -> None:
+    """The maintainer scripts as a gateway runs them (no DPKG_ROOT), with this machine's root
+    behind throw-away overlays (module docstring)."""
+    work = tmp_path / "overlays"
+    work.mkdir()
+    passwd = Path("/etc/passwd").read_bytes()
+    proc = run(["unshare", "--mount", "--net", "--propagation", "private", "sh", "-c",
+                SANDBOX, "sandbox", str(work), str(deb)], timeout=300)
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    section = dict(re.findall(r"(?ms)^== (\w+)\n(.*?)(?=^== |\Z)", out))
+    assert re.search(r"groups=.*\(dialout\).*\(audio\)", section["id"]), section["id"]
+    assert section["modes"].split("\n")[:2] == [
+        "/etc/gauged/gauged.toml 640 root gauged", "/etc/gauged/secrets.env 600 root root"]
+    assert section["version"].strip() == f"gauged {__version__}"
+    assert section["check"].strip() == "valid"
+    assert section["kept"].startswith("# mine\n")
+    assert section["purged"].count("No such file or directory") == 3, section["purged"]
+    assert Path("/etc/passwd").read_bytes() == passwd  # nothing of it reached this machine
