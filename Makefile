@@ -21,8 +21,12 @@ SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-met
   chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
   fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf \
   alsa-utils:/usr/bin/aplay
+# What `make deb` needs (and the SYS-7 test, which builds the package): Debian's own Python 3.11
+# with venv (the package's interpreter) and systemd-sysusers/-tmpfiles (the maintainer scripts).
+DEB_BUILD := python3.11-venv:/usr/lib/python3.11/ensurepip/__init__.py systemd:/usr/bin/systemd-sysusers
+SERVICES += $(DEB_BUILD)
 
-.PHONY: help venv deps test demo lint clean apt-install install
+.PHONY: help venv deps test demo lint clean apt-install install deb
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -37,7 +41,7 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $@
 
-deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, chromium, python3-venv
+deps: ## install the missing Debian packages: mosquitto, victoria-metrics, socat, chromium, python3-venv, python3.11-venv, systemd
 	@missing=$$(for s in $(SERVICES); do [ -e "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done; \
 	  $(PYTHON) -c 'import ensurepip' 2>/dev/null || printf 'python3-venv'); \
 	[ -z "$$missing" ] || $(MAKE) --no-print-directory apt-install PKGS="$$missing"
@@ -65,6 +69,11 @@ lint: venv ## ruff, mypy and lint-imports (all run; fails if any fails)
 install: ## install as a systemd service (DESTDIR=/some/root stages it there)
 	PYTHON=$(PYTHON) bash scripts/install.sh "$(DESTDIR)"
 
+deb: ## build dist/gauged_<version>-1_<arch>.deb: virtualenv bundled, installs with no network
+	@missing=$$(for s in $(DEB_BUILD); do [ -e "$${s#*:}" ] || printf '%s ' "$${s%%:*}"; done); \
+	[ -z "$$missing" ] || $(MAKE) --no-print-directory apt-install PKGS="$$missing"
+	bash packaging/build-deb.sh dist
+
 clean: ## remove the venv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info build
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache *.egg-info build dist
 	find . -name __pycache__ -type d -not -path './.git/*' -prune -exec rm -rf {} +

@@ -10,6 +10,7 @@
 #   /usr/lib/sysusers.d/gauged.conf  the `gauged` user (systemd-sysusers creates it)
 #   /usr/lib/tmpfiles.d/gauged.conf  owner and mode of the configuration (systemd-tmpfiles)
 #   /etc/gauged/gauged.toml          the example configuration, never over an existing file
+#   /etc/gauged/secrets.env          secrets for the unit's EnvironmentFile= (0600), if missing
 #   /etc/gauged/clips/               announcement clips (placeholders), missing ones only
 #   /var/lib/gauged                  state (the unit's StateDirectory= creates it)
 #
@@ -57,6 +58,11 @@ say "unit $unitdir/gauged.service, user $sysusersdir/gauged.conf, modes $tmpfile
 for clip in "$src"/config/clips/*.wav; do
   [ -e "$root$confdir/clips/${clip##*/}" ] || install -m 0644 "$clip" "$root$confdir/clips/"
 done
+# The secrets the unit reads (EnvironmentFile=): root only, never over an existing file.
+if [ ! -e "$root$confdir/secrets.env" ]; then
+  install -m 0600 "$src/systemd/gauged.secrets.env" "$root$confdir/secrets.env"
+  say "wrote $confdir/secrets.env (mode 0600: the InfluxDB token, the MQTT password)"
+fi
 config=$root$confdir/gauged.toml
 if [ -e "$config" ]; then
   say "kept the existing $confdir/gauged.toml (the example is in $prefix/share/config/$example)"
@@ -80,8 +86,9 @@ cat <<NEXT
 Next:
   1. Edit $confdir/gauged.toml: gateway id and time zone, buses (serial ports by
      /dev/serial/by-id/...), gauges, stations with crest and thresholds, zones with their
-     relays and player, clips; [influx] and [mqtt] (secrets may go in the environment instead:
-     systemctl edit gauged → Environment=GAUGED_MQTT__PASSWORD=...).
+     relays and player, clips; [influx] and [mqtt]. Secrets (GAUGED_INFLUX__TOKEN=,
+     GAUGED_MQTT__PASSWORD=) go in $confdir/secrets.env (mode 0600, read by the unit's
+     EnvironmentFile=), never in an Environment= line: any local user can read those.
   2. Check it:   $prefix/venv/bin/gauged check-config $confdir/gauged.toml
   3. Start it:   systemctl enable --now gauged
   4. Watch it:   journalctl -u gauged -f     and     $prefix/venv/bin/gauged status

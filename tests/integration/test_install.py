@@ -49,6 +49,10 @@ def test_make_install_into_a_root_keeps_an_existing_config_and_runs(tmp_path: Pa
     assert "z /etc/gauged/gauged.toml 0640 root gauged" in tmpfiles
     assert (root / "opt/gauged/share/config/example-field-bus.toml").is_file()
     assert (root / "etc/gauged/clips/furukawa_warning_ja.wav").is_file()
+    secrets = root / "etc/gauged/secrets.env"  # the unit's EnvironmentFile=, root only
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert "EnvironmentFile=-/etc/gauged/secrets.env" in unit
+    assert not re.search(r"(?m)^\s*Environment\s*=", unit)
 
     # the installed command
     gauged = root / "opt/gauged/venv/bin/gauged"
