@@ -13,6 +13,7 @@ there), a module with its hub, and one row here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from pydantic import BaseModel
 
 from drivers.base import Gauge
 from drivers.configs import (
+    DeviceConfig,
     LineSpec,
     ModbusRtuBusConfig,
     ModbusTcpBusConfig,
@@ -27,6 +29,7 @@ from drivers.configs import (
     SerialLineBusConfig,
     StatusSpec,
 )
+from drivers.device import Channel, GaugeDevice, ModbusDevice
 from drivers.line import LineGauge, SerialLineHub
 from drivers.modbus import ModbusGauge, ModbusTcpHub
 from drivers.rtu import ModbusRtuHub
@@ -76,3 +79,28 @@ def make_gauge(hub: AnyHub, unit: int, spec: RegisterSpec | LineSpec,
     if not isinstance(spec, RegisterSpec):
         raise TypeError(f"bus {hub.name} is a Modbus bus: a gauge on it needs a `register`")
     return ModbusGauge(hub, unit, spec, status)
+
+
+def make_device(hub: AnyHub, unit: int,
+                channels: Mapping[str, tuple[RegisterSpec | LineSpec, StatusSpec | None]],
+                device: DeviceConfig | None = None) -> ModbusDevice | GaugeDevice:
+    """The device at `unit` on `hub` with its channels (key → value spec and status word),
+    its reads planned as `device` says (defaults without one).
+
+    A serial-line device has one channel (the configuration check says so).
+    """
+    name = f"{hub.name}:{unit}"
+    if isinstance(hub, SerialLineHub):
+        if len(channels) != 1:
+            raise TypeError(f"bus {hub.name} unit {unit}: a serial_line gauge is one channel")
+        (key, (spec, status)), = channels.items()
+        return GaugeDevice(name, key, make_gauge(hub, unit, spec, status))
+    out: dict[str, Channel] = {}
+    for key, (spec, status) in channels.items():
+        if not isinstance(spec, RegisterSpec):
+            raise TypeError(f"bus {hub.name} is a Modbus bus: channel {key} needs a `register`")
+        out[key] = Channel(spec, status)
+    if device is None:
+        return ModbusDevice(hub, unit, out, name=name)
+    return ModbusDevice(hub, unit, out, max_gap=device.max_gap,
+                        max_registers=device.max_registers, name=name)

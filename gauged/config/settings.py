@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from drivers.configs import BusConfig, PlayerConfig
+from drivers.configs import BusConfig, DeviceConfig, PlayerConfig
 from gauged.config.models import (
     CapConfig,
     ClipConfig,
@@ -36,6 +37,7 @@ from gauged.config.models import (
     TestsConfig,
     ZoneConfig,
 )
+from gauged.config.site import SiteConfig, resolve_devices
 
 DEFAULT_CONFIG = Path("config/minato-furukawa.toml")
 
@@ -69,9 +71,16 @@ class Config(BaseSettings):
     players: dict[str, PlayerConfig] = Field(default_factory=dict)
     sequences: dict[str, SequenceConfig] = Field(default_factory=dict)
     clips: dict[str, ClipConfig] = Field(default_factory=dict)
+    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    site: SiteConfig = SiteConfig()
 
     # Where the file was read from; clip paths are relative to its folder.
     source: Path = Path("<none>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_take_their_device(cls, data: Any) -> Any:
+        return resolve_devices(data)
 
     @classmethod
     def settings_customise_sources(
