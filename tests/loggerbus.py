@@ -24,7 +24,7 @@ from simulators.fleet import Fleet
 
 TEMPLATE = ROOT / "tests" / "data" / "logger.toml"
 LEVELS = {"tcp_level": 1.234, "tcp_level2": 2.5, "rtu_level": 0.75, "rtu_level2": 3.125}
-RAIN_MM = {"tcp_rain": 1.5, "rtu_rain": 2.0}  # per cycle
+RAIN_MM = {"tcp_rain": 0.5, "rtu_rain": 1.0}  # per cycle: 10 and 20 mm/h, under every stage
 UNIT = 5
 
 

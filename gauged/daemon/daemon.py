@@ -56,6 +56,7 @@ from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
+from gauged.daemon.sitewatch import SiteWatch
 from gauged.daemon.startup import check_status_port, instance_lock, listening
 from gauged.daemon.timeline import CycleTimer, redate
 from gauged.daemon.watchdog import status_line, watch
@@ -109,6 +110,7 @@ class Daemon:
         # unexpected errors contained per (station, where) (gauged/barrier.py; /metrics)
         self.internal_errors: Counter[tuple[str, str]] = Counter()
         self.poller = Poller(config, self.hubs, internal_errors=self.internal_errors)
+        self.site = SiteWatch(config)  # the site's own health: operator alarms only
         self.engine = Engine(config)
         self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
         self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
@@ -458,7 +460,16 @@ class Daemon:
             self.recorder.withheld(request)
         for merged in result.merged:
             self.recorder.merged(merged)
+        await self._site_health(when)
         return result
+
+    async def _site_health(self, when: datetime) -> None:
+        """The site's health after the cycle is recorded: it can neither delay nor cause a
+        siren. An error here is logged and costs the site's alarms one cycle, nothing more."""
+        try:
+            self.recorder.site(await self.site.cycle(when, self.poller.site_raw))
+        except Exception:
+            log.exception("site health: this cycle's readings were not judged")
 
     async def _underway(self, zones: list[ZoneBroadcaster]) -> None:
         """Wait (bounded) until the broadcasts just submitted have issued their first relay

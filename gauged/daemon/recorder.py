@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gauged.alarm.quality import Quality
+from gauged.alarm.site import SiteEvent
 from gauged.alarm.types import (
     BroadcastRecord,
     BroadcastRequest,
@@ -143,6 +144,17 @@ class Recorder:
         now = self.clock.now()
         for uplink in self.uplinks:
             uplink.fault(now, kind, what, detail)
+
+    def site(self, events: Sequence[SiteEvent]) -> None:
+        """Alarms of the site's health entered or left (gauged/alarm/site.py): operators are
+        told once each way (log, /status faults, every uplink's fault event). Never a siren."""
+        for e in events:
+            if e.active:
+                log.warning("site alarm=%s source=%s: %s", e.alarm, e.source, e.message)
+            else:
+                log.info("site alarm cleared=%s source=%s: %s", e.alarm, e.source, e.message)
+            self.fault("site" if e.active else "site_cleared", f"{e.alarm}:{e.source}",
+                       e.message)
 
     def proof_test(self, run: JobRun) -> None:
         """A scheduled test has a result: stored already; published here."""
