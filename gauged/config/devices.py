@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from drivers.configs import RegisterSpec, SerialLineBusConfig, StatusSpec
+from drivers.registers import MAX_READ_REGISTERS, MERGE_MAX_GAP, merged_read, plan_reads
 from gauged.config.settings import Config
 
 Span = tuple[str, int, int]  # kind, first address, end
@@ -85,3 +86,42 @@ def _overlaps(config: Config) -> list[str]:
                                 f"{bus} overlaps {other.replace(': ', ' ')}")
                 break
     return problems
+
+
+def read_plan(config: Config) -> list[str]:
+    """The requests a cycle makes, per bus: joined as planned (drivers.registers.plan_reads,
+    what the poller does) and one per channel (a value with its nearby status word in one
+    request: what gauged did before devices with channels). One line per bus and a total."""
+    groups: dict[tuple[str, int], list[tuple[str, int, int]]] = {}
+    per_bus: dict[str, list[int]] = {}  # bus: [joined, one per channel]
+    for _, gid in config.channels().values():
+        g = config.gauges[gid]
+        counts = per_bus.setdefault(g.bus, [0, 0])
+        if g.spec is None:  # a text-protocol gauge: one request
+            counts[0] += 1
+            counts[1] += 1
+            continue
+        spans = groups.setdefault((g.bus, g.unit), [])
+        spans.append(_read(g.spec))
+        if g.status is not None:
+            spans.append(_read(g.status))
+        counts[1] += 1 if g.status is None or merged_read(g.spec, g.status) else 2
+    for inp in config.site.inputs.values():
+        d = config.devices.get(inp.device)
+        if d is not None:
+            groups.setdefault((d.bus, d.unit), []).append(_read(inp.spec))
+            per_bus.setdefault(d.bus, [0, 0])[1] += 1
+    devices = {(d.bus, d.unit): d for d in config.devices.values()}
+    for (bus, unit), spans in groups.items():
+        d = devices.get((bus, unit))
+        per_bus[bus][0] += len(plan_reads(
+            spans, max_gap=d.max_gap if d else MERGE_MAX_GAP,
+            max_registers=d.max_registers if d else MAX_READ_REGISTERS))
+    total = [sum(c[i] for c in per_bus.values()) for i in (0, 1)]
+    return [f"read plan: {total[0]} requests a cycle (one per channel: {total[1]})",
+            *(f"  bus {bus}: {j} requests a cycle (one per channel: {s})"
+              for bus, (j, s) in per_bus.items())]
+
+
+def _read(spec: RegisterSpec | StatusSpec) -> tuple[str, int, int]:
+    return spec.kind, spec.address, spec.count
