@@ -132,6 +132,9 @@ class Poller:
             self.devices.setdefault(bus, []).append((device, schedule))
             for c in chans:
                 self.schedules[c] = schedule  # the device's channels live and die together
+            if len(chans) > 1:
+                log.info("device bus=%s unit=%d: %d channels, %d requests a cycle", bus, unit,
+                         len(chans), len(device.plan))
 
     async def read(self, when: datetime) -> dict[str, Sample]:
         """One cycle's samples, every station included (missing ones as missing)."""
@@ -186,17 +189,6 @@ class Poller:
         for k in keys:
             if k in self.read_latency:
                 self.read_latency[k].observe(elapsed)
-
-    def plan(self) -> list[str]:
-        """The read plan, one line per device: requests a cycle, joined and one per value."""
-        lines = []
-        for bus, devices in self.devices.items():
-            for device, _ in devices:
-                single = getattr(device, "single", device.plan)
-                lines.append(f"bus {bus} device {device.name}: {len(device.channels)} "
-                             f"channels, {max(1, len(device.plan))} requests a cycle "
-                             f"(one per value: {max(1, len(single))})")
-        return lines
 
     def _judge(self, outcomes: Mapping[str, RawReading | DriverError | Contained | None],
                when: datetime) -> dict[str, Sample]:
