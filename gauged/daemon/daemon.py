@@ -48,6 +48,7 @@ from drivers.players import make_player
 from drivers.registry import make_hub
 from drivers.relays import CoilRelay
 from gauged.alarm.engine import Engine
+from gauged.alarm.site import SiteEvent
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
 from gauged.barrier import CYCLE, Barrier, Contained
 from gauged.clock import Clock, OffsetWall
@@ -452,24 +453,29 @@ class Daemon:
         self.cycles += 1
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         inhibits = self.inhibits
+        site_events = await self._site_health(when)
         self.recorder.cycle(when, result, gauges=self.poller.health,
                             buses=self.poller.buses(self.hubs),
                             inhibited=frozenset(sid for sid in self.config.stations
-                                                if inhibits and inhibits.station_inhibit(sid)))
+                                                if inhibits and inhibits.station_inhibit(sid)),
+                            site=self.site.monitor.values,
+                            site_alarms=frozenset(self.site.monitor.active))
+        self.recorder.site(site_events)
         for request in result.withheld:
             self.recorder.withheld(request)
         for merged in result.merged:
             self.recorder.merged(merged)
-        await self._site_health(when)
         return result
 
-    async def _site_health(self, when: datetime) -> None:
-        """The site's health after the cycle is recorded: it can neither delay nor cause a
-        siren. An error here is logged and costs the site's alarms one cycle, nothing more."""
+    async def _site_health(self, when: datetime) -> list[SiteEvent]:
+        """The site's health, judged once the cycle's broadcasts are under way: it can
+        neither delay nor cause a siren. An error here is logged and costs the site's alarms
+        one cycle, nothing more."""
         try:
-            self.recorder.site(await self.site.cycle(when, self.poller.site_raw))
+            return await self.site.cycle(when, self.poller.site_raw)
         except Exception:
             log.exception("site health: this cycle's readings were not judged")
+            return []
 
     async def _underway(self, zones: list[ZoneBroadcaster]) -> None:
         """Wait (bounded) until the broadcasts just submitted have issued their first relay

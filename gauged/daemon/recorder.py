@@ -56,7 +56,9 @@ class Recorder:
         self.follow: dict[str, str] = {}  # station: the station it follows in gauge_fault
 
     def cycle(self, when: datetime, result: CycleResult, *, gauges: Mapping[str, GaugeHealth],
-              buses: Mapping[str, BusHealth], inhibited: frozenset[str]) -> None:
+              buses: Mapping[str, BusHealth], inhibited: frozenset[str],
+              site: Mapping[str, float | None] | None = None,
+              site_alarms: frozenset[str] = frozenset()) -> None:
         for t in result.transitions:
             log.info("stage station=%s quantity=%s from=%s to=%s value=%g time=%s",
                      t.station, t.kind, t.from_name, t.to_name, t.value,
@@ -71,7 +73,7 @@ class Recorder:
                 log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
                           s.station, s.level_m, s.freeboard_m, s.quality)
         self._log_cycle(when, result)
-        report = CycleReport(when, result, gauges, buses, inhibited)
+        report = CycleReport(when, result, gauges, buses, inhibited, site or {}, site_alarms)
         for uplink in self.uplinks:
             uplink.cycle(report)
 

@@ -1,13 +1,18 @@
 """The site's health rules (gauged/alarm/site.py): once on entering, once on leaving, the
-battery estimate from the voltage trend, and the 12 V / 24 V defaults."""
+battery estimate from the voltage trend, the 12 V / 24 V defaults, and the `site` points."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 import pytest
 
 from drivers.configs import RegisterSpec
 from gauged.alarm.site import SiteMonitor, describe_hours
+from gauged.alarm.types import CycleResult
 from gauged.config.site import SiteConfig, SiteInputConfig
+from gauged.uplinks import records
+from gauged.uplinks.base import CycleReport
 
 REG = RegisterSpec(address=0)
 
@@ -63,3 +68,17 @@ def test_no_estimate_without_a_falling_trend() -> None:
     assert m.hours_left["bat"] is None
     assert describe_hours(None).startswith("time left unknown")
     assert describe_hours(3.4) == "about 3 h left at this rate"
+
+
+def test_the_site_is_stored_each_cycle_with_its_standing_alarms() -> None:
+    when = datetime(2026, 7, 1, tzinfo=UTC)
+    report = CycleReport(when, CycleResult(), {}, {}, frozenset(),
+                         {"bat": 11.7, "mains": 0.0, "gateway:clock_synced": None},
+                         frozenset({"battery_low:bat", "mains_lost:mains"}))
+    lines = sorted(r.line() for r in records.cycle("gw", report, {}))
+    ms = round(when.timestamp() * 1000)
+    assert lines == [
+        f"site,alarm=battery_low,gateway=gw,source=bat value=11.7,alarm_active=1i {ms}",
+        f"site,alarm=mains_lost,gateway=gw,source=mains value=0.0,alarm_active=1i {ms}",
+        f"site,gateway=gw,source=gateway:clock_synced alarm_active=0i {ms}"]
+    assert not any(r.routine for r in records.cycle("gw", report, {}))
