@@ -257,6 +257,8 @@ class RelayConfig(BaseModel):
     bus: str
     unit: int = Field(default=1, ge=0, le=247)
     coil: int = Field(ge=0, le=65535)
+    # the coil of a device with channels (`[devices.NAME]`): bus and unit come from it
+    device: str | None = None
 
 
 class AplayConfig(BaseModel):

@@ -493,6 +493,7 @@ class _Reader:
                 relay = entry[role]
                 if not isinstance(relay, dict):
                     raise self.fail(where, "must be a table {bus, unit, coil}")
+                relay = self.with_device(document, relay, where)
                 bus = self.text(relay, "bus", where)
                 if bus not in buses:
                     if bus in all_buses:

@@ -2,8 +2,8 @@
 
 - a device sits on a known Modbus bus, and no other device or gauge of its own uses its unit
   id on that bus;
-- a gauge or site input names a known device (a gauge that also gives a bus or unit must
-  give its device's);
+- a gauge, a zone's relay or a site input names a known device (one that also gives a bus or
+  unit must give its device's);
 - no two channels of one device (gauge values, status words, site inputs) overlap on the same
   registers, except gauges sharing one identical status word.
 """
@@ -52,6 +52,17 @@ def device_problems(config: Config) -> list[str]:
         elif (g.bus, g.unit) != (dev.bus, dev.unit):
             add(f"gauge {name}: device: device {g.device} is unit {dev.unit} on bus {dev.bus}, "
                 f"not unit {g.unit} on bus {g.bus} (leave bus and unit out)")
+    for zone, z in config.zones.items():
+        for field in ("siren_relay", "amplifier_relay"):
+            relay = getattr(z, field)
+            if relay is None or relay.device is None:
+                continue
+            dev = config.devices.get(relay.device)
+            if dev is None:
+                add(f"zone {zone}: {field}.device: unknown device {relay.device!r}")
+            elif (relay.bus, relay.unit) != (dev.bus, dev.unit):
+                add(f"zone {zone}: {field}.device: device {relay.device} is unit {dev.unit} "
+                    f"on bus {dev.bus}, not unit {relay.unit} on bus {relay.bus}")
     for name, inp in config.site.inputs.items():
         if inp.device not in config.devices:
             add(f"site input {name}: device: unknown device {inp.device!r}")

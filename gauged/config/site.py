@@ -92,22 +92,28 @@ class SiteConfig(BaseModel):
 
 
 def resolve_devices(data: Any) -> Any:
-    """A gauge naming `device` takes the device's bus and unit (raw config, before
-    validation). A gauge that also gives a bus or unit keeps them: the configuration check
-    compares them with its device's. An unknown device leaves them unset, which the check
-    names."""
+    """A gauge or a zone's relay naming `device` takes the device's bus and unit (raw
+    config, before validation). One that also gives a bus or unit keeps them: the
+    configuration check compares them with its device's. An unknown device leaves an empty
+    bus, which the check names."""
     if not isinstance(data, dict):
         return data
-    devices, gauges = data.get("devices"), data.get("gauges")
-    if not isinstance(gauges, dict):
-        return data
+    devices = data.get("devices")
     devices = devices if isinstance(devices, dict) else {}
-    out = {}
-    for name, g in gauges.items():
-        if isinstance(g, dict) and isinstance(g.get("device"), str):
-            d = devices.get(g["device"])
-            fill = {"bus": d.get("bus"), "unit": d.get("unit")} if isinstance(d, dict) \
-                else {"bus": "", "unit": 0}
-            g = fill | g
-        out[name] = g
-    return data | {"gauges": out}
+
+    def fill(entry: Any) -> Any:
+        if not isinstance(entry, dict) or not isinstance(entry.get("device"), str):
+            return entry
+        d = devices.get(entry["device"])
+        where = {"bus": d.get("bus"), "unit": d.get("unit")} if isinstance(d, dict) \
+            else {"bus": "", "unit": 0}
+        return where | entry
+
+    out = dict(data)
+    if isinstance(data.get("gauges"), dict):
+        out["gauges"] = {name: fill(g) for name, g in data["gauges"].items()}
+    if isinstance(data.get("zones"), dict):
+        out["zones"] = {name: {k: fill(v) if k in ("siren_relay", "amplifier_relay") else v
+                               for k, v in z.items()} if isinstance(z, dict) else z
+                        for name, z in data["zones"].items()}
+    return out
