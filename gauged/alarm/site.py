@@ -7,8 +7,9 @@ never moves a station's stage; the alarm engine does not know it exists.
 
 Each rule raises its alarm once when its value crosses the threshold and clears it once when
 the value is back past the clear level (hysteresis: a battery at 11.79 V under a pulsing load
-does not chatter). A missing value changes nothing: the alarm stays as it was (the device
-being dead is the station's gauge_fault, reported on its own).
+does not chatter). A missing value changes nothing: the alarm stays as it was; an input
+without a reading for three cycles raises `input_missing` of its own (cleared by its next
+reading), since a device holding only site inputs has no station to show a gauge_fault.
 
 Battery estimate: a least-squares line through the battery voltage of the last
 `battery_trend_min` minutes (at least three readings over at least ten minutes); when it
@@ -26,6 +27,7 @@ import numpy as np
 from gauged.config.site import ALARM_WHEN, SiteConfig
 
 MIN_TREND_S = 600.0
+MISSING_CYCLES = 3  # cycles without a reading before an input is an alarm of its own
 MIN_FALL_V_PER_H = 0.005  # slower than this is no fall (a week for a 12 V bank's last volt)
 GATEWAY = "gateway"  # the source prefix of the gateway's own readings
 
@@ -119,6 +121,8 @@ class SiteMonitor:
         self.empty_v = site.battery_volts[2]
         self.trend_s = site.battery_trend_min * 60
         self.batteries = {n for n, i in site.inputs.items() if i.role == "battery_v"}
+        self.inputs = list(site.inputs)
+        self._gaps = dict.fromkeys(self.inputs, 0)  # consecutive cycles without a reading
         self.active: dict[str, SiteEvent] = {}  # by event key: the entering event
         self.values: dict[str, float | None] = {}
         self.hours_left: dict[str, float | None] = {}
@@ -133,7 +137,7 @@ class SiteMonitor:
             if v is not None:
                 self._history[b].append((now, v))
             self.hours_left[b] = self._estimate(b, now)
-        events = []
+        events = self._missing(now, values)
         for rule in self.rules:
             value = values.get(rule.source)
             if value is None:
@@ -146,6 +150,29 @@ class SiteMonitor:
             elif key in self.active and rule.leaves(value):
                 del self.active[key]
                 events.append(self._event(rule, now, value, active=False))
+        return events
+
+    def _missing(self, now: float, values: Mapping[str, float | None]) -> list[SiteEvent]:
+        """A cabinet input without a reading for MISSING_CYCLES cycles is an alarm of its own
+        (a dead UPS card has no station to show its gauge_fault); its first reading clears
+        it. The gateway's own readings are not judged so (a board without a thermal zone)."""
+        events = []
+        for name in self.inputs:
+            key = f"input_missing:{name}"
+            if values.get(name) is None:
+                self._gaps[name] += 1
+                if self._gaps[name] == MISSING_CYCLES and key not in self.active:
+                    event = SiteEvent(now, "input_missing", name, True, None,
+                                      f"site input {name}: no reading for {MISSING_CYCLES} "
+                                      f"cycles (its alarms hold as they were)")
+                    self.active[key] = event
+                    events.append(event)
+            else:
+                self._gaps[name] = 0
+                if key in self.active:
+                    del self.active[key]
+                    events.append(SiteEvent(now, "input_missing", name, False, values[name],
+                                            f"site input {name}: reading again"))
         return events
 
     def _event(self, rule: SiteRule, now: float, value: float, *, active: bool) -> SiteEvent:

@@ -3,7 +3,8 @@
 Every channel decodes: two levels (float32 word-swapped, int16 scaled) behind a shared status
 word, a rain counter, and the cabinet's battery, temperature, UPS, mains and door. When the
 logger dies every one of its channels is missing, and the cycle spends the device's timeout
-budget once (one request, and its retries), not once per channel.
+budget once (one request, and its retries), not once per channel; after three cycles each of
+its cabinet inputs is an operator alarm (`input_missing`), cleared when it answers again.
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ async def test_mb_9_dead_logger_marks_every_channel_and_costs_its_budget_once(
             for name in ("battery", "temp", "ups", "mains", "door"):
                 out = rig.daemon.poller.site_raw[f"{prefix}_{name}"]
                 assert isinstance(out, DeviceTimeout), (prefix, name, out)
+        for _ in range(2):  # three cycles without a reading: each cabinet input says so
+            await rig.cycle()
+        missing = sorted(f.split(": ")[1] for f in rig.daemon.faults
+                         if f.startswith("site: input_missing:"))
+        assert missing == sorted(f"input_missing:{p}_{n}" for p in BUSES.values()
+                                 for n in ("battery", "temp", "ups", "mains", "door"))
         for bus in BUSES:  # it comes back: every channel at once
             rig.fleet.clear_faults(bus, UNIT)
         for _ in range(4):  # probed again within the back-off
@@ -74,3 +81,5 @@ async def test_mb_9_dead_logger_marks_every_channel_and_costs_its_budget_once(
         for prefix in BUSES.values():
             assert rig.state(f"{prefix}_level").quality is Quality.GOOD
             assert isinstance(rig.daemon.poller.site_raw[f"{prefix}_mains"], RawReading)
+        cleared = [f for f in rig.daemon.faults if f.startswith("site_cleared: input_missing:")]
+        assert len(cleared) == 10

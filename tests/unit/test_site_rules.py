@@ -82,3 +82,10 @@ def test_the_site_is_stored_each_cycle_with_its_standing_alarms() -> None:
         f"site,alarm=mains_lost,gateway=gw,source=mains value=0.0,alarm_active=1i {ms}",
         f"site,gateway=gw,source=gateway:clock_synced alarm_active=0i {ms}"]
     assert not any(r.routine for r in records.cycle("gw", report, {}))
+
+
+def test_an_input_silent_for_three_cycles_is_an_alarm_of_its_own() -> None:
+    m = SiteMonitor(site(ups="ups_on_battery"))
+    got = [[(e.alarm, e.active) for e in m.update(i * 180.0, {"ups": v})]
+           for i, v in enumerate([0.0, None, None, None, None, 0.0, None])]
+    assert got == [[], [], [], [("input_missing", True)], [], [("input_missing", False)], []]
