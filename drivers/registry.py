@@ -1,9 +1,10 @@
 """The one table of bus kinds: config model, hub class and gauge spec of each (STYLE 4).
 
 A bus section of the configuration names its `kind`; `BusConfig` (drivers.configs) validates
-it against the model of that kind, `make_hub` builds its hub and `make_gauge` builds a gauge on
-a hub. Adding a kind means adding its config model to drivers.configs (and to `BusConfig`
-there), a module with its hub, and one row here.
+it against the model of that kind, `make_hub` builds its hub, `make_gauge` builds a gauge on
+a hub and `make_device` every channel of one unit id (drivers/device.py). Adding a kind
+means adding its config model to drivers.configs (and to `BusConfig` there), a module with
+its hub, and one row here.
 
     kind          config model          hub             gauge spec   gauge
     modbus_tcp    ModbusTcpBusConfig    ModbusTcpHub    RegisterSpec ModbusGauge

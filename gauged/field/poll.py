@@ -1,8 +1,13 @@
 """Polling: which gauges a cycle reads, reading them, and judging what they sent.
 
-A device that stops answering must not cost every cycle its full timeout budget (MB-1):
-after `after` consecutive cycles without an answer it is probed only every few cycles (2, 4,
-then 8), and polled every cycle again from its first answer.
+The poller reads devices, not gauges: every channel behind one unit id of a bus (the gauges
+of the stations and the site's inputs, drivers/device.py) is read together, as few requests
+as its plan allows, once per cycle. A gauge with its own unit is a device of one channel.
+
+A device that stops answering must not cost every cycle its full timeout budget (MB-1, MB-9):
+its first timeout ends its read for the cycle and marks all its channels missing; after
+`after` consecutive cycles without an answer it is probed only every few cycles (2, 4, then
+8), and polled every cycle again from its first answer.
 
 Error barriers (QUALITY SYS-5, gauged/barrier.py): an unexpected error reading one gauge (a
 driver's bug), decoding what it sent (a custom serial `pattern` that lets `NaN` through to a
@@ -77,8 +82,9 @@ class Poller:
     """Reads every station's gauges once per cycle and judges the readings (a station with
     two gauges reads both, and its sample is their combination: `Judge.stations`).
 
-    Buses are read in parallel, one task per bus; the gauges of a bus one after another (the
-    hub serialises anyway; in order, each gauge's cost is bounded by its own timeout budget).
+    Buses are read in parallel, one task per bus; the devices of a bus one after another (the
+    hub serialises anyway; in order, each device's cost is bounded by its own timeout budget).
+    `site_raw` holds the last cycle's outcome of each site input (gauged/field/site.py).
     """
 
     def __init__(self, config: Config, hubs: Mapping[str, AnyHub], *,
