@@ -13,6 +13,7 @@ from loggerbus import UNIT, logger_rig
 from services import PtyPairFactory
 
 from gauged.ops.metrics import DaemonCollector, exposition
+from gauged.ops.statusview import render
 
 NO_GATEWAY = ("[site]\nsystem_v = 12\n", "[site]\nsystem_v = 12\ngateway_health = false\n")
 
@@ -105,6 +106,7 @@ async def test_site_3_door_temperature_clock_each_once_each_way_on_page_and_metr
         assert 'gauged_site_alarm{alarm="clock_unsynced",source="gateway:clock_synced"} 1.0' \
             in text
         assert 'gauged_site_value{source="tcp_temp"} 58.0' in text
+        assert "SITE cabinet door open: tcp_door reads on" in render(d.snapshot())
         rig.fleet.clear_faults("tcp", UNIT)
         ntp.write_text("yes\n")
         cpu.write_text("60000\n")
