@@ -85,6 +85,12 @@ def _overlaps(config: Config) -> list[str]:
         if d is not None:
             by_device.setdefault((d.bus, d.unit), []).append(
                 (f"site input {name}: register", _span(inp.spec), False))
+    for zone, z in config.zones.items():  # a relay coil of an I/O device is a channel too
+        for field in ("siren_relay", "amplifier_relay"):
+            relay = getattr(z, field)
+            if relay is not None and (relay.bus, relay.unit) in by_device:
+                by_device[(relay.bus, relay.unit)].append(
+                    (f"zone {zone}: {field}", ("coil", relay.coil, relay.coil + 1), False))
     problems = []
     for (bus, unit), spans in by_device.items():
         for i, (where, (kind, start, end), status) in enumerate(spans):

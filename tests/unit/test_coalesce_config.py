@@ -5,8 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from gauged.config.load import load_config
 from gauged.config.settings import Config
+from gauged.errors import ConfigError
 from simulators.config import load_config as load_simulated
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,3 +49,17 @@ def test_channels_relays_and_inputs_take_their_device_s_bus_and_unit(tmp_path: P
     assert [(r.bus, r.unit, r.coil) for r in sim.relays] == [("tcp", 9, 0)]
     assert {(s.name, s.bus, s.unit) for s in sim.site_inputs if s.role == "battery_v"} == {
         ("tcp_battery", "tcp", 5), ("rtu_battery", "rs485", 5)}
+
+
+def test_a_relay_on_a_channel_s_coil_is_refused(tmp_path: Path) -> None:
+    clash = IO_GATEWAY + """
+[site.inputs.io_door]
+device = "io"
+role = "door"
+register = { kind = "coil", address = 0 }
+"""
+    with pytest.raises(ConfigError) as refused:
+        load_config(config(tmp_path, clash))
+    assert any("zone riverside: amplifier_relay: coil 0…0 of unit 9 on bus tcp overlaps "
+               "site input io_door register" in p for p in refused.value.problems), \
+        refused.value.problems
