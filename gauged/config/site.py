@@ -63,6 +63,9 @@ class SiteConfig(BaseModel):
     disk_free_clear_mb: float = Field(default=300.0, ge=0)
     clock_sync: bool = Field(default=True, description="alarm when the OS clock is not "
                                                         "synchronised (NTP)")
+    # while mains is lost: keep the status page (true) or show a short notice instead, to
+    # save the CPU of drawing its charts (false); alarms are never affected
+    on_battery_page: bool = True
     # where the gateway's readings come from (the defaults suit a Linux gateway)
     thermal_dir: Path = Path("/sys/class/thermal")
     clock_sync_command: list[str] = Field(

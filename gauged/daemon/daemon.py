@@ -99,6 +99,14 @@ def clock_from(config: Config) -> Clock:
     return Clock(c.speed, c.start, c.anchor_unix, wall=OffsetWall(offset))
 
 
+ON_BATTERY_PAGE = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+                   "<meta http-equiv=\"refresh\" content=\"60\"><title>gauged</title></head>"
+                   "<body><p>Mains power lost: the site runs on its battery and this page is "
+                   "off to save energy. Every alarm works as usual; "
+                   "<a href=\"status\">/status</a> and <a href=\"metrics\">/metrics</a> "
+                   "answer.</p></body></html>\n")
+
+
 class Daemon:
     """One gateway's worth of gauges, stations and zones."""
 
@@ -552,6 +560,10 @@ class Daemon:
         return snapshot.status(self)
 
     def page(self) -> str:
-        """The status page (gauged/ops/page.py): /status and the last hours of every station."""
+        """The status page (gauged/ops/page.py): /status and the last hours of every station.
+        On battery with `[site] on_battery_page = false`, a short notice instead (no charts
+        to draw on every refresh); /status and /metrics answer as always."""
+        if self.site.mains_lost and not self.config.site.on_battery_page:
+            return ON_BATTERY_PAGE
         history = {sid: self.recorder.history.points(sid) for sid in self.config.stations}
         return render_page(self.snapshot(), history)

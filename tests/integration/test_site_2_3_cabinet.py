@@ -15,7 +15,8 @@ from services import PtyPairFactory
 from gauged.ops.metrics import DaemonCollector, exposition
 from gauged.ops.statusview import render
 
-NO_GATEWAY = ("[site]\nsystem_v = 12\n", "[site]\nsystem_v = 12\ngateway_health = false\n")
+NO_GATEWAY = ("[site]\nsystem_v = 12\n",
+              "[site]\nsystem_v = 12\ngateway_health = false\non_battery_page = false\n")
 
 
 def site_events(faults: list[str]) -> Counter[tuple[str, str]]:
@@ -44,6 +45,7 @@ async def test_site_2_falling_battery_alarms_once_with_an_estimate_never_a_siren
                 break
         site = rig.daemon.snapshot()["site"]
         assert site["mains_lost"] is True
+        assert "the site runs on its battery" in rig.daemon.page()  # on_battery_page = false
         assert 0 < site["battery_hours_left"]["tcp_battery"] <= 0.5
         for _ in range(5):  # still falling: no second alarm
             broadcasts += len((await rig.cycle()).broadcasts)
@@ -66,6 +68,7 @@ async def test_site_2_falling_battery_alarms_once_with_an_estimate_never_a_siren
             assert events[("site", what)] == 1, what
             assert events[("site_cleared", what)] == 1, what
         assert rig.daemon.snapshot()["site"]["alarms"] == []
+        assert "Site health" in rig.daemon.page()  # the full page again
 
 
 async def test_site_3_door_temperature_clock_each_once_each_way_on_page_and_metrics(
