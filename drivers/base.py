@@ -10,9 +10,13 @@ The table from a bus `kind` to its config model and hub class is `drivers.regist
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
+
+from drivers.errors import DriverError
+from drivers.registers import Read
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,3 +72,26 @@ class Gauge(Protocol):
     """
 
     async def read(self) -> RawReading: ...
+
+
+class Device(Protocol):
+    """Every channel behind one unit id of a bus (drivers.device), read together.
+
+    Contract: `read` returns one outcome per channel key (a RawReading, or the DriverError
+    that left the channel without one) and raises nothing but CancelledError (and a bug's
+    exception); calls must not overlap. `requests` counts the requests sent so far; `plan`
+    is the list of reads one cycle makes (empty for a non-Modbus device).
+    """
+
+    name: str
+    requests: int
+
+    @property
+    def channels(self) -> Mapping[str, object]:
+        """The channel keys (and what each reads)."""
+        ...
+
+    @property
+    def plan(self) -> Sequence[Read]: ...
+
+    async def read(self) -> dict[str, RawReading | DriverError]: ...

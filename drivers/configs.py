@@ -8,6 +8,7 @@ no pyserial, no event loop); the modules that use them import them from here.
   and `BusConfig`, a bus section validated by the model its `kind` names (drivers.registry);
 - registers: `RegisterSpec` and `StatusSpec`, with the data types' register counts
   (decoding: drivers.registers);
+- devices: `DeviceConfig`, one unit id on a bus holding many channels (drivers.device);
 - outputs: `RelayConfig` (drivers.relays), `AplayConfig`, `SinkConfig`, `DfPlayerConfig` and
   `PlayerConfig`
   (drivers.players, drivers.dfplayer).
@@ -224,6 +225,29 @@ def register_count(data_type: str) -> int:
     return FORMATS[data_type][1]
 
 
+# Devices (drivers.device)
+
+class DeviceConfig(BaseModel):
+    """One device on a bus holding many channels: a datalogger or a Modbus I/O gateway that
+    presents level, rain counter, battery voltage and contacts behind one unit id.
+
+    Gauges and site inputs name it (`device = "cabinet"`) instead of a bus and unit of their
+    own. Its channels are read in as few requests as `max_gap` and `max_registers` allow,
+    planned once at start (drivers.registers.plan_reads).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bus: str
+    unit: int = Field(ge=0, le=247)
+    model: str = Field(default="", description="make and model, for operators")
+    max_gap: int = Field(default=8, ge=0, le=123,
+                         description="unused registers (or bits) read to save a request")
+    max_registers: int = Field(default=125, ge=1, le=125,
+                               description="most registers in one request (some loggers "
+                                           "take fewer than Modbus's 125)")
+
+
 # Outputs (drivers.relays, drivers.players)
 
 class RelayConfig(BaseModel):
@@ -234,6 +258,8 @@ class RelayConfig(BaseModel):
     bus: str
     unit: int = Field(default=1, ge=0, le=247)
     coil: int = Field(ge=0, le=65535)
+    # the coil of a device with channels (`[devices.NAME]`): bus and unit come from it
+    device: str | None = None
 
 
 class AplayConfig(BaseModel):

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
-from drivers.configs import FORMATS, RegisterSpec, StatusSpec
+from drivers.configs import BIT_KINDS, FORMATS, RegisterSpec, StatusSpec
 
 # Largest read in one request (Modbus: 125 registers, 2000 bits) and the widest gap of unused
 # registers worth reading to save a request.
@@ -87,3 +88,55 @@ def merged_read(value: RegisterSpec, status: StatusSpec) -> tuple[int, int] | No
     if gap > MERGE_MAX_GAP or end - start > MAX_READ_REGISTERS:
         return None
     return start, end - start
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One read request of a plan: `count` registers (or bits) of `kind` from `address`."""
+
+    kind: str
+    address: int
+    count: int
+
+    @property
+    def end(self) -> int:
+        return self.address + self.count
+
+    def covers(self, kind: str, address: int, count: int) -> bool:
+        """Whether this read holds all of `count` words of `kind` from `address`."""
+        return kind == self.kind and self.address <= address and address + count <= self.end
+
+
+def plan_reads(spans: Iterable[tuple[str, int, int]], *, max_gap: int = MERGE_MAX_GAP,
+               max_registers: int = MAX_READ_REGISTERS) -> list[Read]:
+    """As few reads as cover every span `(kind, address, count)` of one device.
+
+    Spans of one kind are sorted by address and joined while the unused words between them
+    are at most `max_gap` and the read stays within `max_registers` registers (2000 bits for
+    coils and discrete inputs). Overlapping spans (a status word shared by two channels) are
+    read once. `max_gap < 0` joins nothing but identical spans: one read per span.
+    Reads come out by kind (holding, input, coil, discrete), then by address.
+    """
+    by_kind: dict[str, list[tuple[int, int]]] = {}
+    for kind, address, count in spans:
+        by_kind.setdefault(kind, []).append((address, address + count))
+    plan: list[Read] = []
+    for kind in sorted(by_kind, key=_KIND_ORDER.index):
+        limit = MAX_READ_BITS if kind in BIT_KINDS else max_registers
+        start = end = -1
+        for a, b in sorted(set(by_kind[kind])):
+            if max_gap < 0:
+                plan.append(Read(kind, a, b - a))
+                continue
+            if start >= 0 and a - end <= max_gap and max(end, b) - start <= limit:
+                end = max(end, b)
+                continue
+            if start >= 0:
+                plan.append(Read(kind, start, end - start))
+            start, end = a, b
+        if start >= 0:
+            plan.append(Read(kind, start, end - start))
+    return plan
+
+
+_KIND_ORDER = ("holding", "input", "coil", "discrete")

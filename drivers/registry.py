@@ -1,9 +1,10 @@
 """The one table of bus kinds: config model, hub class and gauge spec of each (STYLE 4).
 
 A bus section of the configuration names its `kind`; `BusConfig` (drivers.configs) validates
-it against the model of that kind, `make_hub` builds its hub and `make_gauge` builds a gauge on
-a hub. Adding a kind means adding its config model to drivers.configs (and to `BusConfig`
-there), a module with its hub, and one row here.
+it against the model of that kind, `make_hub` builds its hub, `make_gauge` builds a gauge on
+a hub and `make_device` every channel of one unit id (drivers/device.py). Adding a kind
+means adding its config model to drivers.configs (and to `BusConfig` there), a module with
+its hub, and one row here.
 
     kind          config model          hub             gauge spec   gauge
     modbus_tcp    ModbusTcpBusConfig    ModbusTcpHub    RegisterSpec ModbusGauge
@@ -13,6 +14,7 @@ there), a module with its hub, and one row here.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel
 
 from drivers.base import Gauge
 from drivers.configs import (
+    DeviceConfig,
     LineSpec,
     ModbusRtuBusConfig,
     ModbusTcpBusConfig,
@@ -27,6 +30,7 @@ from drivers.configs import (
     SerialLineBusConfig,
     StatusSpec,
 )
+from drivers.device import Channel, GaugeDevice, ModbusDevice
 from drivers.line import LineGauge, SerialLineHub
 from drivers.modbus import ModbusGauge, ModbusTcpHub
 from drivers.rtu import ModbusRtuHub
@@ -76,3 +80,28 @@ def make_gauge(hub: AnyHub, unit: int, spec: RegisterSpec | LineSpec,
     if not isinstance(spec, RegisterSpec):
         raise TypeError(f"bus {hub.name} is a Modbus bus: a gauge on it needs a `register`")
     return ModbusGauge(hub, unit, spec, status)
+
+
+def make_device(hub: AnyHub, unit: int,
+                channels: Mapping[str, tuple[RegisterSpec | LineSpec, StatusSpec | None]],
+                device: DeviceConfig | None = None) -> ModbusDevice | GaugeDevice:
+    """The device at `unit` on `hub` with its channels (key → value spec and status word),
+    its reads planned as `device` says (defaults without one).
+
+    A serial-line device has one channel (the configuration check says so).
+    """
+    name = f"{hub.name}:{unit}"
+    if isinstance(hub, SerialLineHub):
+        if len(channels) != 1:
+            raise TypeError(f"bus {hub.name} unit {unit}: a serial_line gauge is one channel")
+        (key, (spec, status)), = channels.items()
+        return GaugeDevice(name, key, make_gauge(hub, unit, spec, status))
+    out: dict[str, Channel] = {}
+    for key, (spec, status) in channels.items():
+        if not isinstance(spec, RegisterSpec):
+            raise TypeError(f"bus {hub.name} is a Modbus bus: channel {key} needs a `register`")
+        out[key] = Channel(spec, status)
+    if device is None:
+        return ModbusDevice(hub, unit, out, name=name)
+    return ModbusDevice(hub, unit, out, max_gap=device.max_gap,
+                        max_registers=device.max_registers, name=name)

@@ -100,6 +100,17 @@ class GaugeSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SiteInputSpec:
+    """A health input of the cabinet (``[site.inputs.NAME]``): a channel of a logger."""
+
+    name: str
+    bus: str
+    unit: int
+    role: str
+    register: RegisterSpec
+
+
+@dataclass(frozen=True, slots=True)
 class RelaySpec:
     """One relay (a coil) that a zone drives."""
 
@@ -133,6 +144,8 @@ class FleetConfig:
     second_gauges: dict[str, str] = field(default_factory=dict)  # station → its second gauge
     clock_speed: float | None = None
     skipped: tuple[str, ...] = ()  # human-readable notes on what cannot be simulated here
+    site_inputs: tuple[SiteInputSpec, ...] = ()
+    system_v: int = 12  # the cabinet battery's nominal voltage
 
     @property
     def base_dir(self) -> Path:
@@ -206,6 +219,7 @@ class _Reader:
         second = self.read_second_gauges(document)
         gauges = self.read_gauges(document, buses, stations, second)
         relays = self.read_relays(document, buses)
+        site, system_v = self.read_site(document, buses)
         players = self.read_players(document)
         clock = document.get("clock", {})
         speed = None
@@ -224,6 +238,8 @@ class _Reader:
             second_gauges=second,
             clock_speed=speed,
             skipped=tuple(self.skipped),
+            site_inputs=tuple(site),
+            system_v=system_v,
         )
 
     def read_buses(self, document: dict[str, Any]) -> dict[str, BusSpec]:
@@ -300,6 +316,7 @@ class _Reader:
         gauges: dict[str, GaugeSpec] = {}
         for name, entry in gauge_tables.items():
             where = f"gauges.{name}"
+            entry = self.with_device(document, entry, where)
             bus = self.text(entry, "bus", where)
             if bus not in buses:
                 if bus in self.table(document, "buses", "buses"):
@@ -325,6 +342,45 @@ class _Reader:
                 gauges[name], station=station_of.get(name), paired=name in paired
             )
         return gauges
+
+    def with_device(
+        self, document: dict[str, Any], entry: dict[str, Any], where: str
+    ) -> dict[str, Any]:
+        """A channel naming ``device`` takes the bus and unit of ``[devices.NAME]``."""
+        if "device" not in entry:
+            return entry
+        device = self.text(entry, "device", where)
+        devices = self.table(document, "devices", "devices")
+        if device not in devices:
+            raise self.fail(f"{where}.device", f"no device named {device!r}")
+        d = devices[device]
+        return {
+            "bus": self.text(d, "bus", f"devices.{device}"),
+            "unit": self.integer(d, "unit", f"devices.{device}", 0, 247),
+        } | entry
+
+    def read_site(
+        self, document: dict[str, Any], buses: dict[str, BusSpec]
+    ) -> tuple[list[SiteInputSpec], int]:
+        """The cabinet inputs of loggers (``[site.inputs.NAME]``, each naming its device)."""
+        site = document.get("site", {})
+        if not isinstance(site, dict):
+            raise self.fail("site", "must be a table")
+        system_v = self.integer({"system_v": 12} | site, "system_v", "site", 12, 24)
+        out = []
+        for name, entry in self.table(site, "inputs", "site.inputs").items():
+            where = f"site.inputs.{name}"
+            entry = self.with_device(document, {"device": entry.get("device")} | entry, where)
+            bus = self.text(entry, "bus", where)
+            if bus not in buses:
+                self.skipped.append(f"{where}: on bus {bus!r}, which is not simulated")
+                continue
+            unit = self.integer(entry, "unit", where, 1, 247)
+            register = self.read_register(entry.get("register"), f"{where}.register")
+            self.claim(bus, unit, register, f"site:{name}", f"{where}.register")
+            role = self.text(entry, "role", where)
+            out.append(SiteInputSpec(name, bus, unit, role, register))
+        return out, system_v
 
     def read_line_gauge(
         self, entry: dict[str, Any], where: str, name: str, bus: str, quantity: GaugeQuantity
@@ -437,6 +493,7 @@ class _Reader:
                 relay = entry[role]
                 if not isinstance(relay, dict):
                     raise self.fail(where, "must be a table {bus, unit, coil}")
+                relay = self.with_device(document, relay, where)
                 bus = self.text(relay, "bus", where)
                 if bus not in buses:
                     if bus in all_buses:

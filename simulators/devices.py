@@ -12,9 +12,10 @@ import time
 from typing import Protocol
 
 from simulators.clock import SimClock
-from simulators.config import MIN_BLOCK, GaugeSpec
+from simulators.config import MIN_BLOCK, GaugeSpec, SiteInputSpec
 from simulators.faults import DeviceFaults, Plan
 from simulators.journal import Record
+from simulators.logger import Cabinet
 from simulators.modbus import ExceptionCode, Function, bits_pdu, exception_pdu, registers_pdu
 from simulators.registers import (
     BIT_KINDS,
@@ -79,6 +80,8 @@ class ModbusDevice:
         gauges: list[GaugeSpec],
         relay_names: dict[int, str],
         faults: DeviceFaults,
+        site: list[SiteInputSpec] | None = None,
+        system_v: int = 12,
     ) -> None:
         self.host = host
         self.bus = bus
@@ -86,7 +89,11 @@ class ModbusDevice:
         self.gauges = gauges
         self.relay_names = relay_names
         self.faults = faults
+        # the cabinet channels of a multi-channel logger (simulators/logger.py)
+        self.site = list(site or [])
+        self.cabinet = Cabinet(system_v)
         specs = [g.register for g in gauges if g.register is not None]
+        specs += [s.register for s in self.site]
         specs += [g.status for g in gauges if g.status is not None]
         word_ends = [_end(s) for s in specs if s.kind not in BIT_KINDS]
         self.register_count = max([MIN_BLOCK, *word_ends])
@@ -130,14 +137,20 @@ class ModbusDevice:
             values = [int(state) for state in self.coil_states[start : start + count]]
         else:
             values = [0] * count
-        overlays: list[tuple[RegisterSpec, GaugeSpec | None]] = [
+        overlays: list[tuple[RegisterSpec, GaugeSpec | SiteInputSpec | None]] = [
             (g.register, g) for g in self.gauges if g.register is not None
         ]
         overlays += [(spec, None) for spec in self._status_specs]
+        overlays += [(s.register, s) for s in self.site]
         for spec, gauge in overlays:
             if spec.kind != kind or spec.address >= start + count or _end(spec) <= start:
                 continue
-            if gauge is None:
+            if isinstance(gauge, SiteInputSpec):
+                now = self.host.clock.now().timestamp()
+                value = self.cabinet.value(gauge.role, now, self.faults.knobs)
+                encoded = encode_registers(level_raw(value, spec), spec.data_type,
+                                           spec.byte_order, spec.word_order)
+            elif gauge is None:
                 status = plan.status if plan.status is not None else 0
                 if plan.status is not None:
                     plan.applied.add("status")
@@ -197,8 +210,7 @@ class ModbusDevice:
         # Register writes (06, 16) and everything else: gauges are sensors.
         raise _Invalid(ExceptionCode.ILLEGAL_FUNCTION)
 
-    @staticmethod
-    def _read_range(pdu: bytes, most: int, size: int) -> tuple[int, int]:
+    def _read_range(self, pdu: bytes, most: int, size: int) -> tuple[int, int]:
         if len(pdu) != 5:
             raise _Invalid(ExceptionCode.ILLEGAL_DATA_VALUE)
         start, count = struct.unpack(">HH", pdu[1:5])
@@ -206,6 +218,10 @@ class ModbusDevice:
             raise _Invalid(ExceptionCode.ILLEGAL_DATA_VALUE)
         if start + count > size:
             raise _Invalid(ExceptionCode.ILLEGAL_DATA_ADDRESS)
+        longest = self.faults.knobs.get("max_read")
+        if longest is not None and count > int(longest):
+            self.faults.count("max_read")
+            raise _Invalid(ExceptionCode.ILLEGAL_DATA_ADDRESS)  # a hole in the map
         return start, count
 
     def _check_coils(self, address: int, count: int) -> None:

@@ -37,6 +37,12 @@ knob                value         effect on each request to the device
                                   dataloggers print a value they do not have)
 ``status``          integer       the status word (Modbus, if the map has one) or status byte
                                   (line gauge) the device reports
+``max_read``        count         Modbus: answer 02 (illegal address) to a read of more than N
+                                  registers or bits, as a logger whose map has holes does
+``mains_off`` …     …             the cabinet of a logger with site inputs: ``mains_off``,
+                                  ``drain_v_per_h``, ``battery_v``, ``door_open``,
+                                  ``charger_fault``, ``ups_on_battery``, ``cabinet_temp_c``
+                                  (simulators/logger.py)
 ==================  ============  ===============================================================
 
 Not every knob applies to every device: ``bad_crc`` is RTU only, ``bad_checksum`` line only, and
@@ -98,6 +104,15 @@ KNOBS: dict[str, _Knob] = {
     "spike_rate": _Knob("probability"),
     "nan": _Knob("probability"),
     "status": _Knob("status"),
+    "max_read": _Knob("count", _MODBUS),
+    # the cabinet of a multi-channel logger (simulators/logger.py)
+    "mains_off": _Knob("flag", _MODBUS),
+    "drain_v_per_h": _Knob("number", _MODBUS),
+    "battery_v": _Knob("number", _MODBUS),
+    "door_open": _Knob("flag", _MODBUS),
+    "charger_fault": _Knob("flag", _MODBUS),
+    "ups_on_battery": _Knob("flag", _MODBUS),
+    "cabinet_temp_c": _Knob("number", _MODBUS),
 }
 
 _TRANSPORT_NAMES = {"tcp": "Modbus TCP", "rtu": "Modbus RTU", "line": "serial_line"}

@@ -31,7 +31,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from simulators.clock import SimClock
-from simulators.config import BusSpec, FleetConfig, GaugeSpec, load_config
+from simulators.config import BusSpec, FleetConfig, GaugeSpec, SiteInputSpec, load_config
 from simulators.control import ControlServer
 from simulators.devices import ModbusDevice
 from simulators.errors import ConfigError, FaultError
@@ -157,6 +157,9 @@ class Fleet:
         gauges_at: dict[tuple[str, int], list[GaugeSpec]] = {}
         for gauge in self.config.gauges.values():
             gauges_at.setdefault((gauge.bus, gauge.unit), []).append(gauge)
+        site_at: dict[tuple[str, int], list[SiteInputSpec]] = {}
+        for inp in self.config.site_inputs:
+            site_at.setdefault((inp.bus, inp.unit), []).append(inp)
         coils_at: dict[tuple[str, int], dict[int, str]] = {}
         for relay in self.config.relays:
             names = coils_at.setdefault((relay.bus, relay.unit), {})
@@ -164,7 +167,7 @@ class Fleet:
         unserved: set[str] = set()
         for bus_name in self.serial_paths:
             self._devices[bus_name] = {}  # served even without devices: a silent line
-        for bus_name, unit in sorted(gauges_at.keys() | coils_at.keys()):
+        for bus_name, unit in sorted(gauges_at.keys() | coils_at.keys() | site_at.keys()):
             bus = self.config.buses[bus_name]
             if not self._served(bus):
                 unserved.add(bus_name)
@@ -177,7 +180,9 @@ class Fleet:
                 device = LineDevice(self, bus_name, gauge, faults)
             else:
                 names = coils_at.get((bus_name, unit), {})
-                device = ModbusDevice(self, bus_name, unit, gauges, names, faults)
+                device = ModbusDevice(self, bus_name, unit, gauges, names, faults,
+                                      site_at.get((bus_name, unit), []),
+                                      self.config.system_v)
             self._devices.setdefault(bus_name, {})[unit] = device
         for bus_name in sorted(unserved):
             self.notes.append(

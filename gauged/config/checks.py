@@ -9,6 +9,7 @@ import wave
 from drivers.configs import RelayConfig, SerialLineBusConfig
 from gauged.config.audio import player_problems
 from gauged.config.cron import cron_trigger
+from gauged.config.devices import device_problems
 from gauged.config.settings import Config
 from gauged.config.signals import signal_problems
 
@@ -49,7 +50,9 @@ def cross_check(config: Config) -> list[str]:
                 add(f"gauge {name}: line: `line` is for serial_line buses; {g.bus} is "
                     f"{bus_cfg.kind}")
         key = (g.bus, g.unit)
-        if key in units:
+        if g.device is not None:
+            pass  # a channel of a device: gauged/config/devices.py checks its unit
+        elif key in units:
             add(f"gauge {name}: unit: unit id {g.unit} on bus {g.bus} is already "
                 f"used by gauge {units[key]}")
         else:
@@ -199,6 +202,7 @@ def cross_check(config: Config) -> list[str]:
                                 config.defaults.siren_max_s)
     problems += _check_cap(config)
     problems += combine_problems(config)
+    problems += device_problems(config)
     return problems
 
 

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from gauged.config.audio import check_clips
 from gauged.config.checks import cross_check
+from gauged.config.devices import read_plan
 from gauged.config.settings import Config, toml_path
 from gauged.errors import ConfigError
 
@@ -100,6 +101,7 @@ def summary(config: Config) -> list[str]:
                              ("cap", config.cap.enabled)) if on]
     lines.append(f"status http://{config.status.host}:{config.status.port}/; "
                  f"uplinks: {', '.join(sinks) or 'none'}")
+    lines += read_plan(config)  # gauged/config/devices.py
     return lines
 
 

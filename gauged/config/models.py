@@ -163,6 +163,8 @@ class GaugeConfig(_Model):
     bus: str
     unit: int = Field(ge=0, le=247)
     quantity: Literal["level_m", "rain_counter"]
+    # A channel of a multi-channel device (`[devices.NAME]`): bus and unit come from it.
+    device: str | None = None
     # `register` in the file; renamed here because BaseModel already has a `register`.
     spec: RegisterSpec | None = Field(default=None, alias="register")
     status: StatusSpec | None = None

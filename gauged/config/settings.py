@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
@@ -17,7 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from drivers.configs import BusConfig, PlayerConfig
+from drivers.configs import BusConfig, DeviceConfig, PlayerConfig
 from gauged.config.models import (
     AudioConfig,
     CapConfig,
@@ -39,6 +40,7 @@ from gauged.config.models import (
     ZoneConfig,
 )
 from gauged.config.signals import resolve
+from gauged.config.site import SiteConfig, resolve_devices
 
 DEFAULT_CONFIG = Path("config/minato-furukawa.toml")
 
@@ -76,9 +78,16 @@ class Config(BaseSettings):
     # siren signals by name: the flood-fighting signals overridden, or a ward's own
     # (gauged/config/signals.py)
     signals: dict[str, SirenSignal] = Field(default_factory=dict)
+    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    site: SiteConfig = SiteConfig()
 
     # Where the file was read from; clip paths are relative to its folder.
     source: Path = Path("<none>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_take_their_device(cls, data: Any) -> Any:
+        return resolve_devices(data)
 
     @classmethod
     def settings_customise_sources(

@@ -48,6 +48,7 @@ from drivers.players import make_player
 from drivers.registry import make_hub
 from drivers.relays import CoilRelay
 from gauged.alarm.engine import Engine
+from gauged.alarm.site import SiteEvent
 from gauged.alarm.types import BroadcastRequest, CycleResult, StationState
 from gauged.barrier import CYCLE, Barrier, Contained
 from gauged.clock import Clock, OffsetWall
@@ -57,6 +58,7 @@ from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
+from gauged.daemon.sitewatch import SiteWatch
 from gauged.daemon.startup import check_status_port, instance_lock, listening
 from gauged.daemon.timeline import CycleTimer, redate
 from gauged.daemon.watchdog import status_line, watch
@@ -99,6 +101,14 @@ def clock_from(config: Config) -> Clock:
     return Clock(c.speed, c.start, c.anchor_unix, wall=OffsetWall(offset))
 
 
+ON_BATTERY_PAGE = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+                   "<meta http-equiv=\"refresh\" content=\"60\"><title>gauged</title></head>"
+                   "<body><p>Mains power lost: the site runs on its battery and this page is "
+                   "off to save energy. Every alarm works as usual; "
+                   "<a href=\"status\">/status</a> and <a href=\"metrics\">/metrics</a> "
+                   "answer.</p></body></html>\n")
+
+
 class Daemon:
     """One gateway's worth of gauges, stations and zones."""
 
@@ -111,6 +121,7 @@ class Daemon:
         # unexpected errors contained per (station, where) (gauged/barrier.py; /metrics)
         self.internal_errors: Counter[tuple[str, str]] = Counter()
         self.poller = Poller(config, self.hubs, internal_errors=self.internal_errors)
+        self.site = SiteWatch(config)  # the site's own health: operator alarms only
         self.engine = Engine(config)
         self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
         self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
@@ -459,15 +470,29 @@ class Daemon:
         self.cycles += 1
         self.last_cycle, self.last_cycle_mono = when, time.monotonic()
         inhibits = self.inhibits
+        site_events = await self._site_health(when)
         self.recorder.cycle(when, result, gauges=self.poller.health,
                             buses=self.poller.buses(self.hubs),
                             inhibited=frozenset(sid for sid in self.config.stations
-                                                if inhibits and inhibits.station_inhibit(sid)))
+                                                if inhibits and inhibits.station_inhibit(sid)),
+                            site=self.site.monitor.values,
+                            site_alarms=frozenset(self.site.monitor.active))
+        self.recorder.site(site_events)
         for request in result.withheld:
             self.recorder.withheld(request)
         for merged in result.merged:
             self.recorder.merged(merged)
         return result
+
+    async def _site_health(self, when: datetime) -> list[SiteEvent]:
+        """The site's health, judged once the cycle's broadcasts are under way: it can
+        neither delay nor cause a siren. An error here is logged and costs the site's alarms
+        one cycle, nothing more."""
+        try:
+            return await self.site.cycle(when, self.poller.site_raw)
+        except Exception:
+            log.exception("site health: this cycle's readings were not judged")
+            return []
 
     async def _underway(self, zones: list[ZoneBroadcaster]) -> None:
         """Wait (bounded) until the broadcasts just submitted have issued their first relay
@@ -544,6 +569,10 @@ class Daemon:
         return snapshot.status(self)
 
     def page(self) -> str:
-        """The status page (gauged/ops/page.py): /status and the last hours of every station."""
+        """The status page (gauged/ops/page.py): /status and the last hours of every station.
+        On battery with `[site] on_battery_page = false`, a short notice instead (no charts
+        to draw on every refresh); /status and /metrics answer as always."""
+        if self.site.mains_lost and not self.config.site.on_battery_page:
+            return ON_BATTERY_PAGE
         history = {sid: self.recorder.history.points(sid) for sid in self.config.stations}
         return render_page(self.snapshot(), history)

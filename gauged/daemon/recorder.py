@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gauged.alarm.quality import Quality
+from gauged.alarm.site import SiteEvent
 from gauged.alarm.types import (
     BroadcastRecord,
     BroadcastRequest,
@@ -55,7 +56,9 @@ class Recorder:
         self.follow: dict[str, str] = {}  # station: the station it follows in gauge_fault
 
     def cycle(self, when: datetime, result: CycleResult, *, gauges: Mapping[str, GaugeHealth],
-              buses: Mapping[str, BusHealth], inhibited: frozenset[str]) -> None:
+              buses: Mapping[str, BusHealth], inhibited: frozenset[str],
+              site: Mapping[str, float | None] | None = None,
+              site_alarms: frozenset[str] = frozenset()) -> None:
         for t in result.transitions:
             log.info("stage station=%s quantity=%s from=%s to=%s value=%g time=%s",
                      t.station, t.kind, t.from_name, t.to_name, t.value,
@@ -70,7 +73,7 @@ class Recorder:
                 log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
                           s.station, s.level_m, s.freeboard_m, s.quality)
         self._log_cycle(when, result)
-        report = CycleReport(when, result, gauges, buses, inhibited)
+        report = CycleReport(when, result, gauges, buses, inhibited, site or {}, site_alarms)
         for uplink in self.uplinks:
             uplink.cycle(report)
 
@@ -143,6 +146,17 @@ class Recorder:
         now = self.clock.now()
         for uplink in self.uplinks:
             uplink.fault(now, kind, what, detail)
+
+    def site(self, events: Sequence[SiteEvent]) -> None:
+        """Alarms of the site's health entered or left (gauged/alarm/site.py): operators are
+        told once each way (log, /status faults, every uplink's fault event). Never a siren."""
+        for e in events:
+            if e.active:
+                log.warning("site alarm=%s source=%s: %s", e.alarm, e.source, e.message)
+            else:
+                log.info("site alarm cleared=%s source=%s: %s", e.alarm, e.source, e.message)
+            self.fault("site" if e.active else "site_cleared", f"{e.alarm}:{e.source}",
+                       e.message)
 
     def proof_test(self, run: JobRun) -> None:
         """A scheduled test has a result: stored already; published here."""

@@ -57,6 +57,7 @@ def status(d: DaemonView) -> dict[str, Any]:
         "commands": d.commands.snapshot() if d.commands is not None else None,
         "clock_skew_s": round(d.clock.skew(), 1),
         "tests": d.tests.snapshot() if d.tests is not None else {},
+        "site": d.site.snapshot(),
     }
 
 

@@ -13,6 +13,7 @@ from gauged.alarm.types import StationState
 from gauged.clock import Clock
 from gauged.config.settings import Config
 from gauged.daemon.restore import StateKeeper
+from gauged.daemon.sitewatch import SiteWatch
 from gauged.field.poll import Poller
 from gauged.field.prooftests import ProofTestScheduler
 from gauged.field.zones import ZoneBroadcaster
@@ -35,6 +36,8 @@ class DaemonView(Protocol):
     def engine(self) -> Engine: ...
     @property
     def poller(self) -> Poller: ...
+    @property
+    def site(self) -> SiteWatch: ...
     @property
     def hubs(self) -> Mapping[str, AnyHub]: ...
     @property

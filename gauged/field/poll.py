@@ -1,8 +1,13 @@
 """Polling: which gauges a cycle reads, reading them, and judging what they sent.
 
-A device that stops answering must not cost every cycle its full timeout budget (MB-1):
-after `after` consecutive cycles without an answer it is probed only every few cycles (2, 4,
-then 8), and polled every cycle again from its first answer.
+The poller reads devices, not gauges: every channel behind one unit id of a bus (the gauges
+of the stations and the site's inputs, drivers/device.py) is read together, as few requests
+as its plan allows, once per cycle. A gauge with its own unit is a device of one channel.
+
+A device that stops answering must not cost every cycle its full timeout budget (MB-1, MB-9):
+its first timeout ends its read for the cycle and marks all its channels missing; after
+`after` consecutive cycles without an answer it is probed only every few cycles (2, 4, then
+8), and polled every cycle again from its first answer.
 
 Error barriers (QUALITY SYS-5, gauged/barrier.py): an unexpected error reading one gauge (a
 driver's bug), decoding what it sent (a custom serial `pattern` that lets `NaN` through to a
@@ -21,9 +26,10 @@ from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime
 
-from drivers.base import Gauge, RawReading
+from drivers.base import Device, Gauge, RawReading
+from drivers.configs import LineSpec, RegisterSpec, StatusSpec
 from drivers.errors import DeviceError, DeviceTimeout, DriverError, TransportError
-from drivers.registry import AnyHub, make_gauge
+from drivers.registry import AnyHub, make_device, make_gauge
 from gauged.alarm.quality import Judge, Observation, Quality, in_range
 from gauged.alarm.rain import CounterTracker
 from gauged.alarm.types import Sample
@@ -76,8 +82,9 @@ class Poller:
     """Reads every station's gauges once per cycle and judges the readings (a station with
     two gauges reads both, and its sample is their combination: `Judge.stations`).
 
-    Buses are read in parallel, one task per bus; the gauges of a bus one after another (the
-    hub serialises anyway; in order, each gauge's cost is bounded by its own timeout budget).
+    Buses are read in parallel, one task per bus; the devices of a bus one after another (the
+    hub serialises anyway; in order, each device's cost is bounded by its own timeout budget).
+    `site_raw` holds the last cycle's outcome of each site input (gauged/field/site.py).
     """
 
     def __init__(self, config: Config, hubs: Mapping[str, AnyHub], *,
@@ -103,56 +110,91 @@ class Poller:
         self._by_kind: dict[str, list[str]] = {"level": [], "rain": []}
         for sid, st in config.stations.items():
             self._by_kind[st.kind].append(sid)
+        # every channel of a device, gauges and site inputs (`site:NAME`), by (bus, unit)
+        groups: dict[tuple[str, int], dict[str, tuple[RegisterSpec | LineSpec,
+                                                      StatusSpec | None]]] = {}
         for c, (_, gid) in self.channels.items():
             g = config.gauges[gid]
             spec = g.spec if g.spec is not None else g.line
             assert spec is not None  # cross_check guarantees it
             self.gauges[c] = make_gauge(hubs[g.bus], g.unit, spec, g.status)
-            self.schedules[c] = ProbeSchedule()
+            groups.setdefault((g.bus, g.unit), {})[c] = (spec, g.status)
             if g.quantity == "rain_counter":
                 self.counters[c] = CounterTracker(g.counter_bits, g.scale)
                 self.rain_seen[c] = 0.0
             self.by_bus.setdefault(g.bus, []).append(c)
             self.health[c] = GaugeHealth()
+        # the site's health inputs: their last outcome each cycle (gauged/field/site.py)
+        self.site_raw: dict[str, RawReading | DriverError | None] = {}
+        for name, inp in config.site.inputs.items():
+            d = config.devices[inp.device]
+            groups.setdefault((d.bus, d.unit), {})[f"site:{name}"] = (inp.spec, None)
+        planned = {(d.bus, d.unit): d for d in config.devices.values()}
+        # per bus, its devices in config order, each with its probe schedule
+        self.devices: dict[str, list[tuple[Device, ProbeSchedule]]] = {}
+        for (bus, unit), chans in groups.items():
+            device = make_device(hubs[bus], unit, chans, planned.get((bus, unit)))
+            schedule = ProbeSchedule()
+            self.devices.setdefault(bus, []).append((device, schedule))
+            for c in chans:
+                self.schedules[c] = schedule  # the device's channels live and die together
+            if len(chans) > 1:
+                log.info("device bus=%s unit=%d: %d channels, %d requests a cycle", bus, unit,
+                         len(chans), len(device.plan))
 
     async def read(self, when: datetime) -> dict[str, Sample]:
         """One cycle's samples, every station included (missing ones as missing)."""
         outcomes: dict[str, RawReading | DriverError | Contained | None] = {}
 
-        async def read_bus(bus: str, sids: list[str]) -> None:
+        async def read_bus(bus: str, devices: list[tuple[Device, ProbeSchedule]]) -> None:
             t0 = time.monotonic()
-            for sid in sids:
-                schedule = self.schedules[sid]
-                if not schedule.due():
-                    outcomes[sid] = None
-                    continue
-                started = time.monotonic()
-                try:
-                    outcomes[sid] = await self.gauges[sid].read()
-                    self.health[sid].answered_mono = time.monotonic()
-                except DeviceTimeout as exc:
-                    outcomes[sid] = exc
-                    schedule.failed()
-                except TransportError as exc:
-                    # The bus is down (gateway unreachable, port gone): the hub fails fast
-                    # and paces its own reconnects, so polling every cycle costs nothing and
-                    # brings every station back at the first cycle after the bus returns.
-                    outcomes[sid] = exc
-                except DriverError as exc:  # the device answered with an exception
-                    outcomes[sid] = exc
-                    schedule.answered()
-                except Exception as exc:  # a bug, not the device: this gauge only (SYS-5)
-                    outcomes[sid] = self._contained(sid, READ, exc)
-                    schedule.answered()  # no back-off: poll it every cycle, as it may recover
-                else:
-                    schedule.answered()
-                self.read_latency[sid].observe(time.monotonic() - started)
+            for device, schedule in devices:
+                await self._read_device(device, schedule, outcomes)
             self.bus_read_s[bus] = time.monotonic() - t0
 
         async with asyncio.TaskGroup() as tg:
-            for bus, sids in self.by_bus.items():
-                tg.create_task(read_bus(bus, sids), name=f"gauged[bus:{bus}].poll")
+            for bus, devices in self.devices.items():
+                tg.create_task(read_bus(bus, devices), name=f"gauged[bus:{bus}].poll")
+        for key in list(outcomes):
+            if key.startswith("site:"):
+                out = outcomes.pop(key)
+                self.site_raw[key[5:]] = None if isinstance(out, Contained) else out
         return self._judge(outcomes, when)
+
+    async def _read_device(self, device: Device, schedule: ProbeSchedule,
+                           outcomes: dict[str, RawReading | DriverError | Contained | None],
+                           ) -> None:
+        """Read every channel of one device (one plan, one timeout budget) into `outcomes`.
+
+        A device that stays silent is probed less often (ProbeSchedule); a bus that is down
+        (gateway unreachable, port gone) fails fast in its hub, which paces its own
+        reconnects, so polling it every cycle costs nothing and brings every station back at
+        the first cycle after the bus returns."""
+        keys = list(device.channels)
+        if not schedule.due():
+            outcomes.update(dict.fromkeys(keys))
+            return
+        started = time.monotonic()
+        try:
+            got = await device.read()
+        except Exception as exc:  # a bug, not the device: this device only (SYS-5)
+            for k in keys:
+                outcomes[k] = self._contained(k, READ, exc) if k in self.channels else None
+            schedule.answered()  # no back-off: poll it every cycle, as it may recover
+        else:
+            outcomes.update(got)
+            answered = time.monotonic()
+            for k, out in got.items():
+                if isinstance(out, RawReading) and k in self.health:
+                    self.health[k].answered_mono = answered
+            if any(isinstance(o, DeviceTimeout) for o in got.values()):
+                schedule.failed()
+            elif not all(isinstance(o, TransportError) for o in got.values()):
+                schedule.answered()  # an answer, even an exception, is a live device
+        elapsed = time.monotonic() - started
+        for k in keys:
+            if k in self.read_latency:
+                self.read_latency[k].observe(elapsed)
 
     def _judge(self, outcomes: Mapping[str, RawReading | DriverError | Contained | None],
                when: datetime) -> dict[str, Sample]:

@@ -91,6 +91,7 @@ class DaemonCollector(Collector):
         yield from _uplinks(self._uplinks())
         yield from self._zones(status["zones"])
         yield self._internal_errors()
+        yield from _site(status.get("site") or {})
 
     def _internal_errors(self) -> Metric:
         family = CounterMetricFamily(
@@ -317,3 +318,21 @@ def exposition(collector: Collector) -> Callable[[], bytes]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     return lambda: generate_latest(registry)
+
+
+def _site(site: Mapping[str, Any]) -> Iterator[Metric]:
+    """The site's health (gauged/daemon/sitewatch.py): inputs, alarms, battery estimate."""
+    value = GaugeMetricFamily("gauged_site_value", "A site health reading (battery V, "
+                              "contacts 0/1, °C, MB free, clock synchronised 0/1)",
+                              labels=["source"])
+    alarm = GaugeMetricFamily("gauged_site_alarm", "1 while a site health alarm stands "
+                              "(operator alarm, never a siren)", labels=["alarm", "source"])
+    hours = GaugeMetricFamily("gauged_site_battery_hours_left", "Hours until the battery is "
+                              "empty at its present rate of fall", labels=["source"])
+    for source, v in (site.get("values") or {}).items():
+        _maybe(value, [source], v)
+    for a in site.get("alarms") or []:
+        alarm.add_metric([str(a.get("alarm")), str(a.get("source"))], 1.0)
+    for source, h in (site.get("battery_hours_left") or {}).items():
+        _maybe(hours, [source], h)
+    yield from (value, alarm, hours)

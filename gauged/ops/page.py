@@ -89,7 +89,8 @@ def render_page(status: Mapping[str, Any], history: Mapping[str, Sequence[Point]
         if cards:
             parts.append(f'<h2>{title}</h2><div id="{kind}">{"".join(cards)}</div>')
     parts += [_zones(status.get("zones", {}), stations, tz), _inhibits(inhibits, tz),
-              _plant(status, now), _faults(status.get("faults", []))]
+              _plant(status, now), _faults(status.get("faults", [])),
+              _site(status.get("site") or {})]
     every = refresh_s(status)
     gateway = _e(status.get("gateway", ""))
     return (
@@ -355,6 +356,24 @@ def _uplink(up: Mapping[str, Any]) -> str:
     if up.get("last_error"):
         parts.append(f'<span class="warn">last error: {_e(up["last_error"])}</span>')
     return ", ".join(parts)
+
+
+def _site(site: Mapping[str, Any]) -> str:
+    """The site's health: standing alarms first (operator alarms, never a siren), then the
+    readings and the battery estimate."""
+    alarms = site.get("alarms") or []
+    values = site.get("values") or {}
+    if not alarms and not values:
+        return ""
+    rows = [f'<li class="warn">{_e(a.get("message", ""))}</li>' for a in alarms]
+    if not alarms:
+        rows.append("<li>no site alarm</li>")
+    for source, estimate in (site.get("battery_estimate") or {}).items():
+        rows.append(f"<li>battery {_e(source)}: {_e(estimate)}</li>")
+    shown = ", ".join(f"{_e(k)} {_e('—' if v is None else f'{v:g}')}"
+                      for k, v in values.items())
+    rows.append(f"<li>{shown}</li>")
+    return f'<h2>Site health</h2><div class="row" id="site"><ul>{"".join(rows)}</ul></div>'
 
 
 def _faults(faults: Sequence[str]) -> str:

@@ -103,6 +103,11 @@ def render(status: Mapping[str, Any]) -> str:
         f"{name} {'up' if b.get('connected') else 'DOWN'} "
         f"{float(b.get('read_s') or 0) * 1000:.0f} ms"
         for name, b in status.get("buses", {}).items()))
+    site = status.get("site") or {}
+    if site.get("alarms") or site.get("battery_hours_left"):
+        alarms = [str(a.get("message", "")) for a in site.get("alarms") or []]
+        estimates = [f"battery {b}: {e}" for b, e in (site.get("battery_estimate") or {}).items()]
+        lines.append("SITE " + "; ".join(alarms + estimates or ["no site alarm"]))
     faults = status.get("faults") or []
     if faults:
         lines.append("FAULTS (last 3): " + " | ".join(str(f) for f in faults[-3:]))

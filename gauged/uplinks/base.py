@@ -9,7 +9,7 @@ never block and never raise into the cycle (queue, then write from `run`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
@@ -28,6 +28,10 @@ class CycleReport:
     gauges: Mapping[str, GaugeHealth]
     buses: Mapping[str, BusHealth]
     inhibited: frozenset[str]  # stations under an inhibit: no public documents for them
+    # the site's health this cycle (gauged/daemon/sitewatch.py): each source's value, and
+    # the sources with a standing alarm as `alarm:source`
+    site: Mapping[str, float | None] = field(default_factory=dict)
+    site_alarms: frozenset[str] = frozenset()
 
 
 class Uplink:

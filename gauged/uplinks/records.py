@@ -83,7 +83,21 @@ def cycle(gateway: str, report: CycleReport,
         station, name = gauge_names[channel]
         records.append(gauge(gateway, station, name, h, when, readings.get((station, name))))
     records += [bus(gateway, name, h, when) for name, h in report.buses.items()]
+    records += site(gateway, report)
     return records
+
+
+def site(gateway: str, report: CycleReport) -> list[Record]:
+    """The site's health: each source's value and whether an alarm of it stands (kept, not
+    routine: the record of a site going dark must survive a full spool)."""
+    standing: dict[str, list[str]] = {}
+    for key in report.site_alarms:
+        alarm, source = key.split(":", 1)
+        standing.setdefault(source, []).append(alarm)
+    return [Record("site", {"gateway": gateway, "source": source,
+                            "alarm": ",".join(sorted(standing.get(source, [])))},
+                   {"value": value, "alarm_active": int(source in standing)}, report.when)
+            for source, value in report.site.items()]
 
 
 def gauge(gateway: str, station: str, name: str, h: GaugeHealth, when: datetime,
