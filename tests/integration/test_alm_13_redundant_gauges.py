@@ -147,6 +147,12 @@ def test_two_gauges_disagreeing_the_stage_follows_the_more_dangerous(rig: Rig) -
 
 def test_a_fault_of_one_gauge_leaves_the_other_in_charge_and_no_false_siren(
         rig: Rig) -> None:
+    # The dead gauge costs its bus one timeout per cycle, and the radar is read after it. At
+    # 180 x the reference 1 s timeout is a whole simulated cycle: the radar would then be read
+    # in the next scenario step and stamped with this one. A 0.25 s timeout (45 simulated
+    # seconds) keeps both reads inside the step, as on a real bus with 3-minute steps.
+    rig.edit_config(lambda t: t.replace(
+        "timeout_s = 1.0                 # per request", "timeout_s = 0.25  # per request", 1))
     faults = rig.workdir / "faults.toml"
     faults.write_text('[[fault]]\nbus = "river"\nunit = 1\nno_answer = 1\n', encoding="utf-8")
     # the pressure gauge (unit 1) never answers; the radar rises to notice, reads one absurd
