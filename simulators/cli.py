@@ -1,7 +1,7 @@
 """Command line: run the simulators of a gauged configuration until SIGINT or SIGTERM.
 
     python -m simulators [--config PATH] [--scenario CSV] [--speed X] [--start ISO]
-                         [--anchor UNIX] [--record DIR] [--serial BUS=PATH ...]
+                         [--anchor UNIX] [--record DIR] [--serial NAME=PATH ...]
                          [--faults FILE] [--control PORT] [--seed N]
 
 Prints exactly one line, ``simulators ready``, on stdout once every server listens and every
@@ -63,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--serial",
         action="append",
         default=[],
-        metavar="BUS=PATH",
-        help="serve serial bus BUS (modbus_rtu or serial_line) on the device side PATH of a "
-        "pty pair; repeatable. Serial buses without one are not simulated",
+        metavar="NAME=PATH",
+        help="serve serial bus NAME (modbus_rtu or serial_line), or the MP3 module of "
+        "dfplayer player NAME, on the device side PATH of a pty pair; repeatable. Serial "
+        "buses and modules without one are not simulated",
     )
     parser.add_argument(
         "--faults", type=Path, help="TOML file of fault knobs set at start ([[fault]] tables)"
@@ -151,7 +152,7 @@ def _serial_paths(pairs: list[str]) -> dict[str, Path]:
     for pair in pairs:
         bus, sep, path = pair.partition("=")
         if not sep or not bus or not path:
-            raise ValueError(f"--serial {pair!r}: expected BUS=PATH")
+            raise ValueError(f"--serial {pair!r}: expected NAME=PATH")
         if bus in paths:
             raise ValueError(f"--serial {bus}: given twice")
         paths[bus] = Path(path)

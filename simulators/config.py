@@ -132,6 +132,22 @@ class PlayerSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class ModuleSpec:
+    """A serial MP3 module (a ``players`` entry of kind ``dfplayer``): its card's tracks.
+
+    The card holds, for each track number, the clip mapped to it in ``tracks``; the simulator
+    plays it for the length of the clip's WAV file (``clips.NAME.file``, relative to the
+    config's folder), the recording the card is made from.
+    """
+
+    name: str
+    port: str  # the daemon's side of the line; the simulator gets its own path
+    tracks: dict[int, str] = field(default_factory=dict)  # track number → clip id
+    clip_files: dict[str, Path] = field(default_factory=dict)  # clip id → its WAV file
+    zones: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class FleetConfig:
     """Everything the fleet serves, validated."""
 
@@ -146,6 +162,7 @@ class FleetConfig:
     skipped: tuple[str, ...] = ()  # human-readable notes on what cannot be simulated here
     site_inputs: tuple[SiteInputSpec, ...] = ()
     system_v: int = 12  # the cabinet battery's nominal voltage
+    modules: dict[str, ModuleSpec] = field(default_factory=dict)  # dfplayer players
 
     @property
     def base_dir(self) -> Path:
@@ -221,6 +238,7 @@ class _Reader:
         relays = self.read_relays(document, buses)
         site, system_v = self.read_site(document, buses)
         players = self.read_players(document)
+        modules = self.read_modules(document)
         clock = document.get("clock", {})
         speed = None
         if isinstance(clock, dict) and "speed" in clock:
@@ -240,6 +258,7 @@ class _Reader:
             skipped=tuple(self.skipped),
             site_inputs=tuple(site),
             system_v=system_v,
+            modules=modules,
         )
 
     def read_buses(self, document: dict[str, Any]) -> dict[str, BusSpec]:
@@ -528,6 +547,8 @@ class _Reader:
         for name, entry in self.table(document, "players", "players").items():
             where = f"players.{name}"
             kind = self.text(entry, "kind", where)
+            if kind == "dfplayer":
+                continue  # a serial module: read_modules
             if kind != "sink":
                 self.skipped.append(f"{where}: kind {kind!r} plays real audio, not simulated")
                 continue
@@ -538,6 +559,35 @@ class _Reader:
                 tuple(zones_of.get(name, ())),
             )
         return players
+
+    def read_modules(self, document: dict[str, Any]) -> dict[str, ModuleSpec]:
+        """The ``dfplayer`` players: each one's track numbers and the clip files behind them."""
+        zones_of: dict[str, list[str]] = {}
+        for zone, entry in self.table(document, "zones", "zones").items():
+            if isinstance(entry.get("player"), str):
+                zones_of.setdefault(entry["player"], []).append(zone)
+        clips = self.table(document, "clips", "clips")
+        modules: dict[str, ModuleSpec] = {}
+        for name, entry in self.table(document, "players", "players").items():
+            where = f"players.{name}"
+            if entry.get("kind") != "dfplayer":
+                continue
+            port = self.text(entry, "port", where)
+            tracks = entry.get("tracks", {})
+            if not isinstance(tracks, dict):
+                raise self.fail(f"{where}.tracks", "must be a table { clip = track number }")
+            card: dict[int, str] = {}
+            files: dict[str, Path] = {}
+            for clip in sorted(tracks):
+                number = self.integer(tracks, clip, f"{where}.tracks", 1, 2999)
+                if number in card:
+                    raise self.fail(f"{where}.tracks.{clip}",
+                                    f"track {number} is also clip {card[number]!r}")
+                card[number] = clip
+                if clip in clips and isinstance(clips[clip].get("file"), str):
+                    files[clip] = self.path.parent / clips[clip]["file"]
+            modules[name] = ModuleSpec(name, port, card, files, tuple(zones_of.get(name, ())))
+        return modules
 
     def check_endpoints(self, buses: dict[str, BusSpec], players: dict[str, PlayerSpec]) -> None:
         seen: dict[tuple[str, int], str] = {}

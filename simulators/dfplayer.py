@@ -15,6 +15,12 @@ never ends: the status stays "playing"), ``slow_start`` (the status says "stoppe
 first ``SLOW_START_S`` of a track, as a module opening a file does), ``dead`` (acknowledges
 play, never plays).
 
+Served by the fleet (:mod:`simulators.fleet`) for each ``dfplayer`` player whose device-side
+path is given, the knobs are set like any device's (``Fleet.set_fault(player)``, the control
+channel, the faults file): the names above, or the fleet's own where they mean the same
+(``no_answer`` = ``silent``, ``bad_checksum`` = ``wrong``, ``junk``, ``stuck``); each is on or off.
+The faults file knows only the fleet's names.
+
 The module shares no code with gauged/ and drivers/ (DESIGN §3): the protocol is written out
 again here, as the other side of a wire would be.
 """
@@ -25,12 +31,17 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from simulators.clock import SimClock
+from simulators.config import FleetConfig
+from simulators.errors import FaultError, SimulatorError
 from simulators.journal import Journal
 from simulators.serialport import PortGone, PtyPort, open_port
+from simulators.sink import clip_duration
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +51,9 @@ ACK, ERROR, FINISHED = 0x41, 0x40, 0x3D
 ERR_CHECKSUM, ERR_NOT_FOUND = 4, 6
 CARD = 2
 SLOW_START_S = 0.05  # real seconds
+#: The module's fault knobs, and the fleet's names for some of them.
+KNOBS = frozenset({"silent", "wrong", "junk", "stuck", "slow_start", "dead"})
+ALIASES = {"no_answer": "silent", "bad_checksum": "wrong"}
 JUNK = b"\x00\xff\x7e\x13junk\x7e\xff\x06"  # noise, and start bytes that lead nowhere
 
 
@@ -76,11 +90,61 @@ class DfPlayerSim:
     frames_in: int = 0
     bad_frames: int = 0
     opened: asyncio.Event = field(default_factory=asyncio.Event)  # the pty is open
+    name: str = ""  # the player's name in the config (journalled; the path without one)
+    zone: str = ""  # the zone it plays for (journalled)
+    counts: Counter[str] = field(default_factory=Counter)  # faults injected, per knob
+    _port: PtyPort | None = None  # opened by start(), served first by serve()
+
+    def start(self) -> None:
+        """Open the pty now, or raise :class:`SimulatorError` (a fleet starting up)."""
+        try:
+            self._port = PtyPort.open(self.path)
+        except OSError as exc:
+            raise SimulatorError(
+                f"players.{self.name}: cannot open the device side {self.path}: {exc}"
+            ) from exc
+        self.opened.set()
+
+    def close(self) -> None:
+        """Close a pty opened by :meth:`start` that :meth:`serve` never took."""
+        port, self._port = self._port, None
+        if port is not None:
+            port.close()
+
+    def set_knobs(self, knobs: Mapping[str, object]) -> None:
+        """Turn knobs on (``True``, 1) or off (``False``, 0, ``None``); all are checked first.
+
+        Raises :class:`FaultError` naming the knob for an unknown one or another value.
+        """
+        changes: dict[str, bool] = {}
+        for given, value in knobs.items():
+            knob = ALIASES.get(given, given)
+            if knob not in KNOBS:
+                known = ", ".join(sorted(KNOBS | ALIASES.keys()))
+                raise FaultError(f"players.{self.name}: unknown knob {given!r} of a dfplayer "
+                                 f"module (known: {known})")
+            if value is None or (not isinstance(value, str) and value in (0, 1)):
+                changes[knob] = bool(value)
+            else:
+                raise FaultError(f"players.{self.name}: knob {given!r} of a dfplayer module is "
+                                 f"on or off (true, false, 1, 0), got {value!r}")
+        for knob, on in changes.items():
+            if on:
+                self.faults.add(knob)
+            else:
+                self.faults.discard(knob)
+
+    def snapshot(self) -> dict[str, object]:
+        """Knobs, frames received and faults injected, JSON-ready (the fleet's ``stats``)."""
+        return {"bus": self.name, "unit": 0, "knobs": dict.fromkeys(sorted(self.faults), True),
+                "requests": self.frames_in, "faults": dict(sorted(self.counts.items()))}
 
     async def serve(self) -> None:
         """Serve the pty until cancelled; reopen it when it comes back after vanishing."""
         while True:
-            port = await open_port(self.path)
+            port, self._port = self._port, None
+            if port is None:
+                port = await open_port(self.path)
             self.opened.set()
             try:
                 await self._serve(port)
@@ -141,17 +205,21 @@ class DfPlayerSim:
                 await self._send(port, frame(ERROR, ERR_NOT_FOUND))
                 return
             if "dead" in self.faults:
+                self.counts["dead"] += 1
                 if feedback:
                     await self._send(port, frame(ACK))
                 return
             self.playing = param
+            self.counts.update(k for k in ("stuck", "slow_start") if k in self.faults)
             now = time.monotonic()
             self._starts_at = now + (SLOW_START_S if "slow_start" in self.faults else 0.0)
             self._ends_at = self._starts_at + track.seconds / self.clock.speed
             self.journal.append({"t_sim": self.clock.now().isoformat(),
-                                 "t_real": time.monotonic(), "track": param,
-                                 "clip": track.clip, "duration_s": track.seconds,
-                                 "volume": self.volume, "player": str(self.path)})
+                                 "t_real": time.monotonic(), "zone": self.zone,
+                                 "track": param, "clip": track.clip,
+                                 "duration_s": track.seconds, "volume": self.volume,
+                                 "player": self.name or str(self.path),
+                                 "path": str(self.path)})
             log.info("dfplayer %s: plays track %d (%s, %.1f s)", self.path, param, track.clip,
                      track.seconds)
         elif command == VOLUME:
@@ -166,11 +234,39 @@ class DfPlayerSim:
 
     async def _send(self, port: PtyPort, data: bytes) -> None:
         if "silent" in self.faults:
+            self.counts["silent"] += 1
             return
         if "wrong" in self.faults:
+            self.counts["wrong"] += 1
             data = frame(data[3], int.from_bytes(data[5:7], "big"), bad_checksum=True)
         if "junk" in self.faults:
+            self.counts["junk"] += 1
             data = JUNK + data
         with contextlib.suppress(PortGone):
             await port.write(data)
 
+
+
+def build_modules(config: FleetConfig, paths: Mapping[str, Path], clock: SimClock,
+                  journal: Journal, notes: list[str]) -> dict[str, DfPlayerSim]:
+    """A module for each ``dfplayer`` player of ``config`` with a device-side path in
+    ``paths``, its card holding the clips its ``tracks`` name; what is left out goes to
+    ``notes``."""
+    modules: dict[str, DfPlayerSim] = {}
+    for name, spec in sorted(config.modules.items()):
+        path = paths.get(name)
+        if path is None:
+            notes.append(f"players.{name}: no device-side path given (--serial {name}=PATH)")
+            continue
+        card: dict[int, Track] = {}
+        for number, clip in sorted(spec.tracks.items()):
+            file = spec.clip_files.get(clip)
+            try:
+                if file is None:
+                    raise ValueError(f"no clips.{clip}.file")
+                card[number] = Track(clip, clip_duration(file))
+            except ValueError as exc:  # the card lacks it: the module answers "not found"
+                notes.append(f"players.{name}.tracks.{clip}: not on the simulated card: {exc}")
+        modules[name] = DfPlayerSim(path, card, clock, journal, name=name,
+                                    zone=",".join(spec.zones))
+    return modules

@@ -8,12 +8,15 @@
   (:mod:`simulators.line`);
 * relay boards — coils on the same kind of Modbus device; every coil write is recorded;
 * audio sinks — see :mod:`simulators.sink`;
+* serial MP3 modules — every ``dfplayer`` player on the device side of a pty pair
+  (:mod:`simulators.dfplayer`), each track it plays recorded like a sink's clip;
 * a control channel (``control_port``) to set fault knobs from another process
   (:mod:`simulators.control`).
 
 Gauges answer the scenario value at that instant on the simulated clock. Serial buses are
-served only when their device-side path is given (``serial_paths``); the daemon opens the other
-side of the pair. Fault knobs (:mod:`simulators.faults`) are set per device at start
+served only when their device-side path is given (``serial_paths``, keyed by bus name, or by
+player name for a ``dfplayer`` module); the daemon opens the other side of the pair. Fault
+knobs (:mod:`simulators.faults`) are set per device at start
 (``faults`` file) or at run time (:meth:`Fleet.set_fault`, the control channel).
 
 Records are kept in :attr:`Fleet.relay_log` and :attr:`Fleet.audio_log` and, with a record
@@ -34,6 +37,7 @@ from simulators.clock import SimClock
 from simulators.config import BusSpec, FleetConfig, GaugeSpec, SiteInputSpec, load_config
 from simulators.control import ControlServer
 from simulators.devices import ModbusDevice
+from simulators.dfplayer import DfPlayerSim, build_modules
 from simulators.errors import ConfigError, FaultError
 from simulators.faults import DeviceFaults, Transport, load_faults
 from simulators.journal import Journal, Record
@@ -91,9 +95,13 @@ class Fleet:
         self._audio_journal = Journal(None if record is None else record / "audio.jsonl")
         #: Every coil write: t_sim, t_real, bus, unit, coil, value, previous, applied.
         self.relay_log: list[Record] = self._relay_journal.entries
-        #: Every clip started: t_sim, t_real, zone, clip, duration_s, player, path.
+        #: Every clip started: t_sim, t_real, zone, clip, duration_s, player, path (and a
+        #: module's track and volume).
         self.audio_log: list[Record] = self._audio_journal.entries
-        self.serial_paths = self._check_serial_paths(serial_paths or {})
+        #: Device-side paths of the served serial buses and modules.
+        self.serial_paths: dict[str, Path] = {}
+        self.module_paths: dict[str, Path] = {}
+        self._check_serial_paths(serial_paths or {})
         self._devices: dict[str, dict[int, Device]] = {}
         self._tcp: dict[str, TcpBus] = {}
         self._serial: dict[str, SerialBus] = {}
@@ -104,6 +112,9 @@ class Fleet:
         if self.scenario is not None:
             self._check_scenario(self.scenario, str(scenario_path))
         self._build_devices()
+        #: The served MP3 modules, by player name.
+        self.modules: dict[str, DfPlayerSim] = build_modules(
+            self.config, self.module_paths, clock, self._audio_journal, self.notes)
         if faults is not None:
             self._apply_faults_file(Path(faults))
         for note in self.notes:
@@ -111,19 +122,28 @@ class Fleet:
 
     # -- construction --------------------------------------------------------------------------
 
-    def _check_serial_paths(self, paths: Mapping[str, str | Path]) -> dict[str, Path]:
-        checked: dict[str, Path] = {}
+    def _check_serial_paths(self, paths: Mapping[str, str | Path]) -> None:
         for bus, path in paths.items():
             spec = self.config.buses.get(bus)
+            if bus in self.config.modules:
+                if spec is not None:
+                    raise ConfigError(
+                        f"{self.config.path}: --serial {bus}: both a bus and a dfplayer player "
+                        "are named so; rename one"
+                    )
+                self.module_paths[bus] = Path(path)
+                continue
             if spec is None:
-                raise ConfigError(f"{self.config.path}: --serial {bus}: no bus named {bus!r}")
+                raise ConfigError(
+                    f"{self.config.path}: --serial {bus}: no bus named {bus!r} (nor a dfplayer "
+                    "player)"
+                )
             if not spec.is_serial:
                 raise ConfigError(
                     f"{self.config.path}: --serial {bus}: bus {bus!r} is {spec.kind}, not a "
                     "serial bus"
                 )
-            checked[bus] = Path(path)
-        return checked
+            self.serial_paths[bus] = Path(path)
 
     def _check_scenario(self, scenario: Scenario, name: str) -> None:
         # A scenario row for an unknown station is almost always a typo; fail before serving.
@@ -263,6 +283,12 @@ class Fleet:
         :class:`FaultError` (nothing changed) for an unknown device or knob or a bad value.
         See :mod:`simulators.faults` for the knobs.
         """
+        module = self.modules.get(bus)
+        if module is not None:
+            if unit not in (None, 0):
+                raise FaultError(f"player {bus!r} is one module: unit 0 or none, not {unit}")
+            module.set_knobs(knobs)
+            return
         devices = self._select(bus, unit)
         for device in devices:
             device.faults.update(knobs, device.values_now)
@@ -273,6 +299,12 @@ class Fleet:
 
         Counts are kept (see :meth:`fault_stats`).
         """
+        if bus is None:
+            for module in self.modules.values():
+                module.faults.clear()
+        elif bus in self.modules:
+            self.modules[bus].set_knobs(dict.fromkeys(self.modules[bus].faults, False))
+            return
         for device in self._select(bus, unit):
             device.faults.clear()
         self._faults_changed(bus)
@@ -283,22 +315,32 @@ class Fleet:
                 tcp.faults_changed()
 
     def get_faults(self) -> dict[tuple[str, int], dict[str, object]]:
-        """Knobs set now, per (bus, unit); devices without knobs are left out."""
-        return {
+        """Knobs set now, per (bus, unit); devices without knobs are left out (a module is
+        (player, 0))."""
+        faults: dict[tuple[str, int], dict[str, object]] = {
             (bus, unit): dict(device.faults.knobs)
             for bus, devices in sorted(self._devices.items())
             for unit, device in sorted(devices.items())
             if device.faults.knobs
         }
+        for name, module in sorted(self.modules.items()):
+            if module.faults:
+                faults[name, 0] = dict.fromkeys(sorted(module.faults), True)
+        return faults
 
     def fault_stats(self) -> dict[tuple[str, int], dict[str, int]]:
-        """Faults injected so far per (bus, unit) and knob; devices with none are left out."""
-        return {
+        """Faults injected so far per (bus, unit) and knob; devices with none are left out (a
+        module is (player, 0))."""
+        stats = {
             (bus, unit): dict(sorted(device.faults.counts.items()))
             for bus, devices in sorted(self._devices.items())
             for unit, device in sorted(devices.items())
             if device.faults.counts
         }
+        for name, module in sorted(self.modules.items()):
+            if module.counts:
+                stats[name, 0] = dict(sorted(module.counts.items()))
+        return stats
 
     def faults_injected(
         self, bus: str | None = None, unit: int | None = None, kind: str | None = None
@@ -332,6 +374,10 @@ class Fleet:
             transport = self._tcp.get(name) or self._serial.get(name)
             counts = dict(transport.stats) if transport is not None else {}
             buses.append({"bus": name, "kind": self.config.buses[name].kind, **counts})
+        for name, module in sorted(self.modules.items()):
+            devices.append(module.snapshot())
+            buses.append({"bus": name, "kind": "dfplayer", "frames": module.frames_in,
+                          "bad_frames": module.bad_frames})
         return {
             "total_faults": sum(sum(d["faults"].values()) for d in devices),
             "devices": devices,
@@ -355,6 +401,12 @@ class Fleet:
             stack.callback(self._cancel_tasks)
             for name, devices in self._devices.items():
                 await self._start_bus(stack, task_group, self.config.buses[name], devices)
+            for name, module in self.modules.items():
+                module.start()
+                stack.callback(module.close)
+                self._spawn(task_group, module.serve(), f"simulators[player:{name}].serve")
+                log.info("player %s: dfplayer module on %s, tracks %s", name, module.path,
+                         ", ".join(str(n) for n in sorted(module.tracks)) or "none")
             for player in self.config.players.values():
                 sink = AudioSink(
                     player, self.config.base_dir, self.clock, self._audio_journal, task_group
@@ -438,7 +490,8 @@ class Fleet:
         await asyncio.get_running_loop().create_future()
 
     def __repr__(self) -> str:
-        return f"Fleet({str(self.config.path)!r}, buses={sorted(self._devices)!r})"
+        return (f"Fleet({str(self.config.path)!r}, buses={sorted(self._devices)!r}, "
+                f"modules={sorted(self.modules)!r})")
 
 
 def _modbus(devices: dict[int, Device]) -> dict[int, ModbusDevice]:
