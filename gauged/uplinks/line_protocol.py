@@ -13,7 +13,8 @@ Where it differs from `Point`, on purpose:
 - a newline inside a string field is written as the two characters `\\n`: the spool keeps
   one point per line and splits on newlines (gauged/uplinks/spool_file.py);
 - a timestamp from a `datetime` is rounded to the nearest unit of the precision, exactly
-  (integer arithmetic), where `Point` truncates through a float;
+  (integer arithmetic), where `Point` divides nanoseconds by a float and truncates, which
+  loses a unit now and then even on a whole one (1796684704138 ms became …137);
 - fields keep the order given (`Point` sorts them); tags are sorted by key, as InfluxDB
   recommends and `Point` does.
 """

@@ -80,6 +80,11 @@ def test_timestamps_round_to_the_nearest_unit_exactly() -> None:
     assert timestamp(t, "us") == 1_765_151_998_123_500
     assert timestamp(t, "ns") == 1_765_151_998_123_500_000
     assert timestamp(epoch - timedelta(microseconds=400), "ms") == 0
+    # a whole millisecond stays itself; Point, dividing by a float, truncates it to the one
+    # before (found by the oracle test in tests/integration/test_influx_writer.py)
+    whole = epoch + timedelta(milliseconds=1_796_684_704_138)
+    assert timestamp(whole, "ms") == 1_796_684_704_138
+    assert client_line("m", {}, {"v": 1}, whole, "ms") == "m v=1i 1796684704137"
     with pytest.raises(ValueError, match="naive"):
         timestamp(datetime(2026, 1, 1), "ms")
 
