@@ -21,9 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-# imported before `ready`: the writer imports it on start, which would block the loop
-import influxdb_client.client.influxdb_client_async  # noqa: F401
-
 from gauged.config.models import InfluxConfig
 from gauged.uplinks.influx import InfluxSink
 from gauged.uplinks.records import Record
