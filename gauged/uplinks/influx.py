@@ -301,7 +301,8 @@ class InfluxSink(Uplink):
         not add to the network's. A batch is removed as soon as it is accepted, before the
         next request goes out: a crash re-sends at most the one batch in flight."""
         while batch:
-            request = asyncio.create_task(client.write(data), name="gauged[influx].request")
+            request = asyncio.create_task(self._send(client, data),
+                                          name="gauged[influx].request")
             try:
                 following, data = await asyncio.to_thread(self._take, client, spool, batch)
             except BaseException:
@@ -325,6 +326,10 @@ class InfluxSink(Uplink):
             self._succeeded(len(batch) - len(refused), spool)
             batch = following
 
+    async def _send(self, client: WriteClient, data: bytes) -> None:
+        """One request (tests/spool_crash_writer.py traces it here)."""
+        await client.write(data)
+
     async def _bisect(self, client: WriteClient, lines: list[str],
                       exc: WriteError) -> list[tuple[str, str]]:
         """`lines` were refused (`exc`): write each half, down to the single lines refused;
@@ -336,7 +341,7 @@ class InfluxSink(Uplink):
         half = len(lines) // 2
         for part in (lines[:half], lines[half:]):
             try:
-                await client.write(client.encode("\n".join(part)))
+                await self._send(client, client.encode("\n".join(part)))
             except WriteError as again:
                 if again.status not in REJECTED:
                     raise
