@@ -5,7 +5,7 @@ removes a batch from the spool only after the database accepted it.
 `write` never blocks on the network and never fails: the poll loop and the sirens never wait
 for the database. The recorder's events (`cycle`, `broadcast`, …) do not even wait for the
 spool's fsync: their points are put by a thread of the sink's own, in order, and the writer
-takes, removes and checkpoints in worker threads, so the event loop never waits for the disk
+takes, removes and checkpoints on that thread too, so the event loop never waits for the disk
 (QUALITY PERF-3: every fsync of an SD card may take 100 ms). One writer per sink, so one
 request in flight per endpoint. A batch is the live points first, then the backlog oldest
 first (see gauged/uplinks/spool.py for why).
@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 from drivers.backoff import Backoff
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
@@ -54,6 +54,7 @@ from gauged.uplinks.records import Record
 from gauged.uplinks.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_AFTER_MAX_S = 600.0  # a Retry-After longer than this is taken as this
 REJECTED = frozenset({400, 413, 422})  # the request, not the server: split, then quarantine
@@ -89,7 +90,10 @@ class InfluxSink(Uplink):
         self._last_success: float | None = None
         self._backoff = Backoff(config.backoff_max_s, first_s=config.backoff_min_s)
         self._waiting_s = 0.0  # the wait under way before the next attempt (0: none)
-        self._putter: ThreadPoolExecutor | None = None  # puts the events' points in order
+        # The sink's one thread for the spool: the events' puts, in order, and the writer's
+        # takes, removals, checkpoints (the spool's lock serialises them anyway: one
+        # thread, not a pool's, nor one per kind of call)
+        self._thread: ThreadPoolExecutor | None = None
         self._puts = 0  # puts handed to it and not done yet
         self._builds: deque[Callable[[], list[Record]]] = deque()  # what they will put
         self._put = asyncio.Event()  # set when a put is done (`spooled`)
@@ -109,9 +113,9 @@ class InfluxSink(Uplink):
         return self.spool
 
     def close(self) -> None:
-        if self._putter is not None:  # the points handed over are spooled first
-            self._putter.shutdown(wait=True)
-            self._putter = None
+        if self._thread is not None:  # the points handed over are spooled first
+            self._thread.shutdown(wait=True)
+            self._thread = None
         if self.spool is not None:
             self.spool.close()
 
@@ -174,8 +178,6 @@ class InfluxSink(Uplink):
             self.write(build())
             return
         spool = self.open()
-        if self._putter is None:
-            self._putter = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool-put")
         self._builds.append(build)
 
         def put() -> None:
@@ -194,7 +196,18 @@ class InfluxSink(Uplink):
 
         self._puts += 1
         self._idle.clear()
-        self._putter.submit(put).add_done_callback(done)
+        self._spool_thread().submit(put).add_done_callback(done)
+
+    def _spool_thread(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool")
+        return self._thread
+
+    async def _on_spool_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` on the sink's spool thread (the event loop never waits for the
+        disk); a cancellation leaves it to finish there."""
+        return await asyncio.get_running_loop().run_in_executor(self._spool_thread(), call,
+                                                                *args)
 
     def _put_done(self, future: Future[None]) -> None:
         self._puts -= 1
@@ -247,13 +260,14 @@ class InfluxSink(Uplink):
         spool = self.open()
         async with WriteClient(self.config) as client:
             while True:
-                await asyncio.to_thread(spool.retry)
+                await self._on_spool_thread(spool.retry)
                 self._wakeup.clear()  # before reading: a write from now on sets it again
                 if not spool.points and not self._puts:  # all accepted: flush() need not
                     # wait for the spool
                     self._idle.set()  # to delete what it marked sent
-                await asyncio.to_thread(spool.purge)
-                batch, data = await asyncio.to_thread(self._take, client, spool, None)
+                while await self._on_spool_thread(spool.purge_step):
+                    pass  # (puts queued meanwhile go in between the steps)
+                batch, data = await self._on_spool_thread(self._take, client, spool, None)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read
                         continue
@@ -272,7 +286,7 @@ class InfluxSink(Uplink):
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    await asyncio.to_thread(spool.mark_backlog)
+                    await self._on_spool_thread(spool.mark_backlog)
                     self._failed(exc, spool)
                     delay = self._backoff.failed()
                     asked = exc.retry_after if isinstance(exc, WriteError) else None
@@ -286,7 +300,7 @@ class InfluxSink(Uplink):
 
     def _take(self, client: WriteClient, spool: Spool,
               after: Batch | None) -> tuple[Batch, bytes]:
-        """In a worker thread: the next batch and its request body (encoded, gzip'd when
+        """On the spool thread: the next batch and its request body (encoded, gzip'd when
         configured), so that the event loop only posts bytes."""
         if after is not None:
             spool.maintain()
@@ -296,7 +310,7 @@ class InfluxSink(Uplink):
     async def _drain(self, client: WriteClient, spool: Spool, batch: Batch,
                      data: bytes) -> None:
         """Send `batch` (its body `data`) and the batches after it until the spool is empty;
-        raises on the first failure. One request in flight; while it is, a worker thread
+        raises on the first failure. One request in flight; while it is, the spool thread
         reads and encodes the next batch and checkpoints the spool, so SQLite's work does
         not add to the network's. A batch is removed as soon as it is accepted, before the
         next request goes out: a crash re-sends at most the one batch in flight."""
@@ -304,7 +318,8 @@ class InfluxSink(Uplink):
             request = asyncio.create_task(self._send(client, data),
                                           name="gauged[influx].request")
             try:
-                following, data = await asyncio.to_thread(self._take, client, spool, batch)
+                following, data = await self._on_spool_thread(self._take, client, spool,
+                                                              batch)
             except BaseException:
                 # (not `await request`: a request that has failed already would raise its
                 # error here in place of our cancellation, and the writer would never stop)
@@ -320,7 +335,7 @@ class InfluxSink(Uplink):
                 if exc.status not in REJECTED:
                     raise
                 refused = await self._bisect(client, batch.lines, exc)
-            await asyncio.to_thread(spool.remove, batch, refused)
+            await self._on_spool_thread(spool.remove, batch, refused)
             for line, reason in refused:
                 log.error("influx: point rejected and quarantined (%s): %s", reason, line[:200])
             self._succeeded(len(batch) - len(refused), spool)
