@@ -20,6 +20,8 @@ DEMO_ARGS ?=
 SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat \
   chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
   fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
+# the private CA of tests/integration/test_influx_writer.py and test_mqtt_tls.py
+SERVICES += openssl:/usr/bin/openssl
 
 .PHONY: help venv deps test demo lint clean apt-install install
 
