@@ -25,6 +25,8 @@ SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-met
 # with venv (the package's interpreter) and systemd-sysusers/-tmpfiles (the maintainer scripts).
 DEB_BUILD := python3.11-venv:/usr/lib/python3.11/ensurepip/__init__.py systemd:/usr/bin/systemd-sysusers
 SERVICES += $(DEB_BUILD)
+# the private CA of tests/integration/test_influx_writer.py and test_mqtt_tls.py
+SERVICES += openssl:/usr/bin/openssl
 
 .PHONY: help venv deps test demo lint clean apt-install install deb
 

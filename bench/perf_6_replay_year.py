@@ -10,10 +10,11 @@ and out-of-range readings, rain gauges down for hours at a time, and two station
 as raw tip counters (a uint16 one that rolls over, a uint32 one that is reset mid-year).
 
 value    = the vectorised replay (`gauged.alarm.replay.replay`): parse the CSV, derive, run the
-           stage machines, build the events;
-baseline = the same parse, then `Engine.evaluate` once per cycle (`replay_per_cycle`), the
-           per-reading loop of the daemon. It runs on the whole year when a first slice
-           says it takes under 3 minutes; otherwise on the slice, extrapolated (printed).
+           stage machines, build the events; the median of ROUNDS runs (spread printed);
+baseline = the same parse (its median), then `Engine.evaluate` once per cycle
+           (`replay_per_cycle`), the per-reading loop of the daemon. It runs on the whole
+           year when a first slice says it takes under 3 minutes; otherwise on the slice,
+           extrapolated (printed).
 The two must give the same events (checked on what the baseline ran).
 
 `--report PATH` writes the backtest report (`gauged replay --report`) of the vectorised
@@ -26,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -46,6 +48,7 @@ REFERENCE = ROOT / "config" / "minato-furukawa.toml"
 CYCLE_S = 180
 CYCLES = 365 * 24 * 3600 // CYCLE_S
 GOAL_S, GOAL_RATIO = 10.0, 20.0
+ROUNDS = 5  # of the fast path; the median decides (a shared, noisy machine)
 FULL_BASELINE_LIMIT_S = 180.0
 COUNTERS = {"rain_placeholder_7": 65_000, "rain_placeholder_4": 4_000_000_000}  # start counts
 
@@ -166,15 +169,22 @@ def main() -> None:
         print(f"generated {rows:,} readings ({path.stat().st_size / 1e6:.0f} MB) in "
               f"{time.perf_counter() - t0:.1f} s")
 
-        t0 = time.perf_counter()
-        scenario = read_scenario(path, config)
-        t_parse = time.perf_counter() - t0
-        events = list(replay(scenario, config))
-        value = time.perf_counter() - t0
-        stages = sum(1 for e in events if e["event"] == "stage")
-        print(f"fast replay: {value:.2f} s (parse {t_parse:.2f} s, derive + stages + events "
-              f"{value - t_parse:.2f} s): {stages} transitions, {len(events) - stages} "
-              f"broadcasts")
+        # the fast path ROUNDS times (the median decides, the spread is printed); the
+        # per-cycle loop, tens of seconds, once
+        values, parses = [], []
+        for k in range(ROUNDS):
+            t0 = time.perf_counter()
+            scenario = read_scenario(path, config)
+            parses.append(time.perf_counter() - t0)
+            events = list(replay(scenario, config))
+            values.append(time.perf_counter() - t0)
+            stages = sum(1 for e in events if e["event"] == "stage")
+            print(f"fast replay, round {k + 1}: {values[-1]:.2f} s (parse {parses[-1]:.2f} s, "
+                  f"derive + stages + events {values[-1] - parses[-1]:.2f} s): {stages} "
+                  f"transitions, {len(events) - stages} broadcasts")
+        value, t_parse = statistics.median(values), statistics.median(parses)
+        print(f"fast replay: median of {ROUNDS} {value:.2f} s (min {min(values):.2f}, max "
+              f"{max(values):.2f}); parse median {t_parse:.2f} s")
 
         probe_cycles = 4800  # 10 days
         t0 = time.perf_counter()
@@ -202,7 +212,9 @@ def main() -> None:
             args.report.write_text(render(report) + "\n", encoding="utf-8")
     ratio = baseline / value
     result = {"id": "PERF-6", "value": round(value, 3), "baseline": round(baseline, 3),
-              "ratio": round(ratio, 1), "goal": "≤ 10 s and ≥ 20× a per-reading loop",
+              "ratio": round(ratio, 1),
+              "spread": [round(min(values), 3), round(max(values), 3)], "rounds": ROUNDS,
+              "goal": "≤ 10 s and ≥ 20× a per-reading loop",
               "met": value <= GOAL_S and ratio >= GOAL_RATIO}
     print(json.dumps(result, ensure_ascii=False), flush=True)
 

@@ -19,13 +19,11 @@ import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
-
-# imported before `ready`: the writer imports it on start, which would block the loop
-import influxdb_client.client.influxdb_client_async  # noqa: F401
+from typing import IO
 
 from gauged.config.models import InfluxConfig
 from gauged.uplinks.influx import InfluxSink
+from gauged.uplinks.influx_http import WriteClient
 from gauged.uplinks.records import Record
 from gauged.uplinks.spool import Batch
 
@@ -39,10 +37,11 @@ class TracedSink(InfluxSink):
 
     log: IO[str]
 
-    async def _write(self, api: Any, body: str) -> None:
+    async def _send(self, client: WriteClient, data: bytes) -> None:
+        body = data.decode()  # (gzip is off)
         self.log.write("T " + " ".join(m.group(1) for m in SEQ.finditer(body)) + "\n")
         self.log.flush()
-        await super()._write(api, body)
+        await super()._send(client, data)
 
     def traced(self, log: IO[str]) -> None:
         self.log = log

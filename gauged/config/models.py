@@ -72,6 +72,11 @@ class InfluxConfig(_Model):
     batch_points: int = Field(default=5000, ge=1, le=100_000)
     backoff_min_s: float = Field(default=0.5, gt=0)  # the first wait after a failure,
     backoff_max_s: float = Field(default=60.0, gt=0)  # doubling up to this (with jitter)
+    # `Authorization: <auth_scheme> <token>` (no header when the token is empty): "Token" for
+    # InfluxDB 2.x/3.x and 1.8 (token "user:password"), "Bearer" for 3.x and some proxies.
+    auth_scheme: Literal["Token", "Bearer"] = "Token"
+    gzip_level: int = Field(default=0, ge=0, le=9)  # request bodies gzip'd at this level; 0 off
+    ca_file: Path | None = None  # the CA of an https url (the system's when None)
 
 
 class MqttConfig(_Model):

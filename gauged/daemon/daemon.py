@@ -56,6 +56,7 @@ from gauged.config.audio import check_clips
 from gauged.config.settings import Config
 from gauged.daemon import reload, snapshot
 from gauged.daemon.executor import CommandExecutor
+from gauged.daemon.memory import release_free_memory
 from gauged.daemon.recorder import Recorder
 from gauged.daemon.restore import StateKeeper
 from gauged.daemon.sitewatch import SiteWatch
@@ -268,6 +269,7 @@ class Daemon:
             # between a gauge's answer and a siren's relay write.
             gc.collect()
             gc.freeze()
+            release_free_memory()  # what start-up freed goes back to the system (PERF-5)
             yield self
 
     async def run(self, *, once: bool = False) -> None:

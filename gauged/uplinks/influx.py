@@ -1,11 +1,11 @@
 """The InfluxDB sink: every point goes to the spool (gauged/uplinks/spool.py) first; a writer sends
-batches through influxdb-client (InfluxDB v2 write API) and removes a batch from the spool
-only after the database accepted it.
+batches to the InfluxDB v2 write API (`/api/v2/write`, gauged/uplinks/influx_http.py) and
+removes a batch from the spool only after the database accepted it.
 
 `write` never blocks on the network and never fails: the poll loop and the sirens never wait
 for the database. The recorder's events (`cycle`, `broadcast`, …) do not even wait for the
 spool's fsync: their points are put by a thread of the sink's own, in order, and the writer
-takes, removes and checkpoints in worker threads, so the event loop never waits for the disk
+takes, removes and checkpoints on that thread too, so the event loop never waits for the disk
 (QUALITY PERF-3: every fsync of an SD card may take 100 ms). One writer per sink, so one
 request in flight per endpoint. A batch is the live points first, then the backlog oldest
 first (see gauged/uplinks/spool.py for why).
@@ -40,7 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from drivers.backoff import Backoff
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
@@ -49,10 +49,12 @@ from gauged.health import SinkHealth
 from gauged.store.state import JobRun
 from gauged.uplinks import records
 from gauged.uplinks.base import CycleReport, Uplink
+from gauged.uplinks.influx_http import WriteClient, WriteError
 from gauged.uplinks.records import Record
 from gauged.uplinks.spool import Batch, Point, Spool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 RETRY_AFTER_MAX_S = 600.0  # a Retry-After longer than this is taken as this
 REJECTED = frozenset({400, 413, 422})  # the request, not the server: split, then quarantine
@@ -88,7 +90,10 @@ class InfluxSink(Uplink):
         self._last_success: float | None = None
         self._backoff = Backoff(config.backoff_max_s, first_s=config.backoff_min_s)
         self._waiting_s = 0.0  # the wait under way before the next attempt (0: none)
-        self._putter: ThreadPoolExecutor | None = None  # puts the events' points in order
+        # The sink's one thread for the spool: the events' puts, in order, and the writer's
+        # takes, removals, checkpoints (the spool's lock serialises them anyway: one
+        # thread, not a pool's, nor one per kind of call)
+        self._thread: ThreadPoolExecutor | None = None
         self._puts = 0  # puts handed to it and not done yet
         self._builds: deque[Callable[[], list[Record]]] = deque()  # what they will put
         self._put = asyncio.Event()  # set when a put is done (`spooled`)
@@ -108,9 +113,9 @@ class InfluxSink(Uplink):
         return self.spool
 
     def close(self) -> None:
-        if self._putter is not None:  # the points handed over are spooled first
-            self._putter.shutdown(wait=True)
-            self._putter = None
+        if self._thread is not None:  # the points handed over are spooled first
+            self._thread.shutdown(wait=True)
+            self._thread = None
         if self.spool is not None:
             self.spool.close()
 
@@ -173,8 +178,6 @@ class InfluxSink(Uplink):
             self.write(build())
             return
         spool = self.open()
-        if self._putter is None:
-            self._putter = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool-put")
         self._builds.append(build)
 
         def put() -> None:
@@ -193,7 +196,18 @@ class InfluxSink(Uplink):
 
         self._puts += 1
         self._idle.clear()
-        self._putter.submit(put).add_done_callback(done)
+        self._spool_thread().submit(put).add_done_callback(done)
+
+    def _spool_thread(self) -> ThreadPoolExecutor:
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="gauged-spool")
+        return self._thread
+
+    async def _on_spool_thread(self, call: Callable[..., T], *args: Any) -> T:
+        """`call(*args)` on the sink's spool thread (the event loop never waits for the
+        disk); a cancellation leaves it to finish there."""
+        return await asyncio.get_running_loop().run_in_executor(self._spool_thread(), call,
+                                                                *args)
 
     def _put_done(self, future: Future[None]) -> None:
         self._puts -= 1
@@ -243,29 +257,17 @@ class InfluxSink(Uplink):
 
     async def run(self) -> None:
         """Send spooled points until cancelled; one request in flight at a time."""
-        # Imported here: influxdb_client is heavy (≈ 50 MiB) and optional.
-        # The synchronous client, each request in a worker thread: its urllib3 path is about
-        # twice as fast as the async client's aiohttp path for 5,000-point bodies, and the
-        # event loop stays free. A request cut short by cancellation ends on its own
-        # within `timeout_s`; it never touches the spool.
-        from influxdb_client.client.influxdb_client import InfluxDBClient
-        from influxdb_client.client.write_api import SYNCHRONOUS
-
         spool = self.open()
-        with InfluxDBClient(
-            url=self.config.url, token=self.config.token.get_secret_value() or "-",
-            org=self.config.org, timeout=int(self.config.timeout_s * 1000),
-            enable_gzip=False,
-        ) as client:
-            api = client.write_api(write_options=SYNCHRONOUS)
+        async with WriteClient(self.config) as client:
             while True:
-                await asyncio.to_thread(spool.retry)
+                await self._on_spool_thread(spool.retry)
                 self._wakeup.clear()  # before reading: a write from now on sets it again
                 if not spool.points and not self._puts:  # all accepted: flush() need not
                     # wait for the spool
                     self._idle.set()  # to delete what it marked sent
-                await asyncio.to_thread(spool.purge)
-                batch = await asyncio.to_thread(spool.take, self.config.batch_points)
+                while await self._on_spool_thread(spool.purge_step):
+                    pass  # (puts queued meanwhile go in between the steps)
+                batch, data = await self._on_spool_thread(self._take, client, spool, None)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read
                         continue
@@ -280,33 +282,44 @@ class InfluxSink(Uplink):
                             await self._wakeup.wait()
                     continue
                 try:
-                    await self._drain(api, spool, batch)
+                    await self._drain(client, spool, batch, data)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
-                    await asyncio.to_thread(spool.mark_backlog)
+                    await self._on_spool_thread(spool.mark_backlog)
                     self._failed(exc, spool)
                     delay = self._backoff.failed()
-                    retry_after = _retry_after(exc)
-                    if retry_after is not None:
-                        delay = max(delay, min(retry_after, RETRY_AFTER_MAX_S))
+                    asked = exc.retry_after if isinstance(exc, WriteError) else None
+                    if asked is not None:
+                        delay = max(delay, min(asked, RETRY_AFTER_MAX_S))
                     self._waiting_s = delay
                     await asyncio.sleep(delay)
                     self._waiting_s = 0.0
                     continue
                 self._backoff.succeeded()
 
-    async def _drain(self, api: Any, spool: Spool, batch: Batch) -> None:
-        """Send `batch` and the batches after it until the spool is empty; raises on the
-        first failure. One request in flight; while it is, a worker thread reads the next
-        batch and checkpoints the spool, so SQLite's work does not add to the network's. A
-        batch is removed as soon as it is accepted, before the next request goes out: a crash
-        re-sends at most the one batch in flight."""
+    def _take(self, client: WriteClient, spool: Spool,
+              after: Batch | None) -> tuple[Batch, bytes]:
+        """On the spool thread: the next batch and its request body (encoded, gzip'd when
+        configured), so that the event loop only posts bytes."""
+        if after is not None:
+            spool.maintain()
+        batch = spool.take(self.config.batch_points, after=after)
+        return batch, client.encode(batch.body()) if batch else b""
+
+    async def _drain(self, client: WriteClient, spool: Spool, batch: Batch,
+                     data: bytes) -> None:
+        """Send `batch` (its body `data`) and the batches after it until the spool is empty;
+        raises on the first failure. One request in flight; while it is, the spool thread
+        reads and encodes the next batch and checkpoints the spool, so SQLite's work does
+        not add to the network's. A batch is removed as soon as it is accepted, before the
+        next request goes out: a crash re-sends at most the one batch in flight."""
         while batch:
-            request = asyncio.create_task(self._write(api, batch.body()),
+            request = asyncio.create_task(self._send(client, data),
                                           name="gauged[influx].request")
             try:
-                following = await asyncio.to_thread(self._read_ahead, spool, batch)
+                following, data = await self._on_spool_thread(self._take, client, spool,
+                                                              batch)
             except BaseException:
                 # (not `await request`: a request that has failed already would raise its
                 # error here in place of our cancellation, and the writer would never stop)
@@ -318,49 +331,43 @@ class InfluxSink(Uplink):
             refused: list[tuple[str, str]] = []
             try:
                 await request
-            except Exception as exc:
-                if getattr(exc, "status", None) not in REJECTED:
+            except WriteError as exc:
+                if exc.status not in REJECTED:
                     raise
-                refused = await self._bisect(api, batch.lines, exc)
-            await asyncio.to_thread(spool.remove, batch, refused)
+                refused = await self._bisect(client, batch.lines, exc)
+            await self._on_spool_thread(spool.remove, batch, refused)
             for line, reason in refused:
                 log.error("influx: point rejected and quarantined (%s): %s", reason, line[:200])
             self._succeeded(len(batch) - len(refused), spool)
             batch = following
 
-    def _read_ahead(self, spool: Spool, batch: Batch) -> Batch:
-        spool.maintain()
-        return spool.take(self.config.batch_points, after=batch)
+    async def _send(self, client: WriteClient, data: bytes) -> None:
+        """One request (tests/spool_crash_writer.py traces it here)."""
+        await client.write(data)
 
-    async def _write(self, api: Any, body: str) -> None:
-        def post() -> None:
-            api.write(bucket=self.config.bucket, record=body, write_precision="ms")
-
-        await asyncio.to_thread(post)
-
-    async def _bisect(self, api: Any, lines: list[str],
-                      exc: Exception) -> list[tuple[str, str]]:
+    async def _bisect(self, client: WriteClient, lines: list[str],
+                      exc: WriteError) -> list[tuple[str, str]]:
         """`lines` were refused (`exc`): write each half, down to the single lines refused;
         returns those with the reason. Raises on any other failure (the whole batch stays
         in the spool and is sent again: duplicates of an unacknowledged batch only)."""
         if len(lines) == 1:
-            body: Any = getattr(exc, "body", None) or b""
-            text = body.decode(errors="replace") if isinstance(body, bytes) else str(body)
-            return [(lines[0], f"{_describe(exc)}: {' '.join(text.split())}"[:300])]
+            return [(lines[0], str(exc)[:300])]
         refused: list[tuple[str, str]] = []
         half = len(lines) // 2
         for part in (lines[:half], lines[half:]):
             try:
-                await self._write(api, "\n".join(part))
-            except Exception as again:
-                if getattr(again, "status", None) not in REJECTED:
+                await self._send(client, client.encode("\n".join(part)))
+            except WriteError as again:
+                if again.status not in REJECTED:
                     raise
-                refused += await self._bisect(api, part, again)
+                refused += await self._bisect(client, part, again)
         return refused
 
     def _failed(self, exc: Exception, spool: Spool) -> None:
         self._errors += 1
-        self._last_error = _describe(exc)
+        # (the status and the database's reason, or the connection's error; never the token)
+        self._last_error = str(exc)[:300] if isinstance(exc, WriteError) else \
+            f"{type(exc).__name__}: {exc}"[:300]
         if self._connected or self._errors == 1:
             log.warning("uplink influx down url=%s queued=%d: %s", self.config.url,
                         spool.points, self._last_error)
@@ -379,18 +386,3 @@ def _points(records: list[Record]) -> list[Point]:
     """The spool's points of `records` (a record without a finite field is no point)."""
     return [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
             if any(v is not None and math.isfinite(v) for v in r.fields.values())]
-
-
-def _retry_after(exc: Exception) -> float | None:
-    """Seconds from a `Retry-After: <seconds>` header (an HTTP date counts as absent)."""
-    value: Any = getattr(exc, "retry_after", None)
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except (TypeError, ValueError):
-        return None
-
-
-def _describe(exc: Exception) -> str:
-    """A one-line reason that never carries the token (it only lives in headers)."""
-    status: Any = getattr(exc, "status", None)
-    return f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"[:200]

@@ -6,7 +6,6 @@ spelled only here. `InfluxSink` (gauged/uplinks/influx.py) spools and sends them
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ from gauged.alarm.quality import GaugeReading, Quality
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest
 from gauged.health import BusHealth, GaugeHealth, SinkHealth
 from gauged.store.state import JobRun
+from gauged.uplinks import line_protocol
 from gauged.uplinks.base import CycleReport
 
 # Routine telemetry: the only measurements the spool's byte cap may drop.
@@ -36,20 +36,9 @@ class Record:
         return self.measurement in ROUTINE
 
     def line(self) -> str:
-        """The point in InfluxDB line protocol, with a millisecond timestamp."""
-        def esc(s: str) -> str:
-            s = s.replace("\n", " ")  # one point, one line
-            return s.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=") \
-                .replace(" ", "\\ ")
-        tags = "".join(f",{esc(k)}={esc(v)}" for k, v in sorted(self.tags.items()) if v)
-        fields = ",".join(
-            f"{esc(k)}={v}i" if isinstance(v, int) and not isinstance(v, bool) else
-            f"{esc(k)}={float(v)!r}"
-            # NaN and infinity are no value: InfluxDB refuses them, VictoriaMetrics drops NaN
-            # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
-            for k, v in self.fields.items() if v is not None and math.isfinite(v))
-        ms = round(self.time.timestamp() * 1000)
-        return f"{esc(self.measurement)}{tags} {fields} {ms}"
+        """The point in InfluxDB line protocol, with a millisecond timestamp (the spool
+        holds these lines; the writer posts them with `precision=ms`)."""
+        return line_protocol.encode(self.measurement, self.tags, self.fields, self.time, "ms")
 
 
 def cycle(gateway: str, report: CycleReport,

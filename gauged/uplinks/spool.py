@@ -25,9 +25,9 @@ the *kept* class (stage changes, broadcasts, scheduled tests, faults, commands) 
 dropped: they may take the spool past its cap.
 
 Threads: `InfluxSink` (gauged/uplinks/influx.py) puts the daemon's points from a thread of
-its own, and its writer takes, removes and checkpoints from worker threads; a lock
-serialises the connection, and nothing on the event loop waits for it (`health` returns
-the last figures while the lock is held).
+its own, on which its writer also takes, removes and checkpoints; a lock serialises the
+connection (tests and tools may call from other threads), and nothing on the event loop
+waits for it (`health` returns the last figures while the lock is held).
 
 Failure: the spool never raises and never blocks the cycle. When
 the file cannot be opened or written (disk full, folder read-only), the points wait in
@@ -263,12 +263,19 @@ class Spool(SpoolFile):
         self._on_commit.append(count)
 
     def purge(self) -> None:
-        """Delete the chunks marked sent, PURGE_POINTS at a time, letting a `put` in between
-        (the writer calls it in a worker thread once it has sent everything)."""
-        while self._sent and self.db is not None:
-            with self._lock:
-                if not self._purge_now(limit=PURGE_POINTS):
-                    return
+        """Delete the chunks marked sent, PURGE_POINTS at a time, letting a `put` in between."""
+        while self.purge_step():
+            pass
+
+    def purge_step(self) -> bool:
+        """Delete PURGE_POINTS of the chunks marked sent; True while more are marked (the
+        writer calls it step by step on the sink's spool thread, so that puts queued there
+        go in between)."""
+        with self._lock:
+            if not (self._sent and self.db is not None) or \
+                    not self._purge_now(limit=PURGE_POINTS):
+                return False
+            return bool(self._sent)
 
     def _enforce_cap(self) -> None:
         """Over the cap: drop the oldest routine points, first from disk, then from

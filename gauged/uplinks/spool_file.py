@@ -228,7 +228,11 @@ def drop_oldest_routine(db: sqlite3.Connection, over: int) -> tuple[int, int]:
 
 def connect_once(path: Path) -> sqlite3.Connection:
     return open_wal(path, _SCHEMA, SCHEMA_VERSION, check_same_thread=False,  # see locked
-                    pragmas=["cache_size = -16384",  # 16 MiB: a drain re-reads what it sends
+                    # 2 MiB of page cache (SQLite's default), not more: the cache fills as the
+                    # spool grows and is never given back, so a day-long outage would keep
+                    # every page it touched in RSS (PERF-5); a drain reads each chunk once
+                    # and deletes the chunks after it (re-read from the OS's cache then)
+                    pragmas=["cache_size = -2048",
                              # the writer checkpoints while its requests are in flight
                              # (`maintain`); this is the backstop when it does not run
                              "wal_autocheckpoint = 10000"], upgrades=_UPGRADES)

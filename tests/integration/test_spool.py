@@ -395,3 +395,12 @@ def test_spool_that_cannot_open_keeps_points_in_memory_and_never_raises(
         assert spool.bytes <= 200  # the cap holds in memory too
         assert spool.take(100).lines[0] == "m v=1 000"  # the kept point is still there
         assert spool.health.dropped_routine == 30 - spool.points
+
+
+def test_perf_5_the_spools_page_cache_is_bounded_so_an_outage_does_not_grow_rss(
+        tmp_path: Path) -> None:
+    # SQLite keeps every page it cached until the connection closes: at 16 MiB a day-long
+    # outage held 16 MB more RSS (bench/RESULTS.md, issue 15); 2 MiB bounds it
+    with Spool.open(tmp_path / "spool.sqlite3", 10**9) as spool:
+        assert spool.db is not None
+        assert spool.db.execute("PRAGMA cache_size").fetchone() == (-2048,)
