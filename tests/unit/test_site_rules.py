@@ -79,7 +79,7 @@ def test_the_site_is_stored_each_cycle_with_its_standing_alarms() -> None:
     ms = round(when.timestamp() * 1000)
     assert lines == [
         f"site,alarm=battery_low,gateway=gw,source=bat value=11.7,alarm_active=1i {ms}",
-        f"site,alarm=mains_lost,gateway=gw,source=mains value=0.0,alarm_active=1i {ms}",
+        f"site,alarm=mains_lost,gateway=gw,source=mains value=0,alarm_active=1i {ms}",
         f"site,gateway=gw,source=gateway:clock_synced alarm_active=0i {ms}"]
     assert not any(r.routine for r in records.cycle("gw", report, {}))
 
