@@ -69,6 +69,7 @@ from gauged.ops.metrics import DaemonCollector, exposition
 from gauged.ops.notify import Notifier
 from gauged.ops.page import render_page
 from gauged.ops.status import StatusServer
+from gauged.store.acks import AckBook
 from gauged.store.state import RestartDecision, StateStore
 from gauged.store.writer import settled
 from gauged.tasks import cancel_and_wait, report_stuck
@@ -227,6 +228,7 @@ class Daemon:
                 check()
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.executor.store = self.store
+            self.recorder.acks = self.executor.acks = AckBook(self.store)
             self.keeper.open(self.store)
             for uplink in self.uplinks:  # never fails: a broken spool degrades storage only
                 await stack.enter_async_context(uplink)
@@ -531,8 +533,10 @@ class Daemon:
         return failing
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything /status shows (gauged/daemon/snapshot.py)."""
-        return snapshot.status(self)
+        """Everything /status shows (gauged/daemon/snapshot.py), and the operators'
+        acknowledgements in force (gauged/store/acks.py)."""
+        acks = self.recorder.acks.current() if self.recorder.acks is not None else {}
+        return snapshot.status(self) | {"acks": {s: a.as_json() for s, a in acks.items()}}
 
     def page(self) -> str:
         """The status page (gauged/ops/page.py): /status and the last hours of every station."""
