@@ -57,6 +57,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import secrets
 import ssl
 import time
@@ -130,6 +131,7 @@ class MqttPublisher(Uplink):
         self.on_command: Callable[[bytes, bool], Awaitable[dict[str, Any]]] | None = None
         self.command_topic = f"{self.base}/command"
         self._last: BrokerConfig | None = None  # the broker of the last session
+        self._runner: asyncio.Task[None] | None = None  # the task of `run`
 
     def health(self) -> MqttHealth:
         return MqttHealth(connected=self.connected,
@@ -242,6 +244,7 @@ class MqttPublisher(Uplink):
 
     async def run(self) -> None:
         """Connect, publish, fail over and reconnect with backoff; until cancelled."""
+        self._runner = asyncio.current_task()
         backoff = Backoff(60.0, first_s=0.5)
         index, failed = 0, 0  # failed: attempts in a row without a connection
         while True:
@@ -293,7 +296,7 @@ class MqttPublisher(Uplink):
             self._client = client
             if self.on_command is not None:
                 await client.subscribe(self.command_topic, qos=1)
-            await client.publish(f"{self.base}/availability", "online", qos=1, retain=True)
+            await self._send(client, f"{self.base}/availability", "online", retain=True)
             if self._last is not None and self._last != broker:
                 self.failovers += 1
                 log.warning("uplink mqtt failover from %s to %s (%s)", self._last, broker,
@@ -303,8 +306,9 @@ class MqttPublisher(Uplink):
             log.info("uplink mqtt up host=%s port=%d", broker.host, broker.port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._publish(client), name="gauged[mqtt].send")
-                if self.on_command is not None:
-                    tg.create_task(self._commands(client), name="gauged[mqtt].commands")
+                # (also without commands: the message iterator is what sees a closed
+                # connection at once; a publish would wait for its deadline)
+                tg.create_task(self._commands(client), name="gauged[mqtt].commands")
                 if index and self.config.failback_s > 0:
                     tg.create_task(self._failback(client), name="gauged[mqtt].failback")
 
@@ -320,8 +324,10 @@ class MqttPublisher(Uplink):
             except aiomqtt.MqttError as exc:
                 log.debug("uplink mqtt primary %s still away: %s", primary, exc)
                 continue
+            finally:
+                self._lost_cancel()
             log.info("uplink mqtt primary %s answers again: going back to it", primary)
-            await client.publish(f"{self.base}/availability", "offline", qos=1, retain=True)
+            await self._send(client, f"{self.base}/availability", "offline", retain=True)
             raise _Failback
 
     async def _publish(self, client: aiomqtt.Client) -> None:
@@ -330,26 +336,49 @@ class MqttPublisher(Uplink):
             self._wakeup.clear()
             for topic, payload in list(self._retained.items()):
                 if sent.get(topic) != payload:
-                    await client.publish(topic, payload, qos=1, retain=True)
+                    await self._send(client, topic, payload, retain=True)
                     sent[topic] = payload
             readings, self._readings = self._readings, {}
             for topic, payload in readings.items():
-                await client.publish(topic, payload, qos=0)
+                await self._send(client, topic, payload, qos=0)
             for queue in (self._events, self._replies):
                 while queue:  # removed only once the broker has them (at least once)
                     batch = [queue[i] for i in range(min(IN_FLIGHT, len(queue)))]
-                    await asyncio.gather(*(client.publish(topic, payload, qos=1)
+                    await asyncio.gather(*(self._send(client, topic, payload)
                                            for topic, payload in batch))
                     for item in batch:  # (a full queue may have dropped some meanwhile)
                         if queue and queue[0] is item:
                             queue.popleft()
             await self._wakeup.wait()
 
+    async def _send(self, client: aiomqtt.Client, topic: str, payload: str, *, qos: int = 1,
+                    retain: bool = False) -> None:
+        """One publish, acknowledged within `keepalive_s` (else the session ends). The
+        deadline is ours: aiomqtt's own runs through `asyncio.wait_for`, which in Python 3.11
+        can lose a cancellation (DESIGN §4) and leave a stopping daemon waiting."""
+        try:
+            async with asyncio.timeout(self.config.keepalive_s):
+                await client.publish(topic, payload, qos=qos, retain=retain, timeout=math.inf)
+        except TimeoutError:
+            raise aiomqtt.MqttError(f"publish not acknowledged within "
+                                    f"{self.config.keepalive_s} s") from None
+        self._lost_cancel()
+
+    def _lost_cancel(self) -> None:
+        """In a session's tasks: raise the cancellation aiomqtt may have lost (its
+        deadlines run through `asyncio.wait_for`, which in Python 3.11 can return a result
+        although the task was cancelled meanwhile, DESIGN §4: a stopping daemon would then
+        wait for ever). Not in `run`'s own task: a 3.11 TaskGroup whose child failed
+        leaves its parent's `cancelling()` count raised for good."""
+        task = asyncio.current_task()
+        if task is not None and task is not self._runner and task.cancelling():
+            raise asyncio.CancelledError
+
     async def _commands(self, client: aiomqtt.Client) -> None:
-        """Hand each message on the command topic to the daemon, one at a time."""
-        assert self.on_command is not None
+        """Hand each message on the command topic to the daemon, one at a time; raise
+        MqttError when the connection drops."""
         async for message in client.messages:
-            if not message.topic.matches(self.command_topic):
+            if self.on_command is None or not message.topic.matches(self.command_topic):
                 continue
             raw = message.payload
             payload = raw if isinstance(raw, bytes | bytearray) else \
