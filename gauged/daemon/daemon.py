@@ -229,6 +229,9 @@ class Daemon:
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.executor.store = self.store
             self.recorder.acks = self.executor.acks = AckBook(self.store)
+            if self.mqtt is not None:  # the acknowledgements in force, retained again
+                for ack in self.recorder.acks.current().values():
+                    self.mqtt.retain_ack(ack)
             self.keeper.open(self.store)
             for uplink in self.uplinks:  # never fails: a broken spool degrades storage only
                 await stack.enter_async_context(uplink)

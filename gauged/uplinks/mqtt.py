@@ -186,12 +186,14 @@ class MqttPublisher(Uplink):
 
     def ack(self, ack: Ack) -> None:
         """An acknowledgement or its clearing: the event, and the station's retained ack."""
-        shown = ack.as_json()
-        self.publish_event("ack", shown)
-        topic = f"{self.base}/station/{ack.station}/ack"
+        self.publish_event("ack", ack.as_json())
+        self.retain_ack(ack)
+
+    def retain_ack(self, ack: Ack) -> None:
+        """The station's retained ack (at start: those in force from the state file)."""
         # an empty retained message removes the retained one (MQTT 3.1.1, 3.3.1.3)
-        self._retained[topic] = "" if ack.cleared else json.dumps(
-            shown, ensure_ascii=False, sort_keys=True)
+        self._retained[f"{self.base}/station/{ack.station}/ack"] = "" if ack.cleared \
+            else json.dumps(ack.as_json(), ensure_ascii=False, sort_keys=True)
         self._wakeup.set()
 
     def _discover(self, report: CycleReport) -> None:
