@@ -20,6 +20,16 @@ from gauged.uplinks.base import CycleReport
 # Routine telemetry: the only measurements the spool's byte cap may drop.
 ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
 
+# `[influx] measurement_prefix` per gateway (set by the daemon at start: `set_prefix`). Keyed
+# by the `gateway` tag every record carries, so that daemons of several gateways in one
+# process (tests) keep their own; the names here (ROUTINE, README "Schema") stay unprefixed.
+_PREFIXES: dict[str, str] = {}
+
+
+def set_prefix(gateway: str, prefix: str) -> None:
+    """Write the measurements of `gateway` as `<prefix><measurement>` ("" for none)."""
+    _PREFIXES[gateway] = prefix
+
 
 @dataclass(frozen=True)
 class Record:
@@ -49,7 +59,12 @@ class Record:
             # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
             for k, v in self.fields.items() if v is not None and math.isfinite(v))
         ms = round(self.time.timestamp() * 1000)
-        return f"{esc(self.measurement)}{tags} {fields} {ms}"
+        return f"{esc(self.name)}{tags} {fields} {ms}"
+
+    @property
+    def name(self) -> str:
+        """The measurement as written: with its gateway's prefix (`set_prefix`)."""
+        return _PREFIXES.get(self.tags.get("gateway", ""), "") + self.measurement
 
 
 def cycle(gateway: str, report: CycleReport,
