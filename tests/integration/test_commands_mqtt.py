@@ -428,6 +428,14 @@ async def test_gauged_command_signs_and_posts_a_command_to_the_local_daemon(
             assert daemon.store is not None
             assert [a["detail"]["command"]["gateway"] for a in daemon.store.command_audit()] \
                 == ["fieldbus-test"] * 2 + ["minato-furukawa"]
+            # `ack` names its station; a calm one is refused
+            ack = ["command", "ack", "--config", str(config), "--url", url, "--ttl", "3600",
+                   "--station", "tcp_1", "--reason", "seen"]
+            await rig.cycle()
+            assert await asyncio.to_thread(main, ack) == 1
+            assert json.loads(capsys.readouterr().out)["reason"] == \
+                "station tcp_1 is not raised (stage normal)"
+            assert daemon.store.command_audit()[-1]["detail"]["command"]["station"] == "tcp_1"
 
 
 def other_gateway(text: str) -> str:

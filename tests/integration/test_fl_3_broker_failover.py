@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -111,11 +112,12 @@ def fleet(tmp_path: Path, mosquitto_factory: MosquittoFactory,
     backup = mosquitto_factory(users=USERS, acl=ACL)
     tsdb = victoria_factory()
     rig = Rig(tmp_path, SPEED, influx_url=tsdb.url, mqtt_port=primary.port)
-    rig.edit_config(lambda t: t.replace(
-        'username = ""\npassword = ""',
-        f'username = "{GATEWAY}"\npassword = "{USERS[GATEWAY]}"\n'
-        f'brokers = ["127.0.0.1:{primary.port}", "127.0.0.1:{backup.port}"]\n'
-        f"keepalive_s = {KEEPALIVE_S}\nfailback_s = 1.0"))
+    rig.edit_config(lambda t: re.sub(r"(?m)^failback_s = .*$", "failback_s = 1.0", re.sub(
+        r"(?m)^keepalive_s = .*$", f"keepalive_s = {KEEPALIVE_S}", t.replace(
+            'username = ""\npassword = ""',
+            f'username = "{GATEWAY}"\npassword = "{USERS[GATEWAY]}"\n'
+            f'brokers = ["127.0.0.1:{primary.port}", "127.0.0.1:{backup.port}"]'))))
+    assert f"keepalive_s = {KEEPALIVE_S}\n" in rig.config.read_text()
     try:
         yield rig, primary, backup, tsdb
     finally:
