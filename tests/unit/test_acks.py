@@ -67,3 +67,20 @@ def test_the_json_form_names_station_stage_sender_and_command() -> None:
         "station": "shin_hiroo", "stage": 3, "stage_name": "stage-3", "by": "ops-1",
         "time": "2026-06-21T00:00:00+00:00", "command_id": "c-1", "note": "crew on the way",
         "cleared": False, "cleared_time": None, "cleared_why": ""}
+
+
+def test_the_page_and_the_terminal_view_list_the_acks_escaped() -> None:
+    from gauged.ops.page import render_page
+    from gauged.ops.statusview import render
+
+    status = {"gateway": "gw", "time": "2026-07-01T03:00:00+00:00", "timezone": "Asia/Tokyo",
+              "poll_interval_s": 180, "health": ["ok"], "stations": {}, "zones": {},
+              "uplinks": {}, "buses": {}, "faults": [], "cycles": 1}
+    assert 'id="acks">none<' in render_page(status, {})
+    shown = ack(t=1_782_871_200.0).as_json() | {"note": "<b>crew</b>"}
+    page = render_page(status | {"acks": {"shin_hiroo": shown}}, {})
+    assert ('<li data-station="shin_hiroo">shin_hiroo at stage-3 by ops-1, 07-01 11:00 JST'
+            " — &lt;b&gt;crew&lt;/b&gt;</li>") in page
+    assert "An acknowledgement silences nothing." in page
+    text = render(status | {"acks": {"shin_hiroo": shown}})
+    assert "ACKED shin_hiroo at stage-3 by ops-1 11:00" in text
