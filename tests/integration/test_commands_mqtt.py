@@ -630,7 +630,12 @@ async def test_ack_is_kept_shown_published_survives_a_restart_and_silences_nothi
     caplog.set_level("INFO")
     edit = mqtt_section(broker)
     base = "gauged/fieldbus-test"
-    async with field_rig(tmp_path, pty_pair, speed=5.0, edit=edit,
+
+    def repeats(text: str) -> str:  # tcp_1's overflow sounds again every 6 minutes
+        overflow = '{ name = "overflow", threshold = 0.0, sequence = "overflow" },'
+        return edit(text.replace(overflow, overflow[:-3] + ", repeat_min = 6 },", 1))
+
+    async with field_rig(tmp_path, pty_pair, speed=5.0, edit=repeats,
                          levels={"tcp_1": 4.5}) as rig, \
             running(rig), operator(broker, rig) as op:
         zone = rig.daemon.zones["riverside"]
@@ -657,9 +662,16 @@ async def test_ack_is_kept_shown_published_survives_a_restart_and_silences_nothi
         ack = done["result"]["ack"]
         assert (ack["station"], ack["stage_name"], ack["by"], ack["note"], ack["cleared"]) \
             == ("tcp_1", "overflow", "ops-1", "crew on the way", False)
-        # an acknowledgement silences nothing: the siren sounds to its end
+        # an acknowledgement silences nothing: the siren sounds to its end, and the stage's
+        # repeats go on
         await zone.idle()
         assert zone.last is not None
+        assert (zone.last.request.stage_name, zone.last.outcome) == ("overflow", "done")
+        for _ in range(3):  # nine minutes on, the river still over the wall
+            await rig.cycle()
+        await until(lambda: zone.last is not None and zone.last.request.kind == "repeat",
+                    20.0, "the repeat")
+        await zone.idle()
         assert (zone.last.request.stage_name, zone.last.outcome) == ("overflow", "done")
         # kept, shown, published (an event with its id, and the station's retained ack)
         assert rig.daemon.snapshot()["acks"]["tcp_1"]["command_id"] == "ack-1"
