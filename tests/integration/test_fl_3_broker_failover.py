@@ -36,7 +36,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 from fieldbus import background, until
-from hil import ROOT, SCENARIOS, Rig
+from hil import INTERVAL, ROOT, SCENARIOS, Rig
 from services import (
     Mosquitto,
     MosquittoFactory,
@@ -169,8 +169,10 @@ async def test_fl_3_primary_killed_gateway_on_backup_within_keepalive_no_stage_c
         assert centre_2.first(f"{BASE}/availability", b"online") is None  # not on both
 
         # kill the primary while the stages climb (the first changes come at 00:36)
-        rig.wait_for_status(lambda s: any(st["stage"] for st in s["stations"].values()), 60,
-                            "a first raised station")
+        raised = rig.wait_for_status(
+            lambda s: any(st["stage"] for st in s["stations"].values()), 60,
+            "a first raised station")
+        at_kill = datetime.fromisoformat(raised["last_cycle"]).timestamp()
         killed = time.monotonic()
         primary.stop(kill=True)
         await until(lambda: centre_2.first(f"{BASE}/availability", b"online") is not None,
@@ -212,14 +214,24 @@ async def test_fl_3_primary_killed_gateway_on_backup_within_keepalive_no_stage_c
     wait_until(lambda: tsdb_stages(rig, tsdb) == expected, 30, "every stage change in the TSDB")
 
     # the live path: each stage change once, on one broker or the other, after dropping
-    # redeliveries by event id
+    # redeliveries by event id. Except, possibly, those of the cycle the primary died in:
+    # an event the primary acknowledged (so the gateway let it go) and died before passing
+    # on is lost to its subscribers; MQTT without a persistent broker promises no more. The
+    # retained states on the backup (above) and the TSDB are the centre's complete record.
     events = [json.loads(m.payload) for c in (centre_1, centre_2) for m in c.messages
               if m.topic == f"{BASE}/event/transition"]
     unique = {e["event_id"]: e for e in events}
     assert all(e["gateway"] == GATEWAY for e in events)
-    assert sorted((e["time"], e["station"], e["from"], e["to"]) for e in unique.values()) \
-        == expected
-    assert {m.topic for m in centre_2.messages if m.topic.endswith("/transition")}
+    live = sorted((e["time"], e["station"], e["from"], e["to"]) for e in unique.values())
+    assert len(live) == len(set(live))  # no copy left once the ids are dropped
+    assert set(live) <= set(expected)
+    lost = {datetime.fromisoformat(t).timestamp() for t, *_ in set(expected) - set(live)}
+    assert lost <= {at_kill, at_kill + INTERVAL}, sorted(set(expected) - set(live))
+    after = [e for e in expected if datetime.fromisoformat(e[0]).timestamp() > at_kill + INTERVAL]
+    assert after
+    assert set(after) <= {(e["time"], e["station"], e["from"], e["to"]) for e in (
+        json.loads(m.payload) for m in centre_2.messages
+        if m.topic == f"{BASE}/event/transition")}  # every later one on the backup
     log = rig.log("daemon")
     assert f"uplink mqtt failover from 127.0.0.1:{primary.port} to 127.0.0.1:{backup.port}" \
         in log
