@@ -71,8 +71,8 @@ class Recorder:
             if s.kind == "level":
                 log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
                           s.station, s.level_m, s.freeboard_m, s.quality)
+        self._review_acks(when)  # (the states are this cycle's now)
         self._log_cycle(when, result)
-        self._review_acks(when)
         report = CycleReport(when, result, gauges, buses, inhibited)
         for uplink in self.uplinks:
             uplink.cycle(report)
