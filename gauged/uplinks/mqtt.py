@@ -67,6 +67,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from aiomqtt.types import PahoSocket
 
 from drivers.backoff import Backoff
 from gauged import __version__
@@ -97,6 +99,30 @@ def boot_id(now_s: float | None = None) -> str:
         if not ms:
             break
     return f"{digits}{secrets.token_hex(3)}"
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client (2.x) with one fix. It hands paho's "socket wants writing" to the
+    event loop with `call_soon_threadsafe(loop.add_writer, fd, …)`; when paho has closed
+    the socket by the time that runs (the broker went away with a write pending), the
+    registration raises into the loop's exception handler (an ERROR and a traceback at a
+    broker loss), or, were the number taken by the next connection's socket meanwhile,
+    would register on that one. Here a socket closed meanwhile is left alone."""
+
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any,
+                                  sock: PahoSocket) -> None:
+        def callback() -> None:  # as aiomqtt's: a failed write ends the connection
+            try:
+                client.loop_write()
+            except Exception as exc:
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def register(fd: int) -> None:
+            if fd >= 0 and sock.fileno() == fd:  # (a closed socket's fileno() is -1)
+                self._loop.add_writer(fd, callback)
+
+        self._loop.call_soon_threadsafe(register, sock.fileno())
 
 
 class _Failback(Exception):
@@ -285,7 +311,7 @@ class MqttPublisher(Uplink):
     def _client_for(self, broker: BrokerConfig, identifier: str,
                     will: aiomqtt.Will | None = None) -> aiomqtt.Client:
         c = self.config
-        return aiomqtt.Client(
+        return _Client(
             broker.host, broker.port, identifier=identifier,
             username=c.username or None, password=c.password.get_secret_value() or None,
             will=will, keepalive=c.keepalive_s, tls_params=self._tls(),

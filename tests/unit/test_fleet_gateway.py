@@ -89,3 +89,41 @@ def test_the_measurement_prefix_applies_to_its_gateway_only() -> None:
     finally:
         records.set_prefix("gw-prefixed", "")
     assert mine.line().startswith("level,")
+
+
+async def test_a_socket_closed_before_its_write_registration_is_left_alone() -> None:
+    """aiomqtt registers paho's socket for writing a moment later, on the loop: when the
+    broker went away meanwhile, the closed socket must raise nothing into the loop, and a
+    new socket that took its number must not get its writer."""
+    import asyncio
+    import socket
+
+    from gauged.uplinks.mqtt import _Client
+
+    loop = asyncio.get_running_loop()
+    errors: list[dict] = []
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    pairs = [socket.socketpair() for _ in range(3)]
+    try:
+        client = _Client("127.0.0.1", 1)
+        (gone, _), (reused, _), (kept, _) = pairs
+        client._on_socket_register_write(client._client, None, kept)
+        client._on_socket_register_write(client._client, None, gone)
+        gone.close()  # paho closes it before the loop gets to the registration
+        number = reused.fileno()
+        client._on_socket_register_write(client._client, None, reused)
+        reused.close()
+        newcomer, other = socket.socketpair()  # the next connection takes the number
+        pairs.append((newcomer, other))
+        assert number in (newcomer.fileno(), other.fileno())
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert errors == []
+        assert not loop.remove_writer(newcomer.fileno())
+        assert not loop.remove_writer(other.fileno())
+        assert loop.remove_writer(kept.fileno())  # an open socket is registered as before
+    finally:
+        loop.set_exception_handler(None)
+        for pair in pairs:
+            for s in pair:
+                s.close()
