@@ -57,26 +57,6 @@ class CommandsConfig(_Model):
     burst: int = Field(default=5, ge=1)  # … and at once
 
 
-class InfluxConfig(_Model):
-    enabled: bool = False
-    url: str = "http://127.0.0.1:8086"
-    org: str = "gauged"
-    bucket: str = "gauged"
-    token: SecretStr = SecretStr("")
-    timeout_s: float = Field(default=5.0, gt=0)
-    # The spool (gauged/uplinks/spool.py): unset puts it next to the state file ([state] path), as
-    # spool.sqlite3. Over spool_max_bytes (line-protocol bytes held), the oldest routine
-    # telemetry is dropped (counted); events, alarms and broadcasts never are.
-    spool_path: Path | None = None
-    spool_max_bytes: int = Field(default=128 * 1024 * 1024, ge=4096)
-    batch_points: int = Field(default=5000, ge=1, le=100_000)
-    backoff_min_s: float = Field(default=0.5, gt=0)  # the first wait after a failure,
-    backoff_max_s: float = Field(default=60.0, gt=0)  # doubling up to this (with jitter)
-    # Put before every measurement name (`level` → `<prefix>level`), so that a city-wide
-    # database tells gauged's series from others; "" keeps the names of README "Schema"
-    measurement_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$", max_length=32)
-
-
 class BrokerConfig(_Model):
     """One MQTT broker of `[mqtt] brokers`: `{host = "…", port = 1883}` or "host:port"."""
 
@@ -93,6 +73,26 @@ class BrokerConfig(_Model):
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+class InfluxConfig(_Model):
+    enabled: bool = False
+    url: str = "http://127.0.0.1:8086"
+    org: str = "gauged"
+    bucket: str = "gauged"
+    token: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=5.0, gt=0)
+    # Put before every measurement name (`level` → `<prefix>level`), so that a city-wide
+    # database tells gauged's series from others; "" keeps the names of README "Schema"
+    measurement_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$", max_length=32)
+    # The spool (gauged/uplinks/spool.py): unset puts it next to the state file ([state] path), as
+    # spool.sqlite3. Over spool_max_bytes (line-protocol bytes held), the oldest routine
+    # telemetry is dropped (counted); events, alarms and broadcasts never are.
+    spool_path: Path | None = None
+    spool_max_bytes: int = Field(default=128 * 1024 * 1024, ge=4096)
+    batch_points: int = Field(default=5000, ge=1, le=100_000)
+    backoff_min_s: float = Field(default=0.5, gt=0)  # the first wait after a failure,
+    backoff_max_s: float = Field(default=60.0, gt=0)  # doubling up to this (with jitter)
 
 
 class MqttConfig(_Model):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gauged.alarm.quality import GaugeReading, Quality
@@ -39,11 +39,19 @@ class Record:
     tags: dict[str, str]
     fields: dict[str, float | int | None]
     time: datetime
+    kind: str = field(init=False, compare=False)  # the measurement without its prefix
+
+    def __post_init__(self) -> None:
+        # the name written is `<prefix><measurement>` for a gateway with a prefix; records
+        # are made by this module's functions, once each (do not `replace` one)
+        object.__setattr__(self, "kind", self.measurement)
+        prefix = _PREFIXES.get(self.tags.get("gateway", ""), "")
+        object.__setattr__(self, "measurement", prefix + self.measurement)
 
     @property
     def routine(self) -> bool:
         """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
-        return self.measurement in ROUTINE
+        return self.kind in ROUTINE
 
     def line(self) -> str:
         """The point in InfluxDB line protocol, with a millisecond timestamp."""
@@ -59,12 +67,7 @@ class Record:
             # and stores infinity, which its JSON export prints as `+Inf` (not JSON)
             for k, v in self.fields.items() if v is not None and math.isfinite(v))
         ms = round(self.time.timestamp() * 1000)
-        return f"{esc(self.name)}{tags} {fields} {ms}"
-
-    @property
-    def name(self) -> str:
-        """The measurement as written: with its gateway's prefix (`set_prefix`)."""
-        return _PREFIXES.get(self.tags.get("gateway", ""), "") + self.measurement
+        return f"{esc(self.measurement)}{tags} {fields} {ms}"
 
 
 def cycle(gateway: str, report: CycleReport,

@@ -79,16 +79,20 @@ def test_discovery_documents_for_a_level_station_and_the_gateway() -> None:
 
 def test_the_measurement_prefix_applies_to_its_gateway_only() -> None:
     when = datetime(2026, 7, 1, tzinfo=UTC)
-    mine = Record("level", {"gateway": "gw-prefixed", "station": "s"}, {"level_m": 1.5}, when)
-    other = Record("level", {"gateway": "gw-plain", "station": "s"}, {"level_m": 1.5}, when)
     records.set_prefix("gw-prefixed", "gauged_")
     try:
+        mine = Record("level", {"gateway": "gw-prefixed", "station": "s"}, {"level_m": 1.5},
+                      when)
+        other = Record("level", {"gateway": "gw-plain", "station": "s"}, {"level_m": 1.5},
+                       when)
         assert mine.line().startswith("gauged_level,gateway=gw-prefixed,station=s ")
         assert other.line().startswith("level,gateway=gw-plain,station=s ")
         assert mine.routine  # the spool's cap still knows it as `level`
+        assert mine.kind == "level"
     finally:
         records.set_prefix("gw-prefixed", "")
-    assert mine.line().startswith("level,")
+    again = Record("level", {"gateway": "gw-prefixed", "station": "s"}, {"level_m": 1.5}, when)
+    assert again.line().startswith("level,")
 
 
 async def test_a_socket_closed_before_its_write_registration_is_left_alone() -> None:
