@@ -183,7 +183,8 @@ def cmd_command(args: argparse.Namespace) -> int:
         issued=datetime.now().astimezone().isoformat(), ttl_s=args.ttl,
         sender=args.sender or f"{getpass.getuser()}@{socket.gethostname()}",
         action=args.action, zone=args.zone, clips=args.clip or None, scope=args.scope,
-        target=args.target, minutes=args.minutes, reason=args.reason, job=args.job)
+        target=args.target, minutes=args.minutes, reason=args.reason, job=args.job,
+        station=args.station)
     host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
     url = args.url or f"http://{host}:{config.status.port}"
     request = urllib.request.Request(
@@ -250,14 +251,17 @@ def parser() -> argparse.ArgumentParser:
     cmd = sub.add_parser("command", help="send a signed command to the local daemon",
                          description="Sign a command with [commands] secret and POST it to "
                          "the daemon's /command with [status] token.")
-    cmd.add_argument("action", choices=["silence", "broadcast", "inhibit", "release", "test"])
+    cmd.add_argument("action", choices=["silence", "broadcast", "inhibit", "release", "test",
+                                        "ack"])
     cmd.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     cmd.add_argument("--zone", help="silence, broadcast: the zone")
     cmd.add_argument("--clip", action="append", help="broadcast: a configured clip (repeat)")
     cmd.add_argument("--scope", choices=["station", "zone"], help="inhibit, release")
     cmd.add_argument("--target", help="inhibit, release: the station or zone id")
     cmd.add_argument("--minutes", type=float, help="inhibit: how long")
-    cmd.add_argument("--reason", help="inhibit: why (kept in the audit record)")
+    cmd.add_argument("--reason", help="inhibit, ack: why, or a note (kept in the audit "
+                     "record)")
+    cmd.add_argument("--station", help="ack: the raised station acknowledged")
     cmd.add_argument("--job", choices=["silent", "audible"], help="test: which")
     cmd.add_argument("--ttl", type=float, default=60.0)
     cmd.add_argument("--sender", help="who sends it (default: user@host)")

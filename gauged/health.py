@@ -62,6 +62,8 @@ class MqttHealth:
     """/status `uplinks.mqtt`."""
 
     connected: bool = False
+    broker: str = ""  # host:port of the broker it is on (or last tried)
+    failovers: int = 0  # switches to another broker since start
 
 
 @dataclass

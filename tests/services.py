@@ -566,3 +566,35 @@ class VictoriaFactory(Protocol):
     """Type of the `victoria_factory` fixture."""
 
     def __call__(self, *, dedup: bool = True) -> VictoriaMetrics: ...
+
+
+def fleet_broker_auth(
+    gateways: Mapping[str, str],
+    operators: Mapping[str, str] | None = None,
+    readers: Mapping[str, str] | None = None,
+    *,
+    prefix: str = "gauged",
+    discovery_prefix: str = "homeassistant",
+) -> tuple[dict[str, str], str]:
+    """Users and ACL text of a central broker of a fleet (DESIGN §7), for `Mosquitto(users=…,
+    acl=…)` or `mosquitto_factory(users=…, acl=…)`.
+
+    `gateways`: gateway id → password; each gateway's user name is its id, and the ACL line
+    `pattern readwrite <prefix>/%u/#` confines it to its own topics (it can neither read nor
+    command another gateway), plus `pattern write <discovery_prefix>/+/%u/#` for its Home
+    Assistant discovery documents. `operators` may send commands to every gateway and read
+    everything (a command still names its one gateway in its signed body); `readers` (the
+    centre: the fleet view, a dashboard bridge) read everything and write nothing.
+    """
+    operators, readers = dict(operators or {}), dict(readers or {})
+    clash = set(gateways) & (set(operators) | set(readers))
+    if clash:
+        raise ValueError(f"user names used twice: {sorted(clash)}")
+    lines = [f"pattern readwrite {prefix}/%u/#", f"pattern write {discovery_prefix}/+/%u/#", ""]
+    for user in operators:
+        lines += [f"user {user}", f"topic write {prefix}/+/command", f"topic read {prefix}/#",
+                  f"topic read {discovery_prefix}/#", ""]
+    for user in readers:
+        lines += [f"user {user}", f"topic read {prefix}/#", f"topic read {discovery_prefix}/#",
+                  ""]
+    return {**gateways, **operators, **readers}, "\n".join(lines)

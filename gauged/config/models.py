@@ -23,6 +23,7 @@ from pydantic import (
     SecretStr,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from drivers.configs import LineSpec, RegisterSpec, RelayConfig, StatusSpec
@@ -57,6 +58,24 @@ class CommandsConfig(_Model):
     burst: int = Field(default=5, ge=1)  # … and at once
 
 
+class BrokerConfig(_Model):
+    """One MQTT broker of `[mqtt] brokers`: `{host = "…", port = 1883}` or "host:port"."""
+
+    host: str = Field(min_length=1)
+    port: int = Field(default=1883, ge=1, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _host_port(cls, value: object) -> object:
+        if isinstance(value, str):
+            host, sep, port = value.rpartition(":")
+            return {"host": host, "port": port} if sep and host else {"host": value}
+        return value
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
 class InfluxConfig(_Model):
     enabled: bool = False
     url: str = "http://127.0.0.1:8086"
@@ -64,6 +83,9 @@ class InfluxConfig(_Model):
     bucket: str = "gauged"
     token: SecretStr = SecretStr("")
     timeout_s: float = Field(default=5.0, gt=0)
+    # Put before every measurement name (`level` → `<prefix>level`), so that a city-wide
+    # database tells gauged's series from others; "" keeps the names of README "Schema"
+    measurement_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]*$", max_length=32)
     # The spool (gauged/uplinks/spool.py): unset puts it next to the state file ([state] path), as
     # spool.sqlite3. Over spool_max_bytes (line-protocol bytes held), the oldest routine
     # telemetry is dropped (counted); events, alarms and broadcasts never are.
@@ -90,6 +112,21 @@ class MqttConfig(_Model):
     ca_file: Path | None = None  # the broker's CA (the system's when None)
     cert_file: Path | None = None  # a client certificate, when the broker asks for one
     key_file: Path | None = None
+    # Fleet (DESIGN §7): several brokers, primary first. The uplink connects to the first
+    # that answers and, when the connection drops, to the next one at once; empty: `host`
+    # and `port` above are the only broker. Credentials and TLS are the same on every one.
+    brokers: list[BrokerConfig] = Field(default_factory=list)
+    keepalive_s: int = Field(default=30, ge=1, le=3600)  # a dead link is seen in 1.5 × this
+    # On a backup, try the primary this often and go back to it when it answers (0: stay
+    # on the backup until it fails)
+    failback_s: float = Field(default=300.0, ge=0)
+    # Home Assistant MQTT discovery documents (retained, under `discovery_prefix`)
+    discovery: bool = False
+    discovery_prefix: str = Field(default="homeassistant", min_length=1)
+
+    def endpoints(self) -> list[BrokerConfig]:
+        """The brokers in the order they are tried (the primary first)."""
+        return list(self.brokers) or [BrokerConfig(host=self.host, port=self.port)]
 
 
 class Defaults(_Model):

@@ -74,9 +74,11 @@ from gauged.ops.metrics import DaemonCollector, exposition
 from gauged.ops.notify import Notifier
 from gauged.ops.page import render_page
 from gauged.ops.status import StatusServer
+from gauged.store.acks import AckBook
 from gauged.store.state import RestartDecision, StateStore
 from gauged.store.writer import settled
 from gauged.tasks import cancel_and_wait, report_stuck
+from gauged.uplinks import records
 from gauged.uplinks.base import Uplink
 from gauged.uplinks.cap import CapSink
 from gauged.uplinks.influx import InfluxSink
@@ -127,6 +129,7 @@ class Daemon:
         self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
         self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
         self.lock: Path | None = None  # the state folder's lock, while held
+        records.set_prefix(self.gateway, config.influx.measurement_prefix)
         # the spool lives next to the state file unless [influx] spool_path says otherwise
         self.influx = InfluxSink(
             config.influx, config.influx.spool_path or config.state.path.with_name(
@@ -248,6 +251,10 @@ class Daemon:
                 check()
             self.store = stack.enter_context(StateStore.open(self.config.state.path))
             self.recorder.store = self.executor.store = self.store
+            self.recorder.acks = self.executor.acks = AckBook(self.store)
+            if self.mqtt is not None:  # the acknowledgements in force, retained again
+                for ack in self.recorder.acks.current().values():
+                    self.mqtt.retain_ack(ack)
             self.keeper.open(self.store)
             for uplink in self.uplinks:  # never fails: a broken spool degrades storage only
                 await stack.enter_async_context(uplink)
@@ -567,8 +574,10 @@ class Daemon:
         return failing
 
     def snapshot(self) -> dict[str, Any]:
-        """Everything /status shows (gauged/daemon/snapshot.py)."""
-        return snapshot.status(self)
+        """Everything /status shows (gauged/daemon/snapshot.py), and the operators'
+        acknowledgements in force (gauged/store/acks.py)."""
+        acks = self.recorder.acks.current() if self.recorder.acks is not None else {}
+        return snapshot.status(self) | {"acks": {s: a.as_json() for s, a in acks.items()}}
 
     def page(self) -> str:
         """The status page (gauged/ops/page.py): /status and the last hours of every station.

@@ -1,6 +1,6 @@
 """The command executor: what an operator's command does (gauged/ops/commands.py checks it
 first), and the maintenance actions behind it: inhibit, release, silence, a manual
-broadcast, a test on command.
+broadcast, a test on command, an acknowledgement (gauged/store/acks.py).
 
 Every action is refused with a reason rather than half done. One test runs at a time,
 scheduled or on command (the runner refuses a second, gauged/field/prooftests.py), and a
@@ -25,6 +25,7 @@ from gauged.field.prooftests import ProofTestNotStarted, ProofTestRunner, ProofT
 from gauged.field.zones import ZoneBroadcaster
 from gauged.ops.commands import Command, CommandHandler, Outcome, Refused
 from gauged.ops.inhibits import InhibitError, Inhibits, inhibit_json
+from gauged.store.acks import Ack, AckBook
 from gauged.store.state import JournalEntry, StateStore
 from gauged.store.writer import settled
 from gauged.tasks import wait_child
@@ -47,6 +48,7 @@ class CommandExecutor:
         self.runner = runner
         self.inhibits: Inhibits | None = None  # set when the daemon opens its store
         self.store: StateStore | None = None  # (the broadcast journal)
+        self.acks: AckBook | None = None  # set when the daemon opens its store
         self.scheduler: ProofTestScheduler | None = None
         self.commands: CommandHandler | None = None  # set with `handler` at open
         self._manual = itertools.count(1)
@@ -138,6 +140,8 @@ class CommandExecutor:
                     raise Refused(str(exc)) from None
             case "test":
                 return await self._test_on_command(command)
+            case "ack":
+                return await self._ack(command)
         raise Refused(f"unknown action {command.action!r}")  # the schema rules this out
 
     def _zone(self, zone: str | None) -> ZoneBroadcaster:
@@ -170,6 +174,26 @@ class CommandExecutor:
                             "written after %g s: queued without waiting", JOURNAL_WAIT_S)
         zone.submit(request, journal=row)
         return {"queued": {"zone": zone.zone, "clips": command.clips, "journal": row}}
+
+    async def _ack(self, command: Command) -> dict[str, Any]:
+        """Acknowledge a raised station: on disk first, then logged and published. The
+        zones are not touched (an acknowledgement silences nothing)."""
+        station = command.station
+        if station is None or station not in self.config.stations:
+            raise Refused(f"unknown station {station!r}")
+        state = self.recorder.states.get(station)
+        if state is None or state.stage <= 0:
+            raise Refused(f"station {station} is not raised (stage "
+                          f"{state.stage_name if state else 'unknown'})")
+        if self.acks is None:
+            raise Refused("the daemon is not open")
+        ack = Ack(station=station, stage=state.stage, stage_name=state.stage_name,
+                  by=command.sender, time=self.clock.timestamp(), command_id=command.id,
+                  note=command.reason)
+        if not await asyncio.to_thread(self.acks.add, ack):  # waits for its fsync
+            raise Refused("the state file cannot be written: the acknowledgement is not kept")
+        self.recorder.ack(ack)
+        return {"ack": ack.as_json()}
 
     async def _test_on_command(self, command: Command) -> dict[str, Any]:
         runner = self.runner

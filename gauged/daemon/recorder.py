@@ -32,6 +32,7 @@ from gauged.clock import Clock
 from gauged.health import BusHealth, GaugeHealth
 from gauged.ops.history import History
 from gauged.ops.metrics import BroadcastTally
+from gauged.store.acks import Ack, AckBook
 from gauged.store.state import FATES, JobRun, StateStore
 from gauged.uplinks.base import CycleReport, Uplink
 
@@ -54,6 +55,7 @@ class Recorder:
         self.broadcast_tally = BroadcastTally()  # /metrics
         self.faults: list[str] = []
         self.follow: dict[str, str] = {}  # station: the station it follows in gauge_fault
+        self.acks: AckBook | None = None  # set once the daemon has opened its store
 
     def cycle(self, when: datetime, result: CycleResult, *, gauges: Mapping[str, GaugeHealth],
               buses: Mapping[str, BusHealth], inhibited: frozenset[str],
@@ -72,6 +74,7 @@ class Recorder:
             if s.kind == "level":
                 log.debug("reading station=%s level_m=%s freeboard_m=%s quality=%s",
                           s.station, s.level_m, s.freeboard_m, s.quality)
+        self._review_acks(when)  # (the states are this cycle's now)
         self._log_cycle(when, result)
         report = CycleReport(when, result, gauges, buses, inhibited, site or {}, site_alarms)
         for uplink in self.uplinks:
@@ -181,3 +184,27 @@ class Recorder:
         now = self.clock.now()
         for uplink in self.uplinks:
             uplink.inhibits(now, inhibits)
+
+    def ack(self, ack: Ack) -> None:
+        """An operator acknowledged a raised station (already on disk): logged, published."""
+        log.warning("ack station=%s stage=%s by=%s id=%s note=%r (repeats go on unless "
+                    "silenced)", ack.station, ack.stage_name, ack.by, ack.command_id, ack.note)
+        for uplink in self.uplinks:
+            uplink.ack(ack)
+
+    def _review_acks(self, when: datetime) -> None:
+        """An acknowledgement ends when its station is back to normal or rises above the
+        acknowledged stage (gauged/store/acks.py)."""
+        if self.acks is None:
+            return
+        for station, ack in self.acks.current().items():
+            state = self.states.get(station)
+            if state is None or ack.holds(state.stage):
+                continue
+            why = "back to normal" if state.stage <= 0 else \
+                f"rose to {state.stage_name} above the acknowledged {ack.stage_name}"
+            cleared = self.acks.clear(station, when.timestamp(), why)
+            if cleared is not None:
+                log.info("ack cleared station=%s: %s", station, why)
+                for uplink in self.uplinks:
+                    uplink.ack(cleared)

@@ -12,7 +12,7 @@ command inside:
 
     {"id": "…", "gateway": "minato-furukawa", "issued": "2026-07-01T09:00:00+09:00",
      "ttl_s": 60, "sender": "ops-1",
-     "action": "silence" | "broadcast" | "inhibit" | "release" | "test", …}
+     "action": "silence" | "broadcast" | "inhibit" | "release" | "test" | "ack", …}
 
 `gateway` (required) names the one gateway the command is for (`[gateway] id`): a control
 room shares one secret across its gateways, so without it a command captured on one
@@ -22,7 +22,10 @@ its TTL. With it, any other gateway refuses it (audited as refused).
 Per action: `silence` {zone} (the playing broadcast stops, relays OFF, waiting ones
 are dropped; the stage stands); `broadcast` {zone, clips} (configured clips, no siren, at
 the lowest priority: any alarm pre-empts it); `inhibit` {scope: station|zone, target,
-minutes?, reason?}; `release` {scope, target}; `test` {job: silent|audible}.
+minutes?, reason?}; `release` {scope, target}; `test` {job: silent|audible}; `ack` {station,
+reason?} (the operator acknowledges a station at a raised stage: recorded in the state file,
+shown in /status and the page, published on MQTT; it silences nothing, see
+gauged/store/acks.py; refused for an unknown station or one at normal).
 
 Checks, in this order, each refusal with a reason: size (`max_bytes`); a retained message
 (a command must be sent now, not left on the broker); the envelope; the signature
@@ -102,7 +105,7 @@ class Command(_Strict):
     issued: str = Field(max_length=40)
     ttl_s: float = Field(gt=0)
     sender: Name
-    action: Literal["silence", "broadcast", "inhibit", "release", "test"]
+    action: Literal["silence", "broadcast", "inhibit", "release", "test", "ack"]
     zone: Name | None = None
     clips: list[Name] = Field(default_factory=list, max_length=8)
     scope: Literal["station", "zone"] | None = None
@@ -110,6 +113,7 @@ class Command(_Strict):
     minutes: float | None = Field(default=None, gt=0)
     reason: str = Field(default="", max_length=200)
     job: Literal["silent", "audible"] | None = None
+    station: Name | None = None  # ack
 
     @field_validator("issued")
     @classmethod
@@ -137,7 +141,7 @@ class Command(_Strict):
         """Fields the action needs that are missing."""
         want = {"silence": ("zone",), "broadcast": ("zone", "clips"),
                 "inhibit": ("scope", "target"), "release": ("scope", "target"),
-                "test": ("job",)}[self.action]
+                "test": ("job",), "ack": ("station",)}[self.action]
         return [f for f in want if not getattr(self, f)]
 
 

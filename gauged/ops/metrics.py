@@ -12,9 +12,15 @@ comes from the typed `GaugeHealth` of every gauge (what the snapshot reads too);
 reading of each gauge of a two-gauge station (level, quality, in charge) from the snapshot.
 
 Names follow the Prometheus conventions: `gauged_` prefix, base units in the name
-(`_seconds`, `_meters`, `_millimeters`), counters end in `_total`. Times from the daemon's
-clock (simulated under `clock.speed` in tests and the demo) are UNIX seconds; durations
-measured on the monotonic clock (latencies, bus read time) are real seconds.
+(`_seconds`, `_meters`, `_bytes`), counters end in `_total`. Two names keep the units of the
+trade instead of base units, on purpose: rain in millimetres (`gauged_station_rain_millimeters`;
+rain gauges, warnings and the configuration's thresholds all speak mm) and the rate of rise in
+metres per hour (`gauged_station_rise_meters_per_hour`, as river gauging does). The process's
+own `process_*` families (CPU seconds, resident memory, open files, start time) come from
+prometheus_client's ProcessCollector, and `gauged_info` carries the `version` of gauged.
+Times from the daemon's clock (simulated under `clock.speed` in tests and the demo) are
+UNIX seconds; durations measured on the monotonic clock (latencies, bus read time) are
+real seconds.
 """
 
 from __future__ import annotations
@@ -32,9 +38,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gauged.health import CapHealth, GaugeHealth, SinkHealth, UplinkHealth
+from gauged import __version__
+from gauged.health import CapHealth, GaugeHealth, MqttHealth, SinkHealth, UplinkHealth
 from gauged.histogram import Histogram
 
 __all__ = ["CONTENT_TYPE_LATEST", "BroadcastTally", "DaemonCollector", "exposition"]
@@ -153,9 +161,9 @@ class DaemonCollector(Collector):
 
 
 def _daemon(status: Mapping[str, Any]) -> Iterator[Metric]:
-    info = GaugeMetricFamily("gauged_info", "The gateway this daemon serves",
-                             labels=["gateway"])
-    info.add_metric([str(status["gateway"])], 1.0)
+    info = GaugeMetricFamily("gauged_info", "The gateway this daemon serves, and the "
+                             "version of gauged", labels=["gateway", "version"])
+    info.add_metric([str(status["gateway"]), __version__], 1.0)
     yield info
     yield CounterMetricFamily("gauged_cycles", "Poll cycles completed since start",
                               value=float(status["cycles"]))
@@ -271,6 +279,10 @@ def _uplinks(uplinks: Mapping[str, UplinkHealth]) -> Iterator[Metric]:
     for up in uplinks.values():
         if isinstance(up, SinkHealth):
             yield from _spool(up)
+        if isinstance(up, MqttHealth):
+            yield CounterMetricFamily("gauged_mqtt_failovers", "Switches of the MQTT uplink "
+                                      "to another broker of [mqtt] brokers since start "
+                                      "(back to the primary included)", value=up.failovers)
 
 
 def _spool(h: SinkHealth) -> Iterator[Metric]:
@@ -314,9 +326,11 @@ def _timestamp(iso: str | None) -> float | None:
 
 
 def exposition(collector: Collector) -> Callable[[], bytes]:
-    """A function that renders `collector` in the text format, on a registry of its own."""
+    """A function that renders `collector` in the text format, on a registry of its own,
+    with the process's `process_*` families."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
+    ProcessCollector(registry=registry)
     return lambda: generate_latest(registry)
 
 

@@ -88,6 +88,7 @@ def render_page(status: Mapping[str, Any], history: Mapping[str, Sequence[Point]
                  for sid, st in stations.items() if st.get("kind") == kind]
         if cards:
             parts.append(f'<h2>{title}</h2><div id="{kind}">{"".join(cards)}</div>')
+    parts.append(_acks(status.get("acks") or {}, tz))
     parts += [_zones(status.get("zones", {}), stations, tz), _inhibits(inhibits, tz),
               _plant(status, now), _faults(status.get("faults", [])),
               _site(status.get("site") or {})]
@@ -317,6 +318,18 @@ def _inhibits(inhibits: Sequence[Mapping[str, Any]], tz: ZoneInfo) -> str:
         f"<li><b>{_e(i.get('target', '?'))}</b> until {_e(_local_iso(i.get('until'), tz))}"
         f" — {_e(i.get('reason', ''))} ({_e(i.get('by', ''))})</li>" for i in inhibits)
     return f'<h2>Inhibits</h2><div class="row" id="inhibits"><ul>{items}</ul></div>'
+
+
+def _acks(acks: Mapping[str, Mapping[str, Any]], tz: ZoneInfo) -> str:
+    """Operators' acknowledgements of raised stations (gauged/store/acks.py)."""
+    if not acks:
+        return '<h2>Acknowledged</h2><div class="row" id="acks">none</div>'
+    items = "".join(
+        f'<li data-station="{_e(sid)}">{_e(sid)} at {_e(a.get("stage_name", ""))} by '
+        f'{_e(a.get("by", ""))}, {_e(_local_iso(a.get("time"), tz))}'
+        f'{" — " + _e(a["note"]) if a.get("note") else ""}</li>' for sid, a in acks.items())
+    return ('<h2>Acknowledged</h2><div class="row" id="acks"><ul>' + items + "</ul>"
+            "<small>An acknowledgement silences nothing.</small></div>")
 
 
 def _plant(status: Mapping[str, Any], now: datetime) -> str:

@@ -97,6 +97,11 @@ def render(status: Mapping[str, Any]) -> str:
     lines.append("INHIBITS " + ("none" if not inhibits else "; ".join(
         f"{i.get('target', '?')} until {_hm(parse_time(i.get('until')), tz)} "
         f"({i.get('reason', '')}, {i.get('by', '')})" for i in inhibits)))
+    acks = status.get("acks") or {}
+    if acks:  # operators' acknowledgements (gauged/store/acks.py): they silence nothing
+        lines.append("ACKED " + "; ".join(
+            f"{sid} at {a.get('stage_name', '')} by {a.get('by', '')} "
+            f"{_hm(parse_time(a.get('time')), tz)}" for sid, a in acks.items()))
     ups = [f"{name} {_uplink(up)}" for name, up in sorted(status.get("uplinks", {}).items())]
     lines.append("UPLINKS " + ("; ".join(ups) if ups else "none configured"))
     lines.append("BUSES " + "; ".join(

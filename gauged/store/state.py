@@ -700,6 +700,23 @@ class StateStore:
         return found
 
 
+    # ---- for the stores kept beside this one in the same file (gauged/store/acks.py) ---
+
+    def write(self, what: str, work: Callable[[sqlite3.Connection], T], *,
+              durable: bool = False) -> T | None:
+        """`work` in one transaction in the writer thread, waited for (with `durable`, its
+        fsync too); None when it failed (logged, shown in `problem`)."""
+        return self._write(what, work, durable=durable)
+
+    def post(self, what: str, work: Callable[[sqlite3.Connection], T]) -> Future[T | None]:
+        """`work` in one transaction in its turn, not waited for."""
+        return self._post(what, work)
+
+    def rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        """The rows of a query ([] when it fails: logged)."""
+        return self._rows(sql, *args)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     """Open `path` as the state database, creating the schema in a new file."""
     return open_wal(path, _SCHEMA, SCHEMA_VERSION, integrity_check=True,

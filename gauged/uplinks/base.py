@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from gauged.alarm.types import BroadcastRecord, BroadcastRequest, CycleResult
 from gauged.health import BusHealth, GaugeHealth, UplinkHealth
+from gauged.store.acks import Ack
 from gauged.store.state import JobRun
 
 
@@ -87,3 +88,7 @@ class Uplink:
 
     def inhibits(self, when: datetime, inhibits: Sequence[Mapping[str, Any]]) -> None:
         """The inhibits changed; `inhibits` is the list /status shows."""
+
+    def ack(self, ack: Ack) -> None:
+        """An operator acknowledged a raised station, or an acknowledgement was cleared
+        (`ack.cleared`: the station is back to normal or rose above the stage)."""

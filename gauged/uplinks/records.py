@@ -7,7 +7,7 @@ spelled only here. `InfluxSink` (gauged/uplinks/influx.py) spools and sends them
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from gauged.alarm.quality import GaugeReading, Quality
@@ -20,6 +20,16 @@ from gauged.uplinks.base import CycleReport
 # Routine telemetry: the only measurements the spool's byte cap may drop.
 ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
 
+# `[influx] measurement_prefix` per gateway (set by the daemon at start: `set_prefix`). Keyed
+# by the `gateway` tag every record carries, so that daemons of several gateways in one
+# process (tests) keep their own; the names here (ROUTINE, README "Schema") stay unprefixed.
+_PREFIXES: dict[str, str] = {}
+
+
+def set_prefix(gateway: str, prefix: str) -> None:
+    """Write the measurements of `gateway` as `<prefix><measurement>` ("" for none)."""
+    _PREFIXES[gateway] = prefix
+
 
 @dataclass(frozen=True)
 class Record:
@@ -29,11 +39,19 @@ class Record:
     tags: dict[str, str]
     fields: dict[str, float | int | None]
     time: datetime
+    kind: str = field(init=False, compare=False)  # the measurement without its prefix
+
+    def __post_init__(self) -> None:
+        # the name written is `<prefix><measurement>` for a gateway with a prefix; records
+        # are made by this module's functions, once each (do not `replace` one)
+        object.__setattr__(self, "kind", self.measurement)
+        prefix = _PREFIXES.get(self.tags.get("gateway", ""), "")
+        object.__setattr__(self, "measurement", prefix + self.measurement)
 
     @property
     def routine(self) -> bool:
         """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
-        return self.measurement in ROUTINE
+        return self.kind in ROUTINE
 
     def line(self) -> str:
         """The point in InfluxDB line protocol, with a millisecond timestamp (the spool

@@ -25,7 +25,7 @@ from typing import Any
 
 import aiomqtt
 import pytest
-from fieldbus import FieldRig, field_rig, until
+from fieldbus import FieldRig, field_rig, ramp, until
 from services import Mosquitto, MosquittoFactory, PtyPairFactory, free_port
 
 from gauged.cli import main
@@ -428,6 +428,14 @@ async def test_gauged_command_signs_and_posts_a_command_to_the_local_daemon(
             assert daemon.store is not None
             assert [a["detail"]["command"]["gateway"] for a in daemon.store.command_audit()] \
                 == ["fieldbus-test"] * 2 + ["minato-furukawa"]
+            # `ack` names its station; a calm one is refused
+            ack = ["command", "ack", "--config", str(config), "--url", url, "--ttl", "3600",
+                   "--station", "tcp_1", "--reason", "seen"]
+            await rig.cycle()
+            assert await asyncio.to_thread(main, ack) == 1
+            assert json.loads(capsys.readouterr().out)["reason"] == \
+                "station tcp_1 is not raised (stage normal)"
+            assert daemon.store.command_audit()[-1]["detail"]["command"]["station"] == "tcp_1"
 
 
 def other_gateway(text: str) -> str:
@@ -614,3 +622,87 @@ async def test_a_silence_runs_with_the_state_disk_full_and_an_inhibit_is_refused
             kept = {cid for (cid,) in db.execute("SELECT id FROM command_ids")
                     if not cid.startswith("~")}
         assert kept == {"before-full"}  # the silence ran without its id on disk
+
+
+async def test_ack_is_kept_shown_published_survives_a_restart_and_silences_nothing(
+        tmp_path: Path, pty_pair: PtyPairFactory, broker: Mosquitto,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    edit = mqtt_section(broker)
+    base = "gauged/fieldbus-test"
+
+    def repeats(text: str) -> str:  # tcp_1's overflow sounds again every 6 minutes
+        overflow = '{ name = "overflow", threshold = 0.0, sequence = "overflow" },'
+        return edit(text.replace(overflow, overflow[:-3] + ", repeat_min = 6 },", 1))
+
+    async with field_rig(tmp_path, pty_pair, speed=5.0, edit=repeats,
+                         levels={"tcp_1": 4.5}) as rig, \
+            running(rig), operator(broker, rig) as op:
+        zone = rig.daemon.zones["riverside"]
+        early = await op.command(action="ack", station="tcp_1")  # no reading yet
+        assert (early["status"], early["reason"]) == (
+            "refused", "station tcp_1 is not raised (stage unknown)")
+        await rig.cycle()  # tcp_1 overflows (freeboard −0.5 m): the siren sounds
+        await until(lambda: rig.fleet.coils("relays", 1)[0], 10.0, "the siren")
+        calm = await op.command(action="ack", station="tcp_2")
+        assert (calm["status"], calm["reason"]) == (
+            "refused", "station tcp_2 is not raised (stage normal)")
+        unknown = await op.command(action="ack", station="nowhere")
+        assert (unknown["status"], unknown["reason"]) == ("refused",
+                                                          "unknown station 'nowhere'")
+        _, forged = op.signed(id="forged-ack", action="ack", station="tcp_1")
+        envelope = json.loads(forged)
+        await op.send(sign(envelope["body"], "not the secret"))
+        bad = await op.reply(None)
+        assert (bad["status"], bad["reason"]) == ("refused", "signature does not match")
+
+        done = await op.command(id="ack-1", action="ack", station="tcp_1",
+                                reason="crew on the way")
+        assert done["status"] == "done"
+        ack = done["result"]["ack"]
+        assert (ack["station"], ack["stage_name"], ack["by"], ack["note"], ack["cleared"]) \
+            == ("tcp_1", "overflow", "ops-1", "crew on the way", False)
+        # an acknowledgement silences nothing: the siren sounds to its end, and the stage's
+        # repeats go on
+        await zone.idle()
+        assert zone.last is not None
+        assert (zone.last.request.stage_name, zone.last.outcome) == ("overflow", "done")
+        for _ in range(3):  # nine minutes on, the river still over the wall
+            await rig.cycle()
+        await until(lambda: zone.last is not None and zone.last.request.kind == "repeat",
+                    20.0, "the repeat")
+        await zone.idle()
+        assert (zone.last.request.stage_name, zone.last.outcome) == ("overflow", "done")
+        # kept, shown, published (an event with its id, and the station's retained ack)
+        assert rig.daemon.snapshot()["acks"]["tcp_1"]["command_id"] == "ack-1"
+        assert "crew on the way" in rig.daemon.page()
+        await until(lambda: f"{base}/station/tcp_1/ack" in op.messages, 10.0, "retained ack")
+        await until(lambda: f"{base}/event/ack" in op.messages, 10.0, "the ack event")
+        event = json.loads(op.messages[f"{base}/event/ack"][-1])
+        assert event["command_id"] == "ack-1"
+        assert event["event_id"].startswith("fieldbus-test-")
+        assert event["gateway"] == "fieldbus-test"
+        assert "ack station=tcp_1 stage=overflow by=ops-1 id=ack-1" in caplog.text
+        assert "unknown station 'nowhere'" in caplog.text
+        statuses = [(a["action"], a["status"]) for a in rig.daemon.store.command_audit()]
+        assert statuses == [("ack", "refused")] * 3 + [("ack", "done")]
+
+    # after a restart the acknowledgement is still there; it ends when the river is back
+    # to normal (and its retained message is removed)
+    down = ramp([4.5 - 0.15 * i for i in range(25)])  # (a plausible fall: under 4 m/h)
+    (tmp_path / "again").mkdir()
+    async with field_rig(tmp_path / "again", pty_pair, speed=50.0, edit=edit,
+                         levels={"tcp_1": 4.5}, profiles={"tcp_1": down}) as rig, \
+            running(rig), operator(broker, rig) as op:
+        assert rig.daemon.recorder.acks is not None
+        assert list(rig.daemon.snapshot()["acks"]) == ["tcp_1"]
+        for _ in range(30):
+            await rig.cycle()
+            if rig.state("tcp_1").stage == 0:
+                break
+        assert rig.state("tcp_1").stage == 0
+        assert rig.daemon.snapshot()["acks"] == {}
+        history = rig.daemon.recorder.acks.history()
+        assert [(a.command_id, a.cleared_why) for a in history] == [("ack-1", "back to normal")]
+        await until(lambda: op.messages.get(f"{base}/station/tcp_1/ack", [b"x"])[-1] == b"",
+                    10.0, "the retained ack removed")

@@ -17,9 +17,15 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from fieldbus import background, until
+from fieldbus import background, field_rig, until
 from hil import SCENARIOS, Rig
-from services import Mosquitto, MosquittoFactory
+from services import (
+    Mosquitto,
+    MosquittoFactory,
+    PtyPairFactory,
+    VictoriaMetrics,
+    fleet_broker_auth,
+)
 
 from gauged.ops.commands import sign
 
@@ -153,3 +159,64 @@ async def test_mq_5_and_sec_1_broker_down_an_hour_then_everything_again_and_no_s
         for name, secret in SECRETS.items():
             assert secret not in text, f"{name} appears in the {what}"
             assert "MARKER" not in text, f"a secret appears in the {what}"
+
+
+async def test_home_assistant_discovery_and_the_measurement_prefix_on_real_services(
+        tmp_path: Path, pty_pair: PtyPairFactory, mosquitto_factory: MosquittoFactory,
+        victoria: VictoriaMetrics) -> None:
+    """`[mqtt] discovery`: retained documents under homeassistant/ on a broker with the
+    fleet's ACL; `[influx] measurement_prefix`: every series in VictoriaMetrics prefixed."""
+    users, acl = fleet_broker_auth({"fieldbus-test": "gw-pw"}, readers={"ha": "ha-pw"})
+    broker = mosquitto_factory(users=users, acl=acl)
+
+    def edit(text: str) -> str:
+        return text + f"""
+[mqtt]
+enabled = true
+host = "{broker.host}"
+port = {broker.port}
+username = "fieldbus-test"
+password = "gw-pw"
+discovery = true
+
+[influx]
+enabled = true
+url = "{victoria.url}"
+measurement_prefix = "city_"
+"""
+    async with field_rig(tmp_path, pty_pair, speed=50.0, edit=edit) as rig:
+        daemon = rig.daemon
+        assert daemon.mqtt is not None and daemon.influx is not None  # noqa: PT018
+        async with background(daemon.mqtt.run(), daemon.influx.run(), name="uplinks"):
+            await rig.cycle()
+            stations = {s.station: s.kind for s in rig.results[-1].states}
+            want = {f"homeassistant/sensor/fieldbus-test/{sid}_{what}/config"
+                    for sid in stations for what in ("value", "stage")} | {
+                "homeassistant/binary_sensor/fieldbus-test/availability/config"}
+
+            async def documents(retained_only: bool) -> dict[str, dict]:
+                got: dict[str, dict] = {}
+                async with aiomqtt.Client(broker.host, broker.port, username="ha",
+                                          password="ha-pw") as ha:
+                    await ha.subscribe("homeassistant/#", qos=1)
+                    async with asyncio.timeout(20):
+                        async for m in ha.messages:
+                            if m.retain or not retained_only:
+                                got[str(m.topic)] = json.loads(
+                                    m.payload)  # type: ignore[arg-type]
+                            if want <= got.keys():
+                                return got
+                return got
+
+            await documents(retained_only=False)  # all published by now
+            got = await documents(retained_only=True)  # … and kept by the broker
+            assert got.keys() == want
+            level = got["homeassistant/sensor/fieldbus-test/tcp_1_value/config"]
+            assert level["state_topic"] == "gauged/fieldbus-test/station/tcp_1/state"
+            assert level["unit_of_measurement"] == "m"
+            series = await victoria.wait_for_async(
+                '{__name__=~"city_level_level_m"}', lambda s: len(s) == sum(
+                    kind == "level" for kind in stations.values()), timeout=20)
+            assert {s["metric"]["station"] for s in series} == {
+                sid for sid, kind in stations.items() if kind == "level"}
+            assert victoria.export('{__name__=~"level_.*"}') == []  # no unprefixed copy

@@ -35,6 +35,7 @@ from services import (
     wait_until,
 )
 
+from gauged import __version__
 from gauged.config.load import load_config
 
 SPEED = 60.0
@@ -187,7 +188,10 @@ def test_metrics_match_status(rig: Rig) -> None:
     def one(name: str, **labels: str) -> float:
         return m[name][tuple(sorted(labels.items()))]
 
-    assert one("gauged_info", gateway=st["gateway"]) == 1.0
+    assert one("gauged_info", gateway=st["gateway"], version=__version__) == 1.0
+    assert one("process_resident_memory_bytes") > 1e6  # prometheus_client's ProcessCollector
+    assert one("process_cpu_seconds_total") > 0
+    assert one("gauged_mqtt_failovers_total") == 0
     assert one("gauged_healthy") == 1.0
     config = load_config(rig.config)
     for sid, s in st["stations"].items():
