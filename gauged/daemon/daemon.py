@@ -78,7 +78,6 @@ from gauged.store.acks import AckBook
 from gauged.store.state import RestartDecision, StateStore
 from gauged.store.writer import settled
 from gauged.tasks import cancel_and_wait, report_stuck
-from gauged.uplinks import records
 from gauged.uplinks.base import Uplink
 from gauged.uplinks.cap import CapSink
 from gauged.uplinks.influx import InfluxSink
@@ -129,7 +128,6 @@ class Daemon:
         self.barrier = Barrier(log, self.internal_errors)  # the engine's, per station
         self.cycle_barrier = Barrier(log, self.internal_errors)  # the last resort
         self.lock: Path | None = None  # the state folder's lock, while held
-        records.set_prefix(self.gateway, config.influx.measurement_prefix)
         # the spool lives next to the state file unless [influx] spool_path says otherwise
         self.influx = InfluxSink(
             config.influx, config.influx.spool_path or config.state.path.with_name(

@@ -161,7 +161,7 @@ class InfluxSink(Uplink):
 
     def write(self, records: list[Record]) -> None:
         """Spool points (durable when this returns, unless the spool is degraded)."""
-        points = _points(records)
+        points = _points(records, self.config.measurement_prefix)
         if not points:
             return
         self.open().put(points)
@@ -186,7 +186,7 @@ class InfluxSink(Uplink):
             handed: list[Record] = []
             while self._builds:
                 handed += self._builds.popleft()()
-            points = _points(handed)
+            points = _points(handed, self.config.measurement_prefix)
             if points:
                 spool.put(points)
 
@@ -382,7 +382,8 @@ class InfluxSink(Uplink):
         self._last_success = time.time()
 
 
-def _points(records: list[Record]) -> list[Point]:
-    """The spool's points of `records` (a record without a finite field is no point)."""
-    return [Point(r.line(), not r.routine, r.time.timestamp()) for r in records
+def _points(records: list[Record], prefix: str) -> list[Point]:
+    """The spool's points of `records` (a record without a finite field is no point), each
+    measurement written `<prefix><measurement>`."""
+    return [Point(r.line(prefix), not r.routine, r.time.timestamp()) for r in records
             if any(v is not None and math.isfinite(v) for v in r.fields.values())]

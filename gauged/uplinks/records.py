@@ -7,7 +7,7 @@ spelled only here. `InfluxSink` (gauged/uplinks/influx.py) spools and sends them
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gauged.alarm.quality import GaugeReading, Quality
@@ -20,17 +20,6 @@ from gauged.uplinks.base import CycleReport
 # Routine telemetry: the only measurements the spool's byte cap may drop.
 ROUTINE = frozenset({"level", "rain", "gauge", "bus", "spool"})
 
-# `[influx] measurement_prefix` per gateway (set by the daemon at start: `set_prefix`). Keyed
-# by the `gateway` tag every record carries, so that daemons of several gateways in one
-# process (tests) keep their own; the names here (ROUTINE, README "Schema") stay unprefixed.
-_PREFIXES: dict[str, str] = {}
-
-
-def set_prefix(gateway: str, prefix: str) -> None:
-    """Write the measurements of `gateway` as `<prefix><measurement>` ("" for none)."""
-    _PREFIXES[gateway] = prefix
-
-
 @dataclass(frozen=True)
 class Record:
     """One point: measurement, tags, fields (None values are left out) and its time."""
@@ -39,24 +28,18 @@ class Record:
     tags: dict[str, str]
     fields: dict[str, float | int | None]
     time: datetime
-    kind: str = field(init=False, compare=False)  # the measurement without its prefix
-
-    def __post_init__(self) -> None:
-        # the name written is `<prefix><measurement>` for a gateway with a prefix; records
-        # are made by this module's functions, once each (do not `replace` one)
-        object.__setattr__(self, "kind", self.measurement)
-        prefix = _PREFIXES.get(self.tags.get("gateway", ""), "")
-        object.__setattr__(self, "measurement", prefix + self.measurement)
 
     @property
     def routine(self) -> bool:
         """Telemetry the spool may drop at its byte cap (see ROUTINE)."""
-        return self.kind in ROUTINE
+        return self.measurement in ROUTINE
 
-    def line(self) -> str:
+    def line(self, prefix: str = "") -> str:
         """The point in InfluxDB line protocol, with a millisecond timestamp (the spool
-        holds these lines; the writer posts them with `precision=ms`)."""
-        return line_protocol.encode(self.measurement, self.tags, self.fields, self.time, "ms")
+        holds these lines; the writer posts them with `precision=ms`), its measurement
+        written `<prefix><measurement>` (`[influx] measurement_prefix`, "" for none)."""
+        return line_protocol.encode(prefix + self.measurement, self.tags, self.fields,
+                                    self.time, "ms")
 
 
 def cycle(gateway: str, report: CycleReport,

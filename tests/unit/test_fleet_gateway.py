@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from gauged.config.models import BrokerConfig, InfluxConfig, MqttConfig
-from gauged.uplinks import discovery, records
+from gauged.uplinks import discovery, influx
 from gauged.uplinks.mqtt import MqttPublisher, boot_id
 from gauged.uplinks.records import Record
 
@@ -77,22 +77,15 @@ def test_discovery_documents_for_a_level_station_and_the_gateway() -> None:
     assert (doc["payload_on"], doc["payload_off"]) == ("online", "offline")
 
 
-def test_the_measurement_prefix_applies_to_its_gateway_only() -> None:
+def test_the_measurement_prefix_is_written_and_the_spool_cap_still_knows_the_kind() -> None:
     when = datetime(2026, 7, 1, tzinfo=UTC)
-    records.set_prefix("gw-prefixed", "gauged_")
-    try:
-        mine = Record("level", {"gateway": "gw-prefixed", "station": "s"}, {"level_m": 1.5},
-                      when)
-        other = Record("level", {"gateway": "gw-plain", "station": "s"}, {"level_m": 1.5},
-                       when)
-        assert mine.line().startswith("gauged_level,gateway=gw-prefixed,station=s ")
-        assert other.line().startswith("level,gateway=gw-plain,station=s ")
-        assert mine.routine  # the spool's cap still knows it as `level`
-        assert mine.kind == "level"
-    finally:
-        records.set_prefix("gw-prefixed", "")
-    again = Record("level", {"gateway": "gw-prefixed", "station": "s"}, {"level_m": 1.5}, when)
-    assert again.line().startswith("level,")
+    rec = Record("level", {"gateway": "gw", "station": "s"}, {"level_m": 1.5}, when)
+    assert rec.line("gauged_").startswith("gauged_level,gateway=gw,station=s ")
+    assert rec.line().startswith("level,gateway=gw,station=s ")
+    assert rec.routine  # the spool's cap knows it as `level` whatever the prefix
+    points = influx._points([rec], "city_")
+    assert [p.line.split(",", 1)[0] for p in points] == ["city_level"]
+    assert points[0].kept is False
 
 
 async def test_a_socket_closed_before_its_write_registration_is_left_alone() -> None:
