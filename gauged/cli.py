@@ -270,7 +270,49 @@ def parser() -> argparse.ArgumentParser:
                         help="the status server (default: %(default)s)")
     status.add_argument("--json", action="store_true", help="the raw /status document")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
+    fleet = sub.add_parser("fleet", help="the city view over the central brokers",
+                           description="Read-only fleet page (and --json) built from the "
+                           "central brokers' retained topics. The broker password is read "
+                           "from GAUGED_FLEET_PASSWORD.")
+    fleet.add_argument("--broker", action="append", default=None, metavar="HOST:PORT",
+                       help="a central broker (repeat: primary first; default 127.0.0.1:1883)")
+    fleet.add_argument("--username", default="fleet", help="broker user (default: fleet)")
+    fleet.add_argument("--json", action="store_true", help="print one document and exit")
+    fleet.add_argument("--host", default="127.0.0.1", help="page address")
+    fleet.add_argument("--port", type=int, default=8090, help="page port (default: 8090)")
+    fleet.add_argument("--cycle-s", type=float, default=180.0,
+                       help="a gateway's cycle in real seconds (dark after two silent ones)")
+    fleet.add_argument("--topic-prefix", default="gauged")
+
+    fdemo = sub.add_parser("fleet-demo", help="central stack and gateways on loopback")
+    fdemo.add_argument("--gateways", type=int, default=6)
+    fdemo.add_argument("--speed", type=float, default=60.0,
+                       help="clock speed (60: a 3-minute cycle every 3 s)")
+    fdemo.add_argument("--scenario", type=Path,
+                       default=Path("simulators/scenarios/design_storm_50mm.csv"))
+    fdemo.add_argument("--lag-min", type=float, default=20.0,
+                       help="simulated minutes between one gateway's storm and the next's")
+    fdemo.add_argument("--port", type=int, default=8090, help="fleet page port")
     return p
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from gauged.fleet.server import main as fleet
+
+    return fleet(args.broker or ["127.0.0.1:1883"], username=args.username,
+                 as_json=args.json, host=args.host, port=args.port, cycle_s=args.cycle_s,
+                 prefix=args.topic_prefix)
+
+
+def cmd_fleet_demo(args: argparse.Namespace) -> int:
+    from gauged.fleet.demo import main as fleet_demo
+    from gauged.fleet.procs import StackError
+
+    try:
+        return fleet_demo(args.gateways, args.speed, args.scenario, args.lag_min, args.port)
+    except StackError as exc:
+        log.error("%s", exc)
+        return EXIT_RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -282,6 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": cmd_check_config, "run": cmd_run, "replay": cmd_replay,
         "demo": cmd_demo, "status": cmd_status, "command": cmd_command,
     }
+    commands |= {"fleet": cmd_fleet, "fleet-demo": cmd_fleet_demo}
     if args.command == "simulate":
         return cmd_simulate(args, rest)
     return commands[args.command](args)
