@@ -3,7 +3,8 @@
 Two independent mosquitto brokers (per-gateway users, ACL `pattern readwrite gauged/%u/#`,
 the `fleet` and `operator` users), two VictoriaMetrics nodes, vmagent (every write and every
 scrape replicated to both nodes, each with its own on-disk queue), vmauth in front of the
-nodes for reads, vmalert with contrib/vmalert/rules.yml, prometheus-alertmanager with
+nodes for reads (through haproxy, which retries a read on the other node), vmalert with
+contrib/vmalert/rules.yml, prometheus-alertmanager with
 contrib/alertmanager/alertmanager.yml.tmpl, and loopback webhook and SMTP sinks.
 
 Each part is a child process on a free loopback port in its own folder under `workdir`.
@@ -138,13 +139,14 @@ class Central:
         self.nodes = [Victoria(name, workdir / name) for name in ("vm-a", "vm-b")]
         self.webhook = WebhookSink()
         self.smtp = SmtpSink()
-        self.agent_port, self.auth_port = free_port(), free_port()
+        self.agent_port, self.auth_port, self.lb_port = free_port(), free_port(), free_port()
         self.alert_port, self.am_port = free_port(), free_port()
         self.agent_url = f"http://{LOOPBACK}:{self.agent_port}"
         self.auth_url = f"http://{LOOPBACK}:{self.auth_port}"
         self.am_url = f"http://{LOOPBACK}:{self.am_port}"
         self.vmalert_url = f"http://{LOOPBACK}:{self.alert_port}"
         self.agent = self._vmagent()
+        self.balancer = self._haproxy()
         self.auth = self._vmauth()
         self.alertmanager = self._alertmanager()
         self.vmalert = self._vmalert()
@@ -169,13 +171,23 @@ class Central:
             f"-promscrape.config={scrape}", "-http.maxGracefulShutdownDuration=1s"],
             folder, ready=lambda: http_ok(f"{self.agent_url}/health"))
 
+    def _haproxy(self) -> Proc:
+        folder = self.workdir / "haproxy"
+        folder.mkdir(parents=True, exist_ok=True)
+        config = folder / "haproxy.cfg"
+        config.write_text(render("haproxy/haproxy.cfg.tmpl", host=LOOPBACK, port=self.lb_port,
+                                 node_a=f"{LOOPBACK}:{self.nodes[0].port}",
+                                 node_b=f"{LOOPBACK}:{self.nodes[1].port}"))
+        return Proc("haproxy", [need("haproxy", "haproxy"), "-db", "-f", str(config)], folder,
+                    ready=lambda: port_accepts(self.lb_port))
+
     def _vmauth(self) -> Proc:
         folder = self.workdir / "vmauth"
         folder.mkdir(parents=True, exist_ok=True)
         config = folder / "auth.yml"
         config.write_text(render("victoriametrics/vmauth.yml.tmpl", username=READER,
                                  password=self.passwords[READER],
-                                 node_a=self.nodes[0].url + "/", node_b=self.nodes[1].url + "/"))
+                                 reads_url=f"http://{LOOPBACK}:{self.lb_port}/"))
         return Proc("vmauth", [need("vmauth", "victoria-metrics"),
                                f"-httpListenAddr={LOOPBACK}:{self.auth_port}",
                                f"-auth.config={config}"],
@@ -213,7 +225,7 @@ class Central:
     @property
     def procs(self) -> list[Proc]:
         return [*(b.proc for b in self.brokers), *(n.proc for n in self.nodes), self.agent,
-                self.auth, self.alertmanager, self.vmalert]
+                self.balancer, self.auth, self.alertmanager, self.vmalert]
 
     def start(self) -> None:
         for proc in self.procs:

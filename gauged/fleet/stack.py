@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,11 +86,15 @@ class FleetStack:
 
     def __init__(self, workdir: Path, n: int = 6, *, speed: float = 90.0,
                  scenario: Path = STORM, lag_min: float = 20.0, lead_s: float = 4.0,
-                 timing: Timing | None = None, interval_s: float = 180.0) -> None:
+                 timing: Timing | None = None, interval_s: float = 180.0,
+                 route: Callable[[str, str, int], int] | None = None) -> None:
+        """`route(gateway, "mqtt" | "influx", port)`: the port that gateway is given for the
+        primary broker or vmagent (a test puts a WAN it can cut in between)."""
         self.workdir = workdir
         self.speed = speed
         self.interval_s = interval_s
         self.cycle_real_s = interval_s / speed
+        self.route = route or (lambda gw, kind, port: port)
         self.secret = secrets.token_hex(16)  # [commands] secret (HMAC) of every gateway
         self.token = secrets.token_hex(16)  # [status] token
         ids = [f"ward-{k + 1:02d}" for k in range(n)]
@@ -112,17 +117,18 @@ class FleetStack:
         text = text.replace("port = 8080\n", f"port = {status_port}\n")
         text = text.replace('file = "clips/', f'file = "{ROOT}/config/clips/')
         text = re.sub(r'(?m)^id = "minato-furukawa"', f'id = "{gw}"', text)
+        agent = f"http://{LOOPBACK}:{self.route(gw, 'influx', self.central.agent_port)}"
         text = re.sub(r'(?m)^\[influx\]\nenabled = true\nurl = "[^"]*"',
-                      f'[influx]\nenabled = true\nurl = "{self.central.agent_url}"', text)
-        primary = self.central.brokers[0]
+                      f'[influx]\nenabled = true\nurl = "{agent}"', text)
+        broker = self.route(gw, "mqtt", self.central.brokers[0].port)
         text = re.sub(r'(?m)^\[mqtt\]\nenabled = true\nhost = "127.0.0.1"\nport = 1883',
-                      f'[mqtt]\nenabled = true\nhost = "{LOOPBACK}"\nport = {primary.port}',
+                      f'[mqtt]\nenabled = true\nhost = "{LOOPBACK}"\nport = {broker}',
                       text)
         text = text.replace(
             "[clock]\nspeed = 1.0\n",
             f'[clock]\nspeed = {self.speed!r}\nstart = "{self.start_time.isoformat()}"\n'
             f"anchor_unix = {self.anchor!r}\n")
-        for needle in (f'id = "{gw}"', f"port = {primary.port}", self.central.agent_url,
+        for needle in (f'id = "{gw}"', f"port = {broker}", agent,
                        f"speed = {self.speed!r}"):
             assert needle in text, f"the reference configuration changed: {needle} not set"
         config = folder / "gauged.toml"
@@ -140,6 +146,9 @@ class FleetStack:
 
     def start(self) -> None:
         self.central.start()
+        self.start_gateways()
+
+    def start_gateways(self) -> None:
         for g in self.gateways:
             g.start(wait=False)
         for g in self.gateways:
