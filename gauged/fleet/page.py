@@ -46,7 +46,8 @@ def _gateways(gateways: Sequence[Mapping[str, Any]]) -> str:
             f'data-dark="{str(g["dark"]).lower()}"><td>{_e(g["id"])}</td>'
             f'<td><span class="pill {pill}">{word}</span> {_e(g["availability"])}</td>'
             f'<td>{_ago(g["age_s"])}</td><td>{g["stations"]}</td><td>{g["raised"]}</td></tr>')
-    return ('<h2>Gateways</h2><div class="scroll"><table id="gateways"><tr><th>gateway</th><th>availability</th>'
+    return ('<h2>Gateways</h2><div class="scroll"><table id="gateways">'
+            "<tr><th>gateway</th><th>availability</th>"
             "<th>last heard</th><th>stations</th><th>raised</th></tr>" + "".join(rows)
             + "</table></div>")
 
@@ -70,7 +71,8 @@ def _stations(stations: Sequence[Mapping[str, Any]]) -> str:
             f'<td>{_e(s["gateway"])}</td><td>{_e(s["station"])}{fault}</td>'
             f'<td class="value">{_value(s)}</td><td>{_e(s["trend"])}</td>'
             f'<td>{_e(s.get("local_time"))}</td><td>{_ago(s.get("age_s"))}</td></tr>')
-    return ('<h2>Stations (raised first)</h2><div class="scroll"><table id="stations"><tr><th>stage</th>'
+    return ('<h2>Stations (raised first)</h2><div class="scroll"><table id="stations">'
+            "<tr><th>stage</th>"
             "<th>gateway</th><th>station</th><th>value</th><th>trend</th><th>reading</th>"
             "<th>received</th></tr>" + "".join(rows) + "</table></div>")
 

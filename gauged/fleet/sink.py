@@ -40,8 +40,10 @@ class WebhookSink:
                     body = raw.decode(errors="replace")
                 with sink.lock:
                     sink.received.append((time.time(), self.path, body))
-                if isinstance(body, dict) and "text" in body:
-                    log.info("alert (chat) %s", body["text"].strip())
+                if isinstance(body, dict):  # Slack-style: the text is in the attachments
+                    for part in body.get("attachments", []):
+                        log.info("alert to the people on duty: %s | %s", part.get("title"),
+                                 str(part.get("text", "")).strip().replace("\n", " | "))
                 self.send_response(200)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
