@@ -290,8 +290,9 @@ def parser() -> argparse.ArgumentParser:
                        help="clock speed (60: a 3-minute cycle every 3 s)")
     fdemo.add_argument("--scenario", type=Path,
                        default=Path("simulators/scenarios/design_storm_50mm.csv"))
-    fdemo.add_argument("--lag-min", type=float, default=20.0,
-                       help="simulated minutes between one gateway's storm and the next's")
+    fdemo.add_argument("--lag-min", type=float, default=18.0,
+                       help="simulated minutes between one gateway's storm and the next's "
+                       "(rounded to whole cycles)")
     fdemo.add_argument("--port", type=int, default=8090, help="fleet page port")
     return p
 

@@ -22,7 +22,7 @@ from gauged.fleet.view import BrokerAddress, FleetState, Listener
 log = logging.getLogger("gauged.fleet.demo")
 
 
-def main(gateways: int, speed: float, scenario: Path = STORM, lag_min: float = 20.0,
+def main(gateways: int, speed: float, scenario: Path = STORM, lag_min: float = 18.0,
          page_port: int = 8090) -> int:
     with tempfile.TemporaryDirectory(prefix="gauged-fleet-") as folder, \
             FleetStack(Path(folder), gateways, speed=speed, scenario=scenario,

@@ -4,7 +4,8 @@ Each gateway is the reference system (config/minato-furukawa.toml) under its own
 (`ward-01` …), with its own simulators and ports, its MQTT user and password on the
 primary broker, InfluxDB writes to vmagent, and `[commands]` on with the demo's secret.
 All gateways share one accelerated clock; the storm reaches gateway k `lag_min` simulated
-minutes after gateway k-1 (the same storm moving across the city).
+minutes after gateway k-1 (the same storm moving across the city), rounded to whole cycles
+so that each gateway's scenario stays on its cycle boundaries as the replay reads it.
 
 Used by `gauged fleet-demo`, `make fleet-demo`, the fleet tests (tests/fleet/) and
 bench/perf_7_fleet.py.
@@ -17,7 +18,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,11 +86,14 @@ class FleetStack:
     """The centre and `n` gateways in `workdir`; a context manager."""
 
     def __init__(self, workdir: Path, n: int = 6, *, speed: float = 90.0,
-                 scenario: Path = STORM, lag_min: float = 20.0, lead_s: float = 4.0,
+                 scenario: Path = STORM, lag_min: float = 18.0, lead_s: float = 4.0,
                  timing: Timing | None = None, interval_s: float = 180.0,
-                 route: Callable[[str, str, int], int] | None = None) -> None:
+                 route: Callable[[str, str, int], int] | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         """`route(gateway, "mqtt" | "influx", port)`: the port that gateway is given for the
-        primary broker or vmagent (a test puts a WAN it can cut in between)."""
+        primary broker or vmagent (a test puts a WAN it can cut in between); `env`: more
+        settings for every gateway (`GAUGED_…` overrides)."""
+        self.extra_env = dict(env or {})
         self.workdir = workdir
         self.speed = speed
         self.interval_s = interval_s
@@ -104,7 +108,8 @@ class FleetStack:
         self.anchor = now + lead_s
         self.start_ts = float(-(-now // interval_s) * interval_s)
         self.start_time = datetime.fromtimestamp(self.start_ts, UTC)
-        self.gateways = [self._gateway(gw, k, ports[gw], scenario, lag_min * 60 * k)
+        lag_s = round(lag_min * 60 / interval_s) * interval_s
+        self.gateways = [self._gateway(gw, k, ports[gw], scenario, lag_s * k)
                          for k, gw in enumerate(ids)]
 
     def _gateway(self, gw: str, k: int, status_port: int, scenario: Path,
@@ -137,7 +142,7 @@ class FleetStack:
                "GAUGED_MQTT__USERNAME": gw, "GAUGED_MQTT__PASSWORD": self.central.passwords[gw],
                "GAUGED_COMMANDS__ENABLED": "true", "GAUGED_COMMANDS__SECRET": self.secret,
                "GAUGED_STATUS__TOKEN": self.token, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": str(ROOT)}
+               "PYTHONPATH": str(ROOT)} | self.extra_env
         return Gateway(gw, folder, status_port, config,
                        lagged(scenario, lag_s, folder / "scenario.csv"), env)
 

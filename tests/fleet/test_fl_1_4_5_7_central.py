@@ -1,7 +1,7 @@
 """FL-1, FL-4, FL-5, FL-7, the alerts and the fleet page, on one fleet.
 
 Six gateways (the reference system each, with its own simulators and ids `ward-01` …), at
-90 × (a cycle every 2 s), the design storm reaching each gateway 10 simulated minutes after
+90 × (a cycle every 2 s), the design storm reaching each gateway 9 simulated minutes after
 the previous one, against the central stack of contrib/ (gauged/fleet/stack.py, as
 `make fleet-demo` runs it): two brokers, vmagent → two VictoriaMetrics nodes, vmauth (and
 haproxy) for reads, vmalert → Alertmanager → a loopback webhook sink.
@@ -34,7 +34,7 @@ from gauged.fleet.stack import FleetStack
 
 SPEED = 90.0
 GATEWAYS = 6
-LAG_MIN = 10.0
+LAG_MIN = 9.0
 INTERVAL = 180.0
 KEEPALIVE_S = 30.0  # the gateway's MQTT keepalive (gauged/uplinks/mqtt.py)
 DASHBOARDS = sorted((contrib("grafana") / "dashboards").glob("*.json"))
@@ -270,7 +270,7 @@ def test_fl_5_killed_gateway_dark_alerted_and_restart_does_not_resound(fleet: Fl
     stack, view = fleet
     gw = stack.gateway("ward-06")
     wait_until(lambda: bool(alerts(stack, "StationRaised", gw.id)), 90,
-               "a StationRaised alert of ward-06 (its storm comes 50 minutes after ward-01's)")
+               "a StationRaised alert of ward-06 (its storm comes 45 minutes after ward-01's)")
     killed = time.monotonic()
     gw.stop(kill=True)
 
