@@ -19,9 +19,12 @@ DEMO_ARGS ?=
 # would (tests/integration/test_status_page.py).
 SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat \
   chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
-  fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf
+  fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf \
+  prometheus-alertmanager:/usr/bin/prometheus-alertmanager haproxy:/usr/sbin/haproxy
+# The fleet's central stack (tests/fleet, make fleet-demo) also runs vmagent, vmauth and vmalert,
+# which ship in the victoria-metrics package.
 
-.PHONY: help venv deps test demo lint clean apt-install install
+.PHONY: help venv deps test demo fleet-demo lint clean apt-install install
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -55,6 +58,10 @@ test: deps venv ## run the test suite (real mosquitto and VictoriaMetrics)
 
 demo: venv ## run simulators and daemon on the reference system
 	$(VENV)/bin/gauged demo $(DEMO_ARGS)
+
+FLEET_ARGS ?=
+fleet-demo: deps venv ## six gateways and the central stack; the city on http://127.0.0.1:8090/
+	$(VENV)/bin/gauged fleet-demo $(FLEET_ARGS)
 
 # lint-imports checks the dependency rule of DESIGN.md §3 (contracts in pyproject.toml).
 lint: venv ## ruff, mypy and lint-imports (all run; fails if any fails)

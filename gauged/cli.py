@@ -167,7 +167,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     secret = config.commands.secret.get_secret_value()
     token = config.status.token.get_secret_value()
-    if not config.commands.enabled or not secret or not token:
+    if not config.commands.enabled or not secret or (not token and not args.broker):
         print("gauged command: needs [commands] enabled with a secret and a [status] token "
               f"in {args.config}", file=sys.stderr)
         return EXIT_CONFIG
@@ -184,6 +184,8 @@ def cmd_command(args: argparse.Namespace) -> int:
         sender=args.sender or f"{getpass.getuser()}@{socket.gethostname()}",
         action=args.action, zone=args.zone, clips=args.clip or None, scope=args.scope,
         target=args.target, minutes=args.minutes, reason=args.reason, job=args.job)
+    if args.broker:  # through a central broker (gauged/fleet/commands.py)
+        return _command_over_mqtt(args, config, body, secret)
     host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
     url = args.url or f"http://{host}:{config.status.port}"
     request = urllib.request.Request(
@@ -197,6 +199,31 @@ def cmd_command(args: argparse.Namespace) -> int:
             else {"status": "failed", "reason": f"HTTP {exc.code}"}
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"gauged command: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps(reply, ensure_ascii=False, indent=1))
+    return EXIT_OK if reply.get("status") == "done" else EXIT_RUNTIME
+
+
+def _command_over_mqtt(args: argparse.Namespace, config: Config, body: str,
+                       secret: str) -> int:
+    import os
+
+    from gauged.fleet.commands import send
+    from gauged.fleet.view import BrokerAddress
+    from gauged.ops.commands import sign
+
+    try:
+        broker = BrokerAddress.parse(args.broker, 0)
+    except ValueError as exc:
+        print(f"gauged command: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        reply = asyncio.run(send(
+            broker, args.username, os.environ.get("GAUGED_OPERATOR_PASSWORD", ""),
+            config.mqtt.topic_prefix, args.gateway or config.gateway.id, sign(body, secret),
+            json.loads(body)["id"]))
+    except Exception as exc:  # the broker unreachable or refusing the operator
+        print(f"gauged command: broker {args.broker}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     print(json.dumps(reply, ensure_ascii=False, indent=1))
     return EXIT_OK if reply.get("status") == "done" else EXIT_RUNTIME
@@ -264,6 +291,10 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--url", help="the status server (default: from the config)")
     cmd.add_argument("--gateway", help="the gateway the command is signed for (default: "
                      "[gateway] id of the config); any other gateway refuses it")
+    cmd.add_argument("--broker", metavar="HOST:PORT", help="send through this central broker "
+                     "(MQTT) instead of the local status server; the password is read from "
+                     "GAUGED_OPERATOR_PASSWORD")
+    cmd.add_argument("--username", default="operator", help="with --broker: the broker user")
 
     status = sub.add_parser("status", help="print the daemon's status (one screen)")
     status.add_argument("--url", default="http://127.0.0.1:8080",

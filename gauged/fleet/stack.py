@@ -141,6 +141,9 @@ class FleetStack:
         env = {"GAUGED_STATE__PATH": str(folder / "state" / "state.sqlite3"),
                "GAUGED_MQTT__USERNAME": gw, "GAUGED_MQTT__PASSWORD": self.central.passwords[gw],
                "GAUGED_COMMANDS__ENABLED": "true", "GAUGED_COMMANDS__SECRET": self.secret,
+               # the gateways' accelerated clock runs ahead of an operator's: a command may
+               # be given a ttl (`gauged command --ttl`) of up to a day to reach them in time
+               "GAUGED_COMMANDS__MAX_TTL_S": "86400",
                "GAUGED_STATUS__TOKEN": self.token, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": str(ROOT)} | self.extra_env
         return Gateway(gw, folder, status_port, config,

@@ -15,7 +15,9 @@ the TSDB.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -25,11 +27,12 @@ from typing import Any
 
 import pytest
 from fleetrig import ViewThread, export, read
+from hil import ROOT
 from phone import PHONE_W, phone
 from services import wait_until
 
 from gauged.config.load import load_config
-from gauged.fleet.central import contrib
+from gauged.fleet.central import OPERATOR, contrib
 from gauged.fleet.stack import FleetStack
 
 SPEED = 90.0
@@ -210,6 +213,29 @@ def test_station_raised_alert_names_gateway_station_stage_and_value(fleet: Fleet
     for text in chat(stack):
         if "ward-01" in text:
             assert text.count("ward-0") == text.count("ward-01"), text
+
+
+# ---- an operator's command through the central broker --------------------------------------
+
+
+def test_operator_command_through_the_broker_reaches_one_gateway(fleet: Fleet) -> None:
+    stack, view = fleet
+    g = stack.gateway("ward-03")
+    run = subprocess.run(
+        [sys.executable, "-m", "gauged", "command", "inhibit", "--config", str(g.config),
+         "--gateway", g.id, "--broker", f"127.0.0.1:{stack.central.brokers[0].port}",
+         "--scope", "station", "--target", "rain_placeholder_8", "--minutes", "1",
+         "--reason", "fleet drill",
+         # signed on the wall clock, checked on the gateway's clock, hours ahead at 90 ×
+         "--ttl", f"{stack.sim_now().timestamp() - time.time() + 600:.0f}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=os.environ | g.env | {"GAUGED_OPERATOR_PASSWORD": stack.central.passwords[OPERATOR]})
+    assert run.returncode == 0, run.stdout + run.stderr
+    reply = json.loads(run.stdout)
+    assert reply["status"] == "done", reply
+    wait_until(lambda: any(r["gateway"] == g.id and r["id"] == reply["id"]
+                           for r in view.snapshot()["replies"]), 10, "the reply at the centre")
+    assert {r["gateway"] for r in view.snapshot()["replies"]} == {g.id}
 
 
 # ---- FL-4: one VictoriaMetrics node down ------------------------------------------------
