@@ -16,7 +16,7 @@ import os
 import pwd
 import secrets
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -65,18 +65,25 @@ class Timing:
         return cls(scrape_s=1.0, eval_s=1.0, group_wait_s=1.0, group_interval_s=2.0)
 
 
+def password_file(path: Path, users: Mapping[str, str]) -> Path:
+    """A mosquitto password file (hashed by mosquitto_passwd), one user a line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plain = "".join(f"{user}:{password}\n" for user, password in users.items())
+    path.write_text(plain)
+    path.chmod(0o600)
+    # -U hashes every password of the file in place: one process for all users
+    subprocess.run([need("mosquitto_passwd", "mosquitto"), "-U", str(path)], check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL)
+    return path
+
+
 class Broker:
-    def __init__(self, name: str, workdir: Path, users: Mapping[str, str]) -> None:
+    def __init__(self, name: str, workdir: Path, passwd: Path) -> None:
+        """`passwd`: a mosquitto password file (`password_file`)."""
         self.name = name
         self.workdir = workdir
         self.port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
-        passwd = workdir / "passwd"
-        tool = need("mosquitto_passwd", "mosquitto")
-        passwd.write_text("")
-        for user, password in users.items():
-            subprocess.run([tool, "-b", str(passwd), user, password], check=True,
-                           capture_output=True, stdin=subprocess.DEVNULL)
         conf = workdir / "mosquitto.conf"
         conf.write_text(render(
             "mosquitto/mosquitto.conf.tmpl", port=self.port, host=LOOPBACK,
@@ -127,14 +134,16 @@ class Central:
     """The whole centre; `start()` brings it up in dependency order, `close()` kills it."""
 
     def __init__(self, workdir: Path, gateways: Mapping[str, int], *,
-                 timing: Timing | None = None) -> None:
-        """`gateways`: gateway id → its status port (scraped for /metrics)."""
+                 timing: Timing | None = None, users: Sequence[str] = ()) -> None:
+        """`gateways`: gateway id → its status port (scraped for /metrics); `users`: more
+        gateway ids with a broker user and nothing to scrape (emulated gateways)."""
         self.workdir = workdir
         self.timing = timing or Timing()
         self.gateway_ports = dict(gateways)
-        self.passwords = {gw: secrets.token_urlsafe(12) for gw in gateways} | {
+        self.passwords = {gw: secrets.token_urlsafe(12) for gw in [*gateways, *users]} | {
             READER: secrets.token_urlsafe(12), OPERATOR: secrets.token_urlsafe(12)}
-        self.brokers = [Broker(name, workdir / name, self.passwords)
+        passwd = password_file(workdir / "passwd", self.passwords)
+        self.brokers = [Broker(name, workdir / name, passwd)
                         for name in ("broker-primary", "broker-backup")]
         self.nodes = [Victoria(name, workdir / name) for name in ("vm-a", "vm-b")]
         self.webhook = WebhookSink()
