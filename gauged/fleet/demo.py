@@ -37,6 +37,9 @@ def main(gateways: int, speed: float, scenario: Path = STORM, lag_min: float = 1
                  c.nodes[0].url, c.nodes[1].url, c.agent_url, READER, c.auth_url)
         log.info("vmalert %s; Alertmanager %s; alerts are printed below", c.vmalert_url,
                  c.am_url)
+        for g in stack.gateways:
+            log.info("gateway %s: its own page %s/ (storm from %s)", g.id, g.status_url,
+                     g.scenario)
         log.info("fleet page: http://127.0.0.1:%d/ ; Ctrl-C stops", page_port)
         state = FleetState(cycle_s=stack.cycle_real_s)
         listener = Listener(state, [BrokerAddress("127.0.0.1", b.port, b.name)

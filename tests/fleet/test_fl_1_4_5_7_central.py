@@ -20,13 +20,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetrig import ViewThread, export, read
+from fleetrig import HTTP, ViewThread, export, read
 from hil import ROOT
 from phone import PHONE_W, phone
 from services import wait_until
@@ -90,8 +91,9 @@ def test_fl_1_every_gateway_and_station_current_at_the_centre_within_one_cycle(
         return sum(1 for s in view.snapshot()["stations"] if s["age_s"] is not None)
 
     wait_until(lambda: live() == n, 30, f"{n} stations live at the centre")
-    # Over five cycles, no station's retained state is more than a cycle behind the
-    # gateways' clock (0.5 s of real slack for delivery on a loaded 2-core machine).
+    # Over five cycles, every station's retained state at the centre is the last cycle's
+    # or the one before (the state of cycle k arrives before cycle k + 1 ends): never more
+    # than two intervals behind the gateways' clock.
     worst = 0.0
     end = time.monotonic() + 5 * stack.cycle_real_s
     while time.monotonic() < end:
@@ -103,7 +105,7 @@ def test_fl_1_every_gateway_and_station_current_at_the_centre_within_one_cycle(
         for s in doc["stations"]:
             worst = max(worst, (now - datetime.fromisoformat(s["time"])).total_seconds())
         time.sleep(0.2)
-    assert worst <= INTERVAL + 0.5 * SPEED, f"a station's state was {worst:.0f} s old"
+    assert worst < 2 * INTERVAL, f"a station's state was {worst:.0f} s old"
 
 
 # ---- the page, as a phone shows it -----------------------------------------------------
@@ -178,8 +180,6 @@ def test_fl_7_every_dashboard_query_returns_data_and_every_rule_loads(fleet: Fle
     with_errors: list[str] = []
 
     def evaluated() -> bool:
-        from fleetrig import HTTP
-
         with HTTP.open(f"{c.vmalert_url}/api/v1/rules", timeout=5) as r:
             groups = json.load(r)["data"]["groups"]
         rules = [rule for g in groups for rule in g["rules"]]
@@ -213,6 +213,42 @@ def test_station_raised_alert_names_gateway_station_stage_and_value(fleet: Fleet
     for text in chat(stack):
         if "ward-01" in text:
             assert text.count("ward-0") == text.count("ward-01"), text
+
+
+def test_alertmanager_holds_back_what_a_dark_gateway_explains(fleet: Fleet) -> None:
+    """Inhibition and grouping of contrib/alertmanager: alerts posted as vmalert posts them,
+    for a gateway no test uses (ward-99)."""
+    stack, _ = fleet
+    am = stack.central.am_url
+    now = datetime.now(UTC).isoformat()
+    posted = [{"labels": {"alertname": name, "gateway": "ward-99", "severity": "critical",
+                          **extra}, "annotations": {"summary": f"ward-99: {name}"},
+               "startsAt": now}
+              for name, extra in (("GatewayDark", {}), ("BusDown", {"bus": "river"}),
+                                  ("GaugeFaultWhileRaised", {"station": "shirokane"}),
+                                  ("StationRaised", {"station": "shirokane"}))]
+    request = urllib.request.Request(f"{am}/api/v2/alerts", data=json.dumps(posted).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with HTTP.open(request, timeout=10) as r:
+        assert r.status == 200
+
+    def states() -> dict[str, list[str]]:
+        with HTTP.open(f"{am}/api/v2/alerts?filter=gateway%3D%22ward-99%22", timeout=10) as r:
+            return {a["labels"]["alertname"]: a["status"]["inhibitedBy"] for a in json.load(r)}
+
+    wait_until(lambda: len(states()) == 4 and all(states()[n] for n in (
+        "BusDown", "GaugeFaultWhileRaised", "StationRaised")), 20, "the inhibitions")
+    assert states()["GatewayDark"] == []
+    wait_until(lambda: bool(alerts(stack, "GatewayDark", "ward-99")), 20,
+               "the GatewayDark message")
+    # only GatewayDark reaches the people on duty
+    told = {a["labels"]["alertname"] for body in stack.central.webhook.bodies("/alertmanager")
+            for a in body["alerts"] if a["labels"]["gateway"] == "ward-99"}
+    assert told == {"GatewayDark"}
+    check = subprocess.run(["amtool", "check-config", str(
+        stack.central.workdir / "alertmanager" / "alertmanager.yml")],
+        capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 # ---- an operator's command through the central broker --------------------------------------
