@@ -7,11 +7,14 @@ that exits during start raises with the tail of its log.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.error
@@ -28,12 +31,43 @@ class StackError(RuntimeError):
     """A part of the stack did not start or is missing."""
 
 
+# Ports for the stack's services are taken below the kernel's ephemeral range (32768 and up
+# on Linux), in blocks handed out through a counter file under a lock: a port the kernel
+# gives to an outgoing connection (a scrape, a write, an MQTT client: a fleet makes many)
+# or to another fleet starting at the same time (two test workers) is never chosen.
+PORTS_FIRST, PORTS_END, BLOCK = 20000, 32768, 64
+_BLOCK_FILE = Path(tempfile.gettempdir()) / "gauged-fleet-ports"
+_ports: list[int] = []
+_ports_lock = threading.Lock()
+
+
+def _claim_block() -> list[int]:
+    with _BLOCK_FILE.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read().strip()
+        index = int(text) if text.isdigit() else random.randrange(1000)
+        f.seek(0)
+        f.truncate()
+        f.write(str(index + 1))
+    blocks = (PORTS_END - PORTS_FIRST) // BLOCK
+    first = PORTS_FIRST + (index % blocks) * BLOCK
+    return list(range(first, first + BLOCK))
+
+
 def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback TCP port, free now and not handed to anyone else by this scheme."""
+    with _ports_lock:
+        while True:
+            if not _ports:
+                _ports.extend(_claim_block())
+            port = _ports.pop(0)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue
+            return port
 
 
 def port_accepts(port: int, timeout: float = 0.2) -> bool:

@@ -17,9 +17,10 @@ import urllib.request
 from collections import defaultdict
 from typing import Any
 
-from services import free_port, wait_until
+from services import wait_until
 
 from gauged.fleet.central import READER, Central
+from gauged.fleet.procs import free_port
 from gauged.fleet.server import app
 from gauged.fleet.stack import FleetStack
 from gauged.fleet.view import BrokerAddress, FleetState, Listener
