@@ -177,7 +177,10 @@ class Central:
             need("vmagent", "victoria-metrics"), f"-httpListenAddr={LOOPBACK}:{self.agent_port}",
             *(f"-remoteWrite.url={n.url}/api/v1/write" for n in self.nodes),
             f"-remoteWrite.tmpDataPath={folder / 'queue'}", "-remoteWrite.flushInterval=200ms",
-            f"-promscrape.config={scrape}", "-http.maxGracefulShutdownDuration=1s"],
+            f"-promscrape.config={scrape}", "-http.maxGracefulShutdownDuration=1s",
+            # a gateway that goes dark keeps its last values (its stage stays raised in the
+            # alerts, `up` says it is dark): no stale markers end its series
+            "-promscrape.noStaleMarkers"],
             folder, ready=lambda: http_ok(f"{self.agent_url}/health"))
 
     def _haproxy(self) -> Proc:

@@ -73,9 +73,13 @@ def chat(stack: FleetStack) -> list[str]:
             for a in b.get("attachments", [])]
 
 
-def alerts(stack: FleetStack, name: str, gateway: str) -> list[dict[str, Any]]:
-    """Every alert of Alertmanager's own webhook JSON with that name and gateway."""
-    return [a for body in stack.central.webhook.bodies("/alertmanager")
+def alerts(stack: FleetStack, name: str, gateway: str, *, since: float = 0.0,
+           until: float = float("inf")) -> list[dict[str, Any]]:
+    """Every alert of Alertmanager's own webhook JSON with that name and gateway (in the
+    messages received between `since` and `until`, `time.time()`)."""
+    with stack.central.webhook.lock:
+        received = list(stack.central.webhook.received)
+    return [a for t, path, body in received if path == "/alertmanager" and since <= t < until
             for a in body.get("alerts", [])
             if a["labels"].get("alertname") == name and a["labels"].get("gateway") == gateway]
 
@@ -333,6 +337,10 @@ def test_fl_5_killed_gateway_dark_alerted_and_restart_does_not_resound(fleet: Fl
     gw = stack.gateway("ward-06")
     wait_until(lambda: bool(alerts(stack, "StationRaised", gw.id)), 90,
                "a StationRaised alert of ward-06 (its storm comes 45 minutes after ward-01's)")
+    killed_at = time.time()
+    raised_before = {a["labels"]["station"]: a["startsAt"]
+                     for a in alerts(stack, "StationRaised", gw.id, until=killed_at)
+                     if a["status"] == "firing"}
     killed = time.monotonic()
     gw.stop(kill=True)
 
@@ -353,17 +361,16 @@ def test_fl_5_killed_gateway_dark_alerted_and_restart_does_not_resound(fleet: Fl
 
     wait_until(told_dark, 90, "GatewayDark of ward-06 at the webhook sink")
     assert any("ward-06: gateway dark" in t for t in chat(stack))
-    raised_before = {a["labels"]["station"]: a["startsAt"]
-                     for a in alerts(stack, "StationRaised", gw.id)}
-
     gw.start()
     wait_until(lambda: not dark(), 30, "ward-06 current again on the fleet view")
     wait_until(lambda: any(a["status"] == "resolved"
                            for a in alerts(stack, "GatewayDark", gw.id)), 60,
                "GatewayDark of ward-06 resolved")
-    # The restart does not re-sound what was already told: every StationRaised of ward-06
-    # keeps the start it had (never resolved, never raised anew).
-    for a in alerts(stack, "StationRaised", gw.id):
+    # Neither the darkness nor the restart re-sounds what was already told: every
+    # StationRaised of ward-06 told before the kill keeps its start (never resolved, never
+    # raised anew) in every message since.
+    assert raised_before
+    for a in alerts(stack, "StationRaised", gw.id, since=killed_at):
         station = a["labels"]["station"]
         assert a["status"] == "firing", a
         if station in raised_before:
