@@ -3,7 +3,7 @@
 Two independent mosquitto brokers (per-gateway users, ACL `pattern readwrite gauged/%u/#`,
 the `fleet` and `operator` users), two VictoriaMetrics nodes, vmagent (every write and every
 scrape replicated to both nodes, each with its own on-disk queue), vmauth in front of the
-nodes for reads (through haproxy, which retries a read on the other node), vmalert with
+nodes for reads (through haproxy: node A while it answers, else B), vmalert with
 contrib/vmalert/rules.yml, prometheus-alertmanager with
 contrib/alertmanager/alertmanager.yml.tmpl, and loopback webhook and SMTP sinks.
 

@@ -1,6 +1,6 @@
 """FL-2: the WAN of two gateways cut for 30 simulated minutes during the storm.
 
-Three gateways at 180 × (a cycle a second); ward-01 and ward-02 reach the centre (primary
+Three gateways at 120 × (a cycle every 1.5 s); ward-01 and ward-02 reach the centre (primary
 broker and vmagent) through a relay the test cuts (tests/fleet/wan.py), ward-03 directly.
 During the cut their sirens and announcements must be exactly what the replay of their
 scenario calls for (the siren never waits for the network); the centre shows them dark
@@ -32,7 +32,7 @@ from wan import Wan
 
 from gauged.fleet.stack import FleetStack, Gateway
 
-SPEED = 180.0
+SPEED = 120.0
 INTERVAL = 180.0
 CUT = ("ward-01", "ward-02")
 AMP = {"furukawa_hiroo": 1, "furukawa_shirokane": 3, "ward": 5}
