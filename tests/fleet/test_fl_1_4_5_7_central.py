@@ -305,15 +305,15 @@ def test_fl_4_one_node_down_reads_never_fail_and_both_nodes_match(fleet: Fleet) 
     thread.start()
     try:
         wait_until(lambda: answers >= 5, 10, "reads with both nodes up")
-        c.nodes[1].proc.stop()
+        c.nodes[0].proc.stop()  # the node reads go to while it answers
         down_until = time.monotonic() + max(10 * 60 / SPEED, 5.0)  # 10 simulated minutes
         during = answers
         wait_until(lambda: time.monotonic() >= down_until and answers >= during + 20, 60,
-                   "10 simulated minutes of reads with vm-b down")
+                   "10 simulated minutes of reads with vm-a down")
         back = stack.sim_now().timestamp() * 1000
-        c.nodes[1].proc.start()
+        c.nodes[0].proc.start()
         after = answers
-        wait_until(lambda: answers >= after + 5, 10, "reads after vm-b is back")
+        wait_until(lambda: answers >= after + 5, 10, "reads after vm-a is back")
     finally:
         stop.set()
         thread.join(30)
@@ -326,7 +326,7 @@ def test_fl_4_one_node_down_reads_never_fail_and_both_nodes_match(fleet: Fleet) 
         cut = {k: [t for t in v if t <= back] for k, v in a.items()}
         return bool(cut) and cut == {k: [t for t in v if t <= back] for k, v in b.items()}
 
-    wait_until(same, 30, "vm-b to hold what vm-a holds up to its restart", interval=0.5)
+    wait_until(same, 30, "vm-a to hold what vm-b holds up to its restart", interval=0.5)
 
 
 # ---- FL-5: kill -9 of a gateway ---------------------------------------------------------
