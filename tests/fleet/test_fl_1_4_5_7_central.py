@@ -34,7 +34,7 @@ from phone import PHONE_W, phone
 from services import wait_until
 
 from gauged.config.load import load_config
-from gauged.fleet.central import OPERATOR, contrib
+from gauged.fleet.central import OPERATOR, READER, contrib
 from gauged.fleet.stack import FleetStack
 
 SPEED = 90.0
@@ -139,6 +139,29 @@ def test_fleet_page_in_chromium_lists_every_gateway_and_station_raised_first(
         # the page fits a phone: tables scroll inside their box, the page does not
         width = driver.execute_script("return document.documentElement.scrollWidth")
         assert width <= PHONE_W
+
+
+def test_gauged_fleet_json_reads_both_brokers(fleet: Fleet) -> None:
+    stack, _ = fleet
+    c = stack.central
+    run = subprocess.run(
+        [sys.executable, "-m", "gauged", "fleet", "--json", "--cycle-s",
+         str(stack.cycle_real_s), *(arg for b in c.brokers
+                                    for arg in ("--broker", f"127.0.0.1:{b.port}"))],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=os.environ | {"GAUGED_FLEET_PASSWORD": c.passwords[READER]})
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc = json.loads(run.stdout)
+    assert doc["brokers"] == {"backup": True, "primary": True}
+    assert [g["id"] for g in doc["gateways"]] == [g.id for g in stack.gateways]
+    assert all(g["availability"] == "online" for g in doc["gateways"])
+    assert len(doc["stations"]) == GATEWAYS * stations_per_gateway(stack)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "gauged", "fleet", "--json", "--broker",
+         f"127.0.0.1:{c.brokers[0].port}"], capture_output=True, text=True, timeout=60,
+        cwd=ROOT, env=os.environ | {"GAUGED_FLEET_PASSWORD": "wrong"})
+    assert wrong.returncode == 1  # refused by the broker: no document from nowhere
+    assert "unreachable" in wrong.stderr or "Not authorized" in wrong.stderr
 
 
 # ---- FL-7: dashboards and rules ---------------------------------------------------------
