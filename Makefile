@@ -20,7 +20,10 @@ DEMO_ARGS ?=
 SERVICES := mosquitto:/usr/sbin/mosquitto victoria-metrics:/usr/bin/victoria-metrics socat:/usr/bin/socat \
   chromium:/usr/bin/chromium chromium-driver:/usr/bin/chromedriver \
   fonts-ipafont-gothic:/usr/share/fonts/opentype/ipafont-gothic/ipag.ttf \
-  alsa-utils:/usr/bin/aplay
+  alsa-utils:/usr/bin/aplay \
+  prometheus-alertmanager:/usr/bin/prometheus-alertmanager haproxy:/usr/sbin/haproxy
+# The fleet's central stack (tests/fleet, make fleet-demo) also runs vmagent, vmauth and vmalert,
+# which ship in the victoria-metrics package.
 # What `make deb` needs (and the SYS-7 test, which builds the package): Debian's own Python 3.11
 # with venv (the package's interpreter) and systemd-sysusers/-tmpfiles (the maintainer scripts).
 DEB_BUILD := python3.11-venv:/usr/lib/python3.11/ensurepip/__init__.py systemd:/usr/bin/systemd-sysusers
@@ -28,7 +31,7 @@ SERVICES += $(DEB_BUILD)
 # the private CA of tests/integration/test_influx_writer.py and test_mqtt_tls.py
 SERVICES += openssl:/usr/bin/openssl
 
-.PHONY: help venv deps test demo lint clean apt-install install deb
+.PHONY: help venv deps test demo fleet-demo lint clean apt-install install deb
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -62,6 +65,10 @@ test: deps venv ## run the test suite (real mosquitto and VictoriaMetrics)
 
 demo: venv ## run simulators and daemon on the reference system
 	$(VENV)/bin/gauged demo $(DEMO_ARGS)
+
+FLEET_ARGS ?=
+fleet-demo: deps venv ## six gateways and the central stack; the city on http://127.0.0.1:8090/
+	$(VENV)/bin/gauged fleet-demo $(FLEET_ARGS)
 
 # lint-imports checks the dependency rule of DESIGN.md §3 (contracts in pyproject.toml).
 lint: venv ## ruff, mypy and lint-imports (all run; fails if any fails)

@@ -167,7 +167,7 @@ def cmd_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     secret = config.commands.secret.get_secret_value()
     token = config.status.token.get_secret_value()
-    if not config.commands.enabled or not secret or not token:
+    if not config.commands.enabled or not secret or (not token and not args.broker):
         print("gauged command: needs [commands] enabled with a secret and a [status] token "
               f"in {args.config}", file=sys.stderr)
         return EXIT_CONFIG
@@ -185,6 +185,8 @@ def cmd_command(args: argparse.Namespace) -> int:
         action=args.action, zone=args.zone, clips=args.clip or None, scope=args.scope,
         target=args.target, minutes=args.minutes, reason=args.reason, job=args.job,
         station=args.station)
+    if args.broker:  # through a central broker (gauged/fleet/commands.py)
+        return _command_over_mqtt(args, config, body, secret)
     host = "127.0.0.1" if config.status.host in ("0.0.0.0", "::") else config.status.host
     url = args.url or f"http://{host}:{config.status.port}"
     request = urllib.request.Request(
@@ -198,6 +200,31 @@ def cmd_command(args: argparse.Namespace) -> int:
             else {"status": "failed", "reason": f"HTTP {exc.code}"}
     except (urllib.error.URLError, OSError, ValueError) as exc:
         print(f"gauged command: cannot reach {url}: {exc}", file=sys.stderr)
+        return EXIT_RUNTIME
+    print(json.dumps(reply, ensure_ascii=False, indent=1))
+    return EXIT_OK if reply.get("status") == "done" else EXIT_RUNTIME
+
+
+def _command_over_mqtt(args: argparse.Namespace, config: Config, body: str,
+                       secret: str) -> int:
+    import os
+
+    from gauged.fleet.commands import send
+    from gauged.fleet.view import BrokerAddress
+    from gauged.ops.commands import sign
+
+    try:
+        broker = BrokerAddress.parse(args.broker, 0)
+    except ValueError as exc:
+        print(f"gauged command: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        reply = asyncio.run(send(
+            broker, args.username, os.environ.get("GAUGED_OPERATOR_PASSWORD", ""),
+            config.mqtt.topic_prefix, args.gateway or config.gateway.id, sign(body, secret),
+            json.loads(body)["id"]))
+    except Exception as exc:  # the broker unreachable or refusing the operator
+        print(f"gauged command: broker {args.broker}: {exc}", file=sys.stderr)
         return EXIT_RUNTIME
     print(json.dumps(reply, ensure_ascii=False, indent=1))
     return EXIT_OK if reply.get("status") == "done" else EXIT_RUNTIME
@@ -268,13 +295,60 @@ def parser() -> argparse.ArgumentParser:
     cmd.add_argument("--url", help="the status server (default: from the config)")
     cmd.add_argument("--gateway", help="the gateway the command is signed for (default: "
                      "[gateway] id of the config); any other gateway refuses it")
+    cmd.add_argument("--broker", metavar="HOST:PORT", help="send through this central broker "
+                     "(MQTT) instead of the local status server; the password is read from "
+                     "GAUGED_OPERATOR_PASSWORD")
+    cmd.add_argument("--username", default="operator", help="with --broker: the broker user")
 
     status = sub.add_parser("status", help="print the daemon's status (one screen)")
     status.add_argument("--url", default="http://127.0.0.1:8080",
                         help="the status server (default: %(default)s)")
     status.add_argument("--json", action="store_true", help="the raw /status document")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds (default: 5)")
+    fleet = sub.add_parser("fleet", help="the city view over the central brokers",
+                           description="Read-only fleet page (and --json) built from the "
+                           "central brokers' retained topics. The broker password is read "
+                           "from GAUGED_FLEET_PASSWORD.")
+    fleet.add_argument("--broker", action="append", default=None, metavar="HOST:PORT",
+                       help="a central broker (repeat: primary first; default 127.0.0.1:1883)")
+    fleet.add_argument("--username", default="fleet", help="broker user (default: fleet)")
+    fleet.add_argument("--json", action="store_true", help="print one document and exit")
+    fleet.add_argument("--host", default="127.0.0.1", help="page address")
+    fleet.add_argument("--port", type=int, default=8090, help="page port (default: 8090)")
+    fleet.add_argument("--cycle-s", type=float, default=180.0,
+                       help="a gateway's cycle in real seconds (dark after two silent ones)")
+    fleet.add_argument("--topic-prefix", default="gauged")
+
+    fdemo = sub.add_parser("fleet-demo", help="central stack and gateways on loopback")
+    fdemo.add_argument("--gateways", type=int, default=6)
+    fdemo.add_argument("--speed", type=float, default=60.0,
+                       help="clock speed (60: a 3-minute cycle every 3 s)")
+    fdemo.add_argument("--scenario", type=Path,
+                       default=Path("simulators/scenarios/design_storm_50mm.csv"))
+    fdemo.add_argument("--lag-min", type=float, default=18.0,
+                       help="simulated minutes between one gateway's storm and the next's "
+                       "(rounded to whole cycles)")
+    fdemo.add_argument("--port", type=int, default=8090, help="fleet page port")
     return p
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    from gauged.fleet.server import main as fleet
+
+    return fleet(args.broker or ["127.0.0.1:1883"], username=args.username,
+                 as_json=args.json, host=args.host, port=args.port, cycle_s=args.cycle_s,
+                 prefix=args.topic_prefix)
+
+
+def cmd_fleet_demo(args: argparse.Namespace) -> int:
+    from gauged.fleet.demo import main as fleet_demo
+    from gauged.fleet.procs import StackError
+
+    try:
+        return fleet_demo(args.gateways, args.speed, args.scenario, args.lag_min, args.port)
+    except StackError as exc:
+        log.error("%s", exc)
+        return EXIT_RUNTIME
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -286,6 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": cmd_check_config, "run": cmd_run, "replay": cmd_replay,
         "demo": cmd_demo, "status": cmd_status, "command": cmd_command,
     }
+    commands |= {"fleet": cmd_fleet, "fleet-demo": cmd_fleet_demo}
     if args.command == "simulate":
         return cmd_simulate(args, rest)
     return commands[args.command](args)
