@@ -66,6 +66,10 @@ class SiteConfig(BaseModel):
     # while mains is lost: keep the status page (true) or show a short notice instead, to
     # save the CPU of drawing its charts (false); alarms are never affected
     on_battery_page: bool = True
+    # while mains is lost: post routine telemetry to InfluxDB at most every this many seconds
+    # (0: every cycle, as on mains), to wake the radio less; stage changes, broadcasts, site
+    # alarms and commands are still posted at once, MQTT is unchanged
+    on_battery_uplink_every_s: float = Field(default=0.0, ge=0, le=86_400)
     # where the gateway's readings come from (the defaults suit a Linux gateway)
     thermal_dir: Path = Path("/sys/class/thermal")
     clock_sync_command: list[str] = Field(

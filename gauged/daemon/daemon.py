@@ -496,10 +496,14 @@ class Daemon:
         neither delay nor cause a siren. An error here is logged and costs the site's alarms
         one cycle, nothing more."""
         try:
-            return await self.site.cycle(when, self.poller.site_raw)
+            events = await self.site.cycle(when, self.poller.site_raw)
         except Exception:
             log.exception("site health: this cycle's readings were not judged")
             return []
+        if self.influx is not None:  # on battery: fewer, longer uplink batches if asked
+            self.influx.pace(self.config.site.on_battery_uplink_every_s
+                             if self.site.mains_lost else 0.0)
+        return events
 
     async def _underway(self, zones: list[ZoneBroadcaster]) -> None:
         """Wait (bounded) until the broadcasts just submitted have issued their first relay

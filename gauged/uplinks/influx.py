@@ -97,6 +97,11 @@ class InfluxSink(Uplink):
         self._puts = 0  # puts handed to it and not done yet
         self._builds: deque[Callable[[], list[Record]]] = deque()  # what they will put
         self._put = asyncio.Event()  # set when a put is done (`spooled`)
+        # Pacing (`pace`): routine telemetry posted at most every `_pace_s` seconds
+        self._pace_s = 0.0
+        self._paced_from = 0.0  # monotonic time of the last post, or of `pace()`
+        self._urgent = False  # a point that must never be dropped waits: post now
+        self._repace = asyncio.Event()  # pacing changed, or something urgent came
 
     # ---- the spool -------------------------------------------------------------------
 
@@ -167,6 +172,38 @@ class InfluxSink(Uplink):
         self.open().put(points)
         self._idle.clear()
         self._wakeup.set()
+        if any(p.kept for p in points):
+            self._hurry()
+
+    # ---- pacing ----------------------------------------------------------------------
+
+    def pace(self, every_s: float) -> None:
+        """Post routine telemetry at most every `every_s` seconds (0: as soon as it is
+        spooled). On battery (`[site] on_battery_uplink_every_s`) a radio woken every
+        quarter hour instead of every cycle saves energy; a point that must never be
+        dropped (a stage change, a broadcast, a site alarm, a command) is still posted at
+        once, with the routine points spooled before it."""
+        if every_s == self._pace_s:
+            return
+        log.info("uplink influx pace every_s=%g", every_s)
+        self._pace_s = every_s
+        self._paced_from = time.monotonic()
+        self._repace.set()
+
+    def _hurry(self) -> None:
+        self._urgent = True
+        self._repace.set()
+
+    async def _paced(self) -> None:
+        """Wait while pacing holds routine points back."""
+        while self._pace_s > 0 and not self._urgent:
+            left = self._paced_from + self._pace_s - time.monotonic()
+            if left <= 0:
+                return
+            self._repace.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._repace.wait()
 
     def _put_later(self, build: Callable[[], list[Record]]) -> None:
         """Spool the records `build` returns from the sink's putter thread, after those
@@ -180,7 +217,7 @@ class InfluxSink(Uplink):
         spool = self.open()
         self._builds.append(build)
 
-        def put() -> None:
+        def put() -> bool:
             # everything handed over by now, in one transaction (one fsync): on a slow disk
             # the puts of a burst of events do not queue up one fsync each
             handed: list[Record] = []
@@ -189,8 +226,9 @@ class InfluxSink(Uplink):
             points = _points(handed, self.config.measurement_prefix)
             if points:
                 spool.put(points)
+            return any(p.kept for p in points)
 
-        def done(future: Future[None]) -> None:
+        def done(future: Future[bool]) -> None:
             with contextlib.suppress(RuntimeError):  # (the loop has closed: nobody waits)
                 loop.call_soon_threadsafe(self._put_done, future)
 
@@ -209,11 +247,13 @@ class InfluxSink(Uplink):
         return await asyncio.get_running_loop().run_in_executor(self._spool_thread(), call,
                                                                 *args)
 
-    def _put_done(self, future: Future[None]) -> None:
+    def _put_done(self, future: Future[bool]) -> None:
         self._puts -= 1
         exc = future.exception()
         if exc is not None:  # the spool never raises on storage failures: a bug
             log.error("spool: putting points failed", exc_info=exc)
+        elif future.result():
+            self._hurry()
         self._wakeup.set()
         self._put.set()
 
@@ -245,7 +285,9 @@ class InfluxSink(Uplink):
         return True
 
     async def flush(self, timeout_s: float) -> bool:
-        """Wait until the spool is empty (True) or the timeout passes (False)."""
+        """Wait until the spool is empty (True) or the timeout passes (False); posts at
+        once what pacing holds back."""
+        self._hurry()
         try:
             async with asyncio.timeout(timeout_s):
                 await self._idle.wait()
@@ -267,6 +309,7 @@ class InfluxSink(Uplink):
                     self._idle.set()  # to delete what it marked sent
                 while await self._on_spool_thread(spool.purge_step):
                     pass  # (puts queued meanwhile go in between the steps)
+                await self._paced()  # (after `_idle`: a paced writer is idle when empty)
                 batch, data = await self._on_spool_thread(self._take, client, spool, None)
                 if not batch:
                     if self._wakeup.is_set():  # points came in while the spool was read
@@ -281,6 +324,7 @@ class InfluxSink(Uplink):
                         async with asyncio.timeout(5.0):
                             await self._wakeup.wait()
                     continue
+                self._urgent = False  # (the drain sends everything spooled by now)
                 try:
                     await self._drain(client, spool, batch, data)
                 except asyncio.CancelledError:
@@ -297,6 +341,7 @@ class InfluxSink(Uplink):
                     self._waiting_s = 0.0
                     continue
                 self._backoff.succeeded()
+                self._paced_from = time.monotonic()
 
     def _take(self, client: WriteClient, spool: Spool,
               after: Batch | None) -> tuple[Batch, bytes]:

@@ -326,3 +326,52 @@ def client_point(measurement: str, tags: dict[str, str], fields: dict[str, Any],
 
 def count(series: list[dict[str, Any]]) -> int:
     return sum(len(s["timestamps"]) for s in series)
+
+
+# ---- pacing on battery ([site] on_battery_uplink_every_s) -------------------------------
+
+
+def kept(when: datetime) -> Record:
+    """A point that must never be dropped (a stage change): posted at once, paced or not."""
+    return Record("stage", {"station": "s000"}, {"stage": 2}, when)
+
+
+async def test_paced_routine_points_wait_their_turn_in_one_post(tmp_path: Path) -> None:
+    async with fake_tsdb() as tsdb:
+        sink = InfluxSink(config(f"http://127.0.0.1:{tsdb.port}"), tmp_path / "spool.sqlite3")
+        async with running(sink):
+            sink.pace(2.0)
+            paced_at = time.monotonic()
+            for k in range(3):  # three cycles' routine telemetry, one after another
+                sink.write(records(10, run=f"c{k}"))
+                assert await sink.spooled(5.0)
+            await until(lambda: len(tsdb.got) >= 1, 10.0, "the paced post")
+            # held back the pace, then the three cycles in one request
+            assert tsdb.got[0].at - paced_at >= 1.9
+            assert len(tsdb.got) == 1
+            assert len(tsdb.got[0].lines) == 30
+            sink.pace(0.0)  # mains back: every cycle at once
+            back_at = time.monotonic()
+            sink.write(records(10, run="back"))
+            await until(lambda: len(tsdb.got) >= 2, 10.0, "the post after mains returned")
+            assert tsdb.got[1].at - back_at < 1.9
+
+
+async def test_paced_a_stage_change_goes_at_once_with_what_was_spooled_before(
+        tmp_path: Path) -> None:
+    async with fake_tsdb() as tsdb:
+        sink = InfluxSink(config(f"http://127.0.0.1:{tsdb.port}"), tmp_path / "spool.sqlite3")
+        async with running(sink):
+            sink.pace(3600.0)
+            sink.write(records(5, run="before"))
+            assert await sink.spooled(5.0)
+            sink.write([kept(T0 + timedelta(seconds=1))])
+            await until(lambda: sum(len(g.lines) for g in tsdb.got) >= 6, 10.0,
+                        "the stage change and the routine points before it")
+            sent = [line for g in tsdb.got for line in g.lines]
+            assert sent[:5] == [r.line() for r in records(5, run="before")]
+            assert sent[5].startswith("stage,station=s000 stage=2")
+            # routine again: held (an hour), but a flush (the daemon's stop) posts it
+            sink.write(records(3, run="after"))
+            assert await sink.flush(10.0)
+            assert sum(len(g.lines) for g in tsdb.got) == 9

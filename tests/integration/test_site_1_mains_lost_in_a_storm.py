@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -37,6 +38,7 @@ model = "cabinet logger"
 [site]
 system_v = 12
 gateway_health = false
+on_battery_uplink_every_s = 900
 
 [site.inputs.mains]
 device = "cabinet"
@@ -91,7 +93,9 @@ class FaultEvents:
 
 def test_site_1_mains_lost_two_hours_in_a_storm_alarms_unchanged_operators_told_once_each_way(
         tmp_path: Path, mosquitto: Mosquitto) -> None:
-    rig = Rig(tmp_path, speed=SPEED, mqtt_port=mosquitto.port)
+    # InfluxDB on but unreachable (nothing listens on port 9): the uplink is down all along,
+    # and the writer is told to pace itself on battery
+    rig = Rig(tmp_path, speed=SPEED, mqtt_port=mosquitto.port, influx_url="http://127.0.0.1:9")
     try:
         rig.edit_config(lambda text: text + CABINET)
         port = free_port()
@@ -125,6 +129,9 @@ def test_site_1_mains_lost_two_hours_in_a_storm_alarms_unchanged_operators_told_
         log = rig.log("daemon")
         assert log.count("site alarm=mains_lost") == 1
         assert log.count("site alarm cleared=mains_lost") == 1
+        # routine telemetry paced to 15 minutes on battery, every cycle again on return
+        paces = re.findall(r"uplink influx pace every_s=(\S+)", log)
+        assert paces == ["900", "0"]
         replay = [json.loads(line) for line in subprocess.run(
             [sys.executable, "-m", "gauged", "replay", "--config", str(rig.config), "--start",
              rig.start.isoformat(), "--json", str(STORM)],
