@@ -14,7 +14,8 @@ quality, fault, stage), one line of line protocol per station and cycle.
   (a batch read from SQLite and encoded in a worker thread while the previous request is in
   flight, posted to /api/v2/write through aiohttp on one keep-alive connection, gzip off
   as by default, marked sent in one transaction before the next request goes out; the sent
-  chunks deleted once the spool has nothing more to send, which is included).
+  chunks are deleted after that, once the spool has nothing more to send: not timed, as
+  `flush()` does not wait for it).
 - Baseline: the same number of points (other series) written with influxdb-client's
   synchronous write API in 5,000-point batches, no gzip, nothing else: the raw client rate.
   VictoriaMetrics is stopped and started before it too, so that both meet the database in

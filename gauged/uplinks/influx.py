@@ -260,12 +260,12 @@ class InfluxSink(Uplink):
         spool = self.open()
         async with WriteClient(self.config) as client:
             while True:
-                if spool.in_memory:  # (a hop to the spool thread only when there is work)
-                    await self._on_spool_thread(spool.retry)
+                await self._on_spool_thread(spool.retry)
                 self._wakeup.clear()  # before reading: a write from now on sets it again
-                self._set_idle_if_empty(spool)  # flush() need not wait for the spool to
-                # delete what it marked sent
-                while spool.marked and await self._on_spool_thread(spool.purge_step):
+                if not spool.points and not self._puts:  # all accepted: flush() need not
+                    # wait for the spool
+                    self._idle.set()  # to delete what it marked sent
+                while await self._on_spool_thread(spool.purge_step):
                     pass  # (puts queued meanwhile go in between the steps)
                 batch, data = await self._on_spool_thread(self._take, client, spool, None)
                 if not batch:
@@ -297,12 +297,6 @@ class InfluxSink(Uplink):
                     self._waiting_s = 0.0
                     continue
                 self._backoff.succeeded()
-                self._set_idle_if_empty(spool)  # (now, not after another turn)
-
-    def _set_idle_if_empty(self, spool: Spool) -> None:
-        """All accepted (nothing held, no put under way): `flush()` returns."""
-        if not spool.points and not self._puts:
-            self._idle.set()
 
     def _take(self, client: WriteClient, spool: Spool,
               after: Batch | None) -> tuple[Batch, bytes]:
@@ -319,36 +313,33 @@ class InfluxSink(Uplink):
         raises on the first failure. One request in flight; while it is, the spool thread
         reads and encodes the next batch and checkpoints the spool, so SQLite's work does
         not add to the network's. A batch is removed as soon as it is accepted, before the
-        next request goes out: a crash re-sends at most the one batch in flight. (The
-        request is awaited here, not in a task of its own, and the read-ahead is a future:
-        between one answer and the next request there is only the removal's turn on the
-        spool thread, PERF-4.)"""
-        loop = asyncio.get_running_loop()
+        next request goes out: a crash re-sends at most the one batch in flight."""
         while batch:
-            following = loop.run_in_executor(self._spool_thread(), self._take, client, spool,
-                                             batch)
+            request = asyncio.create_task(self._send(client, data),
+                                          name="gauged[influx].request")
             try:
-                refused = await self._send_one(client, batch, data)
-                await self._on_spool_thread(spool.remove, batch, refused)
+                following, data = await self._on_spool_thread(self._take, client, spool,
+                                                              batch)
             except BaseException:
-                # the read-ahead finishes on the spool thread; nobody needs its batch
-                following.add_done_callback(_discard)
+                # (not `await request`: a request that has failed already would raise its
+                # error here in place of our cancellation, and the writer would never stop)
+                request.cancel()
+                await asyncio.wait({request})
+                if not request.cancelled():
+                    request.exception()  # retrieved: it is not ours to report
                 raise
+            refused: list[tuple[str, str]] = []
+            try:
+                await request
+            except WriteError as exc:
+                if exc.status not in REJECTED:
+                    raise
+                refused = await self._bisect(client, batch.lines, exc)
+            await self._on_spool_thread(spool.remove, batch, refused)
             for line, reason in refused:
                 log.error("influx: point rejected and quarantined (%s): %s", reason, line[:200])
             self._succeeded(len(batch) - len(refused), spool)
-            batch, data = await following
-
-    async def _send_one(self, client: WriteClient, batch: Batch,
-                        data: bytes) -> list[tuple[str, str]]:
-        """Send `batch` (body `data`); the points the database refused for good (bisected)."""
-        try:
-            await self._send(client, data)
-        except WriteError as exc:
-            if exc.status not in REJECTED:
-                raise
-            return await self._bisect(client, batch.lines, exc)
-        return []
+            batch = following
 
     async def _send(self, client: WriteClient, data: bytes) -> None:
         """One request (tests/spool_crash_writer.py traces it here)."""
@@ -389,13 +380,6 @@ class InfluxSink(Uplink):
         self._written += n
         self._batches += 1
         self._last_success = time.time()
-
-
-def _discard(future: asyncio.Future[Any]) -> None:
-    """A read-ahead nobody waits for: its error (a bug: the spool never raises on storage
-    failures) is logged, not left to "never retrieved"."""
-    if not future.cancelled() and future.exception() is not None:
-        log.error("spool: reading the next batch failed", exc_info=future.exception())
 
 
 def _points(records: list[Record]) -> list[Point]:

@@ -161,17 +161,6 @@ class Spool(SpoolFile):
         return self._disk_points + len(self._memory)
 
     @property
-    def in_memory(self) -> bool:
-        """Points wait in memory for the file (read without the lock: a hint for the
-        writer, which then calls `retry`)."""
-        return bool(self._memory)
-
-    @property
-    def marked(self) -> bool:
-        """Batches are marked sent and not yet deleted (a hint, as `in_memory`)."""
-        return bool(self._sent)
-
-    @property
     def bytes(self) -> int:
         return self._disk_bytes + sum(p.size for p in self._memory)
 
