@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -122,6 +121,9 @@ def build_alert(*, identifier: str, sender: str, sent: str, status: str, msg_typ
                 references: Sequence[Ref] = (), incidents: str | None = None) -> bytes:
     """A CAP 1.2 `<alert>`, UTF-8 with an XML declaration, elements in the order of the
     standard's schema."""
+    # imported here: a daemon without CAP does not load the XML libraries (1 MB)
+    import xml.etree.ElementTree as ET
+
     alert = ET.Element(f"{{{NS}}}alert")
 
     def add(parent: ET.Element, tag: str, text: str | None) -> ET.Element | None:

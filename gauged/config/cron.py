@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from apscheduler.triggers.cron import CronTrigger
+if TYPE_CHECKING:  # imported where a calendar is built: a daemon without scheduled tests
+    from apscheduler.triggers.cron import CronTrigger  # does not load APScheduler (2 MB)
 
 _DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _TICK = timedelta(microseconds=1)
@@ -28,6 +30,8 @@ def cron_trigger(expr: str, timezone: str) -> CronTrigger:
     minute, hour, day, month, weekday = fields
     if day != "*" and weekday != "*":
         raise ValueError(f"{expr!r}: give a day of the month or a weekday, not both")
+    from apscheduler.triggers.cron import CronTrigger  # (see the top)
+
     try:
         return CronTrigger(minute=minute, hour=hour, day=day, month=month,
                            day_of_week=_weekdays(weekday), timezone=timezone)

@@ -71,9 +71,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import DriverError
 from drivers.relays import CoilRelay
@@ -84,6 +82,9 @@ from gauged.field.relays import drive, report_fault, state_name
 from gauged.field.zones import ZoneBroadcaster
 from gauged.store.state import JobRun, StateStore
 from gauged.tasks import wait_child
+
+if TYPE_CHECKING:  # (gauged/config/cron.py builds the triggers, importing APScheduler then)
+    from apscheduler.triggers.cron import CronTrigger
 
 log = logging.getLogger(__name__)
 
