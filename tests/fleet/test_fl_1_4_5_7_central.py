@@ -1,4 +1,4 @@
-"""FL-1, FL-4, FL-5, FL-7, the alerts and the fleet page, on one fleet.
+"""FL-1, FL-3 (the fleet side), FL-4, FL-5, FL-7, the alerts and the fleet page, on one fleet.
 
 Six gateways (the reference system each, with its own simulators and ids `ward-01` …), at
 90 × (a cycle every 2 s), the design storm reaching each gateway 9 simulated minutes after
@@ -8,8 +8,8 @@ haproxy) for reads, vmalert → Alertmanager → a loopback webhook sink.
 
 One stack for the module: it is what every row here reads, and starting six gateways twice
 would double the time. The tests run in file order (pytest-xdist keeps a file on one
-worker); FL-5 kills and restarts ward-06 and the last test stops every gateway to count
-the TSDB.
+worker); FL-5 kills and restarts ward-06, FL-3 kills the primary broker (the gateways go on
+on the backup) and the last test stops every gateway to count the TSDB.
 """
 
 from __future__ import annotations
@@ -460,6 +460,37 @@ def test_fl_5_killed_gateway_dark_alerted_and_restart_does_not_resound(fleet: Fl
         if station in raised_before:
             assert a["startsAt"] == raised_before[station], a
     assert dark_after <= 1.5 * KEEPALIVE_S
+
+
+# ---- FL-3 on the fleet: the primary broker killed ---------------------------------------
+
+
+def test_fl_3_primary_broker_killed_every_gateway_carries_on_on_the_backup(
+        fleet: Fleet) -> None:
+    """Every gateway has both brokers (`[mqtt] brokers`, as the stack writes them): with the
+    primary gone, each says `online` on the backup and the centre stays current there."""
+    stack, view = fleet
+    primary, backup = stack.central.brokers
+    ids = [g.id for g in stack.gateways]
+    before = view.snapshot()["gateways"]
+    assert all(g["brokers"].get(primary.name) == "online" for g in before), before
+    assert not any(g["brokers"].get(backup.name) == "online" for g in before), before
+    killed = time.time()
+    primary.proc.stop(kill=True)
+
+    def on_backup() -> bool:
+        gws = view.snapshot()["gateways"]
+        return [g["id"] for g in gws if g["brokers"].get(backup.name) == "online"] == ids
+
+    wait_until(on_backup, 1.5 * KEEPALIVE_S, "every gateway online on the backup")
+
+    def current() -> bool:  # a live state of every station since the kill, from the backup
+        doc = view.snapshot()
+        return all(s["age_s"] is not None and s["age_s"] < doc["time"] - killed
+                   for s in doc["stations"])
+
+    wait_until(current, 3 * stack.cycle_real_s + 5, "every station current via the backup")
+    assert not any(g["dark"] for g in view.snapshot()["gateways"])
 
 
 # ---- FL-1: the TSDB holds every reading ---------------------------------------------------
