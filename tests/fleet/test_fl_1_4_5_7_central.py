@@ -475,6 +475,7 @@ def test_fl_3_primary_broker_killed_every_gateway_carries_on_on_the_backup(
     before = view.snapshot()["gateways"]
     assert all(g["brokers"].get(primary.name) == "online" for g in before), before
     assert not any(g["brokers"].get(backup.name) == "online" for g in before), before
+    stamps = {(s["gateway"], s["station"]): s["time"] for s in view.snapshot()["stations"]}
     killed = time.time()
     primary.proc.stop(kill=True)
 
@@ -484,9 +485,11 @@ def test_fl_3_primary_broker_killed_every_gateway_carries_on_on_the_backup(
 
     wait_until(on_backup, 1.5 * KEEPALIVE_S, "every gateway online on the backup")
 
-    def current() -> bool:  # a live state of every station since the kill, from the backup
+    def current() -> bool:  # every station's next cycle, live, through the backup
         doc = view.snapshot()
         return all(s["age_s"] is not None and s["age_s"] < doc["time"] - killed
+                   and datetime.fromisoformat(s["time"]) >
+                   datetime.fromisoformat(stamps[(s["gateway"], s["station"])])
                    for s in doc["stations"])
 
     wait_until(current, 3 * stack.cycle_real_s + 5, "every station current via the backup")
