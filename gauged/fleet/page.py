@@ -59,22 +59,43 @@ def _value(s: Mapping[str, Any]) -> str:
     return f"{v:.2f} m" if s["kind"] == "level" else f"{v:.1f} {_e(s['unit'])}"
 
 
+def _when(text: object) -> str:
+    """An ISO time as `YYYY-MM-DD HH:MM` (UTC), or the text as it came."""
+    try:
+        t = datetime.fromisoformat(str(text))
+    except ValueError:
+        return _e(text)
+    return f"{t.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if t.tzinfo else _e(text)
+
+
+def _ack(ack: Mapping[str, Any] | None) -> str:
+    """Who acknowledged the station, when, at what stage; "—" when nobody (in force)."""
+    if not ack:
+        return "—"
+    note = f" · {_e(ack['note'])}" if ack.get("note") else ""
+    return (f'<span class="ack">{_e(ack.get("by"))}, {_when(ack.get("time"))}, at '
+            f'{_e(ack.get("stage_name") or ack.get("stage"))}{note}</span>')
+
+
 def _stations(stations: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for s in stations:
+        ack = s.get("ack")
         fault = f' <span class="warn">gauge fault: {_e(s["gauge_fault"])}</span>' \
             if s.get("gauge_fault") else ""
         rows.append(
             f'<tr class="{"dark" if s["gateway_dark"] else "live"}" '
             f'data-gateway="{_e(s["gateway"])}" data-station="{_e(s["station"])}" '
-            f'data-stage="{s["stage"]}"><td>{_stage(s["stage"], s.get("stage_name"))}</td>'
+            f'data-stage="{s["stage"]}" data-ack="{_e(ack["by"] if ack else "")}">'
+            f'<td>{_stage(s["stage"], s.get("stage_name"))}</td>'
             f'<td>{_e(s["gateway"])}</td><td>{_e(s["station"])}{fault}</td>'
             f'<td class="value">{_value(s)}</td><td>{_e(s["trend"])}</td>'
-            f'<td>{_e(s.get("local_time"))}</td><td>{_ago(s.get("age_s"))}</td></tr>')
+            f'<td>{_e(s.get("local_time"))}</td><td>{_ago(s.get("age_s"))}</td>'
+            f'<td>{_ack(ack)}</td></tr>')
     return ('<h2>Stations (raised first)</h2><div class="scroll"><table id="stations">'
             "<tr><th>stage</th>"
             "<th>gateway</th><th>station</th><th>value</th><th>trend</th><th>reading</th>"
-            "<th>received</th></tr>" + "".join(rows) + "</table></div>")
+            "<th>received</th><th>acknowledged</th></tr>" + "".join(rows) + "</table></div>")
 
 
 def _events(title: str, ident: str, items: Sequence[Mapping[str, Any]],

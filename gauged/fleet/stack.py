@@ -1,8 +1,9 @@
 """The fleet demo: the central stack (gauged/fleet/central.py) and N gateways.
 
 Each gateway is the reference system (config/minato-furukawa.toml) under its own id
-(`ward-01` …), with its own simulators and ports, its MQTT user and password on the
-primary broker, InfluxDB writes to vmagent, and `[commands]` on with the demo's secret.
+(`ward-01` …), with its own simulators and ports, its MQTT user and password on both
+brokers (`[mqtt] brokers`, primary first: it fails over to the backup and back), InfluxDB
+writes to vmagent, and `[commands]` on with the demo's secret.
 All gateways share one accelerated clock; the storm reaches gateway k `lag_min` simulated
 minutes after gateway k-1 (the same storm moving across the city), rounded to whole cycles
 so that each gateway's scenario stays on its cycle boundaries as the replay reads it.
@@ -90,9 +91,9 @@ class FleetStack:
                  timing: Timing | None = None, interval_s: float = 180.0,
                  route: Callable[[str, str, int], int] | None = None,
                  env: Mapping[str, str] | None = None) -> None:
-        """`route(gateway, "mqtt" | "influx", port)`: the port that gateway is given for the
-        primary broker or vmagent (a test puts a WAN it can cut in between); `env`: more
-        settings for every gateway (`GAUGED_…` overrides)."""
+        """`route(gateway, "mqtt" | "influx", port)`: the port that gateway is given for a
+        broker (called once per broker, primary first) or vmagent (a test puts a WAN it can
+        cut in between); `env`: more settings for every gateway (`GAUGED_…` overrides)."""
         self.extra_env = dict(env or {})
         self.workdir = workdir
         self.speed = speed
@@ -125,15 +126,19 @@ class FleetStack:
         agent = f"http://{LOOPBACK}:{self.route(gw, 'influx', self.central.agent_port)}"
         text = re.sub(r'(?m)^\[influx\]\nenabled = true\nurl = "[^"]*"',
                       f'[influx]\nenabled = true\nurl = "{agent}"', text)
-        broker = self.route(gw, "mqtt", self.central.brokers[0].port)
-        text = re.sub(r'(?m)^\[mqtt\]\nenabled = true\nhost = "127.0.0.1"\nport = 1883',
-                      f'[mqtt]\nenabled = true\nhost = "{LOOPBACK}"\nport = {broker}',
-                      text)
+        # every broker, primary first ([mqtt] brokers): a gateway fails over to the backup
+        # when the primary goes (README "For a fleet"); host and port name the primary too
+        ports = [self.route(gw, "mqtt", b.port) for b in self.central.brokers]
+        broker = ports[0]
+        brokers = ", ".join(f'"{LOOPBACK}:{p}"' for p in ports)
+        text = re.sub(r'(?m)^\[mqtt\]\nenabled = true\nhost = "127.0.0.1"\nport = 1883\n',
+                      f'[mqtt]\nenabled = true\nhost = "{LOOPBACK}"\nport = {broker}\n'
+                      f"brokers = [{brokers}]\n", text)
         text = text.replace(
             "[clock]\nspeed = 1.0\n",
             f'[clock]\nspeed = {self.speed!r}\nstart = "{self.start_time.isoformat()}"\n'
             f"anchor_unix = {self.anchor!r}\n")
-        for needle in (f'id = "{gw}"', f"port = {broker}", agent,
+        for needle in (f'id = "{gw}"', f"port = {broker}", f"brokers = [{brokers}]", agent,
                        f"speed = {self.speed!r}"):
             assert needle in text, f"the reference configuration changed: {needle} not set"
         config = folder / "gauged.toml"

@@ -10,7 +10,18 @@ Darkness (DESIGN §7): a gateway is dark when every broker that knows it says `o
 Retained messages seen at subscription tell the state, not its age: a gateway known only
 from them is dark once two cycles pass without a live message.
 
-Events may carry an `id` (a QoS-1 redelivery repeats it): those are kept once.
+Every event of a gateway carries `event_id` (`<gateway>-<boot>-<n>`, gauged/uplinks/mqtt.py):
+a QoS-1 redelivery, or the copy a failover sends again to the other broker, repeats it and
+is kept once. `id` is not the event's: it is a journal row or a command's id, which several
+events may share. An event without `event_id` (an older gateway) is kept once per body.
+
+Acknowledgements (the `ack` command): each station's retained `station/<id>/ack` document,
+an empty retained payload (or `cleared: true`) being none. Each broker keeps its own copy
+and only the one the gateway is on is current (it re-publishes its retained documents
+there, clears included), so a broker where the gateway says `online` is believed first,
+then the newest. An ack is shown only while it holds (station at a raised stage no higher
+than the acknowledged one, as gauged/store/acks.py): a stale copy never shows a station as
+being seen to when it is not.
 """
 
 from __future__ import annotations
@@ -54,6 +65,8 @@ class GatewayView:
     last_live: float | None = None  # time.time() of the last live (not retained) message
     stations: dict[str, dict[str, Any]] = field(default_factory=dict)
     received: dict[str, float | None] = field(default_factory=dict)  # station → live arrival
+    # station → broker name → its retained ack document (None: empty, cleared)
+    acks: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
 
 
 class FleetState:
@@ -88,6 +101,9 @@ class FleetState:
             if not retained and view.availability[broker] == "online":
                 view.last_live = now
             return
+        if len(rest) == 3 and rest[0] == "station" and rest[2] == "ack":
+            self._ack(view, broker, rest[1], payload)
+            return
         try:
             doc = json.loads(payload)
         except ValueError:
@@ -112,9 +128,24 @@ class FleetState:
         elif rest == ["command", "reply"]:
             self.replies.appendleft(doc | {"gateway": gw, "received": now})
 
+    @staticmethod
+    def _ack(view: GatewayView, broker: str, station: str, payload: bytes) -> None:
+        """A station's retained ack on one broker: a document, or none (empty, cleared,
+        unreadable)."""
+        doc: Any = None
+        if payload.strip():
+            try:
+                doc = json.loads(payload)
+            except ValueError:
+                doc = None
+        if not isinstance(doc, dict) or doc.get("cleared"):
+            doc = None
+        view.acks.setdefault(station, {})[broker] = doc
+
     def _repeat(self, gw: str, kind: str, doc: dict[str, Any]) -> bool:
-        """True for an event already seen (same `id`, or same body when it has none)."""
-        key = f"{gw}/{kind}/{doc.get('id') or json.dumps(doc, sort_keys=True)}"
+        """True for an event already seen: the same `event_id` (the gateway's id of the
+        event), or the same body when it has none."""
+        key = f"{gw}/{kind}/{doc.get('event_id') or json.dumps(doc, sort_keys=True)}"
         if key in self._seen_ids:
             return True
         self._seen_ids.append(key)
@@ -136,6 +167,26 @@ class FleetState:
                 "age_s": None if view.last_live is None else round(now - view.last_live, 1),
                 "stations": len(view.stations), "raised": raised,
                 "brokers": dict(sorted(view.availability.items()))}
+
+    @staticmethod
+    def _ack_doc(view: GatewayView, sid: str, stage: int) -> dict[str, Any] | None:
+        """The station's acknowledgement in force, or None (see the module docstring)."""
+        copies = view.acks.get(sid, {})
+        online = [b for b, word in view.availability.items() if word == "online"]
+        believed = [copies[b] for b in online if b in copies] or list(copies.values())
+        docs = [d for d in believed if d is not None]
+        if not docs:
+            return None
+        doc = max(docs, key=lambda d: str(d.get("time") or ""))
+        try:
+            acked = int(doc.get("stage") or 0)
+        except (TypeError, ValueError):
+            return None
+        if not 0 < stage <= acked:
+            return None
+        return {"by": doc.get("by"), "time": doc.get("time"), "stage": acked,
+                "stage_name": doc.get("stage_name"), "note": doc.get("note") or "",
+                "command_id": doc.get("command_id")}
 
     @staticmethod
     def _station_doc(gw: str, sid: str, st: dict[str, Any], received: float | None,
@@ -164,6 +215,8 @@ class FleetState:
         stations = [self._station_doc(gw, sid, st, view.received.get(sid), dark[gw], now)
                     for gw, view in sorted(self.gateways.items())
                     for sid, st in sorted(view.stations.items())]
+        for s in stations:
+            s["ack"] = self._ack_doc(self.gateways[s["gateway"]], s["station"], s["stage"])
         stations.sort(key=lambda s: (-s["stage"], s["gateway"], s["station"]))
         faults = [s for s in stations if s["gauge_fault"]]
         return {"time": now, "cycle_s": self.cycle_s, "dark_after_s": self.dark_after_s(),

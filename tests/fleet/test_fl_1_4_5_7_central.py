@@ -1,4 +1,4 @@
-"""FL-1, FL-4, FL-5, FL-7, the alerts and the fleet page, on one fleet.
+"""FL-1, FL-3 (the fleet side), FL-4, FL-5, FL-7, the alerts and the fleet page, on one fleet.
 
 Six gateways (the reference system each, with its own simulators and ids `ward-01` …), at
 90 × (a cycle every 2 s), the design storm reaching each gateway 9 simulated minutes after
@@ -8,8 +8,8 @@ haproxy) for reads, vmalert → Alertmanager → a loopback webhook sink.
 
 One stack for the module: it is what every row here reads, and starting six gateways twice
 would double the time. The tests run in file order (pytest-xdist keeps a file on one
-worker); FL-5 kills and restarts ward-06 and the last test stops every gateway to count
-the TSDB.
+worker); FL-5 kills and restarts ward-06, FL-3 kills the primary broker (the gateways go on
+on the backup) and the last test stops every gateway to count the TSDB.
 """
 
 from __future__ import annotations
@@ -65,6 +65,38 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
 
 def stations_per_gateway(stack: FleetStack) -> int:
     return len(load_config(stack.gateways[0].config).stations)
+
+
+def fleet_json(stack: FleetStack) -> dict[str, Any]:
+    """`gauged fleet --json` over both brokers, as the user `fleet`."""
+    c = stack.central
+    run = subprocess.run(
+        [sys.executable, "-m", "gauged", "fleet", "--json", "--cycle-s",
+         str(stack.cycle_real_s), *(arg for b in c.brokers
+                                    for arg in ("--broker", f"127.0.0.1:{b.port}"))],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=os.environ | {"GAUGED_FLEET_PASSWORD": c.passwords[READER]})
+    assert run.returncode == 0, run.stderr[-2000:]
+    doc: dict[str, Any] = json.loads(run.stdout)
+    return doc
+
+
+def command(stack: FleetStack, gw: str, *args: str) -> dict[str, Any]:
+    """`gauged command …` to one gateway through the primary broker, as `operator`: the
+    reply."""
+    g = stack.gateway(gw)
+    run = subprocess.run(
+        [sys.executable, "-m", "gauged", "command", *args[:1], "--config", str(g.config),
+         "--gateway", g.id, "--broker", f"127.0.0.1:{stack.central.brokers[0].port}",
+         *args[1:],
+         # signed on the wall clock, checked on the gateway's clock, hours ahead at 90 ×
+         "--ttl", f"{stack.sim_now().timestamp() - time.time() + 600:.0f}"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env=os.environ | g.env | {"GAUGED_OPERATOR_PASSWORD": stack.central.passwords[OPERATOR]})
+    assert run.returncode in (0, 1), run.stdout + run.stderr
+    assert run.stdout.strip(), run.stderr
+    reply: dict[str, Any] = json.loads(run.stdout)
+    return reply
 
 
 def chat(stack: FleetStack) -> list[str]:
@@ -144,14 +176,7 @@ def test_fleet_page_in_chromium_lists_every_gateway_and_station_raised_first(
 def test_gauged_fleet_json_reads_both_brokers(fleet: Fleet) -> None:
     stack, _ = fleet
     c = stack.central
-    run = subprocess.run(
-        [sys.executable, "-m", "gauged", "fleet", "--json", "--cycle-s",
-         str(stack.cycle_real_s), *(arg for b in c.brokers
-                                    for arg in ("--broker", f"127.0.0.1:{b.port}"))],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env=os.environ | {"GAUGED_FLEET_PASSWORD": c.passwords[READER]})
-    assert run.returncode == 0, run.stderr[-2000:]
-    doc = json.loads(run.stdout)
+    doc = fleet_json(stack)
     assert doc["brokers"] == {"backup": True, "primary": True}
     assert [g["id"] for g in doc["gateways"]] == [g.id for g in stack.gateways]
     assert all(g["availability"] == "online" for g in doc["gateways"])
@@ -284,21 +309,57 @@ def test_alertmanager_holds_back_what_a_dark_gateway_explains(fleet: Fleet) -> N
 def test_operator_command_through_the_broker_reaches_one_gateway(fleet: Fleet) -> None:
     stack, view = fleet
     g = stack.gateway("ward-03")
-    run = subprocess.run(
-        [sys.executable, "-m", "gauged", "command", "inhibit", "--config", str(g.config),
-         "--gateway", g.id, "--broker", f"127.0.0.1:{stack.central.brokers[0].port}",
-         "--scope", "station", "--target", "rain_placeholder_8", "--minutes", "1",
-         "--reason", "fleet drill",
-         # signed on the wall clock, checked on the gateway's clock, hours ahead at 90 ×
-         "--ttl", f"{stack.sim_now().timestamp() - time.time() + 600:.0f}"],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
-        env=os.environ | g.env | {"GAUGED_OPERATOR_PASSWORD": stack.central.passwords[OPERATOR]})
-    assert run.returncode == 0, run.stdout + run.stderr
-    reply = json.loads(run.stdout)
+    reply = command(stack, g.id, "inhibit", "--scope", "station", "--target",
+                    "rain_placeholder_8", "--minutes", "1", "--reason", "fleet drill")
     assert reply["status"] == "done", reply
     wait_until(lambda: any(r["gateway"] == g.id and r["id"] == reply["id"]
                            for r in view.snapshot()["replies"]), 10, "the reply at the centre")
     assert {r["gateway"] for r in view.snapshot()["replies"]} == {g.id}
+
+
+def test_an_ack_to_one_gateway_shows_on_its_station_only_in_gauged_fleet_json(
+        fleet: Fleet) -> None:
+    """`gauged command ack` through the broker: the gateway's retained `station/<id>/ack`
+    reaches `gauged fleet --json` (who, when, at what stage) on that station only. An ack
+    ends when the station rises above the acknowledged stage or returns to normal: should
+    the storm move it so between the command and the look, the test acks again."""
+    stack, view = fleet
+
+    def row(doc: dict[str, Any], gw: str, sid: str) -> dict[str, Any]:
+        found: dict[str, Any] = next(s for s in doc["stations"]
+                                     if (s["gateway"], s["station"]) == (gw, sid))
+        return found
+
+    for _ in range(3):
+        wait_until(lambda: view.snapshot()["stations"][0]["stage"] > 0, 90, "a raised station")
+        first = view.snapshot()["stations"][0]  # raised first: the highest stage
+        gw, sid = first["gateway"], first["station"]
+        reply = command(stack, gw, "ack", "--station", sid, "--reason", "crew on site",
+                        "--sender", "duty-officer")
+        if reply["status"] != "done":  # back to normal since the look
+            assert "is not raised" in reply["reason"], reply
+            continue
+        acked = reply["result"]["ack"]
+
+        def holds(r: dict[str, Any], stage: int = acked["stage"]) -> bool:
+            return bool(0 < r["stage"] <= stage)
+
+        def seen(gw: str = gw, sid: str = sid) -> bool:
+            r = row(view.snapshot(), gw, sid)
+            return r["ack"] is not None or not holds(r)
+
+        wait_until(seen, 10, "the ack at the centre")
+        doc = fleet_json(stack)
+        station = row(doc, gw, sid)
+        if not holds(station):
+            continue
+        assert station["ack"] == {"by": "duty-officer", "time": acked["time"],
+                                  "stage": acked["stage"], "stage_name": acked["stage_name"],
+                                  "note": "crew on site", "command_id": reply["id"]}
+        assert [(s["gateway"], s["station"]) for s in doc["stations"] if s["ack"]] == \
+            [(gw, sid)]
+        return
+    pytest.fail("the acknowledged station's stage changed three times before the look")
 
 
 # ---- FL-4: one VictoriaMetrics node down ------------------------------------------------
@@ -399,6 +460,40 @@ def test_fl_5_killed_gateway_dark_alerted_and_restart_does_not_resound(fleet: Fl
         if station in raised_before:
             assert a["startsAt"] == raised_before[station], a
     assert dark_after <= 1.5 * KEEPALIVE_S
+
+
+# ---- FL-3 on the fleet: the primary broker killed ---------------------------------------
+
+
+def test_fl_3_primary_broker_killed_every_gateway_carries_on_on_the_backup(
+        fleet: Fleet) -> None:
+    """Every gateway has both brokers (`[mqtt] brokers`, as the stack writes them): with the
+    primary gone, each says `online` on the backup and the centre stays current there."""
+    stack, view = fleet
+    primary, backup = stack.central.brokers
+    ids = [g.id for g in stack.gateways]
+    before = view.snapshot()["gateways"]
+    assert all(g["brokers"].get(primary.name) == "online" for g in before), before
+    assert not any(g["brokers"].get(backup.name) == "online" for g in before), before
+    stamps = {(s["gateway"], s["station"]): s["time"] for s in view.snapshot()["stations"]}
+    killed = time.time()
+    primary.proc.stop(kill=True)
+
+    def on_backup() -> bool:
+        gws = view.snapshot()["gateways"]
+        return [g["id"] for g in gws if g["brokers"].get(backup.name) == "online"] == ids
+
+    wait_until(on_backup, 1.5 * KEEPALIVE_S, "every gateway online on the backup")
+
+    def current() -> bool:  # every station's next cycle, live, through the backup
+        doc = view.snapshot()
+        return all(s["age_s"] is not None and s["age_s"] < doc["time"] - killed
+                   and datetime.fromisoformat(s["time"]) >
+                   datetime.fromisoformat(stamps[(s["gateway"], s["station"])])
+                   for s in doc["stations"])
+
+    wait_until(current, 3 * stack.cycle_real_s + 5, "every station current via the backup")
+    assert not any(g["dark"] for g in view.snapshot()["gateways"])
 
 
 # ---- FL-1: the TSDB holds every reading ---------------------------------------------------

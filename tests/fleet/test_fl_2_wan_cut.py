@@ -1,7 +1,7 @@
 """FL-2: the WAN of two gateways cut for 30 simulated minutes during the storm.
 
-Three gateways at 120 × (a cycle every 1.5 s); ward-01 and ward-02 reach the centre (primary
-broker and vmagent) through a relay the test cuts (tests/fleet/wan.py), ward-03 directly.
+Three gateways at 120 × (a cycle every 1.5 s); ward-01 and ward-02 reach the centre (both
+brokers, vmagent) through relays the test cuts (tests/fleet/wan.py), ward-03 directly.
 During the cut their sirens and announcements must be exactly what the replay of their
 scenario calls for (the siren never waits for the network); the centre shows them dark
 (their last will) and, once they are back, current within a cycle of reconnecting; after
@@ -50,7 +50,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     def route(gw: str, kind: str, port: int) -> int:
         if gw not in CUT:
             return port
-        wans[f"{gw}/{kind}"] = wan = Wan(port)
+        wans[f"{gw}/{kind}/{port}"] = wan = Wan(port)  # both brokers are cut, and vmagent
         return wan.port
 
     # the spool's writer retries every 2 s at most, so the drain starts soon after the cut
