@@ -30,6 +30,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self, TypeVar
 
+from gauged.fleet.procs import free_port as fleet_free_port
+
 LOOPBACK = "127.0.0.1"
 
 MOSQUITTO_BIN = Path("/usr/sbin/mosquitto")
@@ -58,11 +60,12 @@ class PortInUseError(ServiceError):
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then release it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1, free now, below the kernel's ephemeral range and handed to no
+    other test by the fleet's scheme (gauged/fleet/procs.py: blocks under a file lock). A port
+    picked by binding port 0 is in the ephemeral range, where any outgoing connection (a
+    fleet makes many) can take it before the service binds it: a daemon then refused to start
+    ("the status port … is in use") in one CI run in three."""
+    return fleet_free_port()
 
 
 def start_on_free_port(build: Callable[[int], S], attempts: int = 5) -> S:

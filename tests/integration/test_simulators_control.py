@@ -6,14 +6,13 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import struct
 import sys
 from pathlib import Path
 from typing import Any
 
 import serial
-from services import PtyPairFactory
+from services import PtyPairFactory, free_port
 
 from simulators.cli import main
 from simulators.clock import SimClock
@@ -48,9 +47,7 @@ register = {{ kind = "input", address = 0, data_type = "int16", scale = 0.01 }}
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()  # (tests/services.py: below the ephemeral range)
 
 
 def _config(tmp_path: Path) -> Path:

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import socket
 import struct
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
+from services import free_port
 
 from simulators.cli import main
 from simulators.clock import SimClock
@@ -36,9 +36,7 @@ DEADLINE_S = 5.0
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()  # (tests/services.py: below the ephemeral range)
 
 
 class Ports(dict[int, int]):

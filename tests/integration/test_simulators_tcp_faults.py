@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import math
 import re
-import socket
 import struct
 import time
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
+from services import free_port
 
 from simulators.clock import SimClock
 from simulators.errors import ConfigError, FaultError
@@ -36,9 +36,7 @@ SCENARIO = """time,station,quantity,value
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return free_port()  # (tests/services.py: below the ephemeral range)
 
 
 @pytest.fixture
