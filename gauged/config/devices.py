@@ -46,28 +46,34 @@ def device_problems(config: Config) -> list[str]:
                 add(f"gauge {name}: unit: unit id {g.unit} on bus {g.bus} is device {who}; "
                     f"give the gauge `device = \"{who}\"` instead of its own unit")
             continue
-        dev = config.devices.get(g.device)
-        if dev is None:
-            add(f"gauge {name}: device: unknown device {g.device!r}")
-        elif (g.bus, g.unit) != (dev.bus, dev.unit):
-            add(f"gauge {name}: device: device {g.device} is unit {dev.unit} on bus {dev.bus}, "
-                f"not unit {g.unit} on bus {g.bus} (leave bus and unit out)")
+        problem = _named_device(config, g.device, g.bus, g.unit)
+        if problem:
+            add(f"gauge {name}: device: {problem}" +
+                ("" if problem.startswith("unknown") else " (leave bus and unit out)"))
     for zone, z in config.zones.items():
         for field in ("siren_relay", "amplifier_relay"):
             relay = getattr(z, field)
             if relay is None or relay.device is None:
                 continue
-            dev = config.devices.get(relay.device)
-            if dev is None:
-                add(f"zone {zone}: {field}.device: unknown device {relay.device!r}")
-            elif (relay.bus, relay.unit) != (dev.bus, dev.unit):
-                add(f"zone {zone}: {field}.device: device {relay.device} is unit {dev.unit} "
-                    f"on bus {dev.bus}, not unit {relay.unit} on bus {relay.bus}")
+            problem = _named_device(config, relay.device, relay.bus, relay.unit)
+            if problem:
+                add(f"zone {zone}: {field}.device: {problem}")
     for name, inp in config.site.inputs.items():
         if inp.device not in config.devices:
             add(f"site input {name}: device: unknown device {inp.device!r}")
     problems += _overlaps(config)
     return problems
+
+
+def _named_device(config: Config, device: str, bus: str, unit: int) -> str:
+    """What is wrong with a channel naming `device` and filled in as (`bus`, `unit`): "" when
+    nothing is."""
+    dev = config.devices.get(device)
+    if dev is None:
+        return f"unknown device {device!r}"
+    if (bus, unit) != (dev.bus, dev.unit):
+        return f"device {device} is unit {dev.unit} on bus {dev.bus}, not unit {unit} on bus {bus}"
+    return ""
 
 
 def _overlaps(config: Config) -> list[str]:
